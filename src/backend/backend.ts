@@ -1,0 +1,294 @@
+import type { Socket } from 'node:net';
+import { connect } from 'node:net';
+import type { DatabaseConfig } from '../config.js';
+import { SqlError, SQLSTATE } from '../errors.js';
+import { BE, TX_IDLE } from '../protocol/codes.js';
+import { cancelRequest, parseErrorFields, query, TERMINATE } from '../protocol/messages.js';
+import { login } from './login.js';
+
+/** What a backend hands its responses to while a client has it checked out. */
+export interface BackendOwner {
+  /** Forward buf[start, end) to the client as it is. */
+  forward(buf: Buffer, start: number, end: number): void;
+  /** A ReadyForQuery arrived and every Query/Sync sent so far has been answered. */
+  onIdle(status: number): void;
+  /** The connection to the server broke while this owner held it. */
+  onBackendLost(err: SqlError): void;
+}
+
+// Messages up to this size are gathered whole before they are looked at; larger ones
+// (big rows, COPY data) stream through in pieces and are never buffered.
+const GATHER_LIMIT = 16 * 1024;
+
+const enum Mode { Idle, Client, Internal }
+
+interface InternalQuery {
+  resolve: () => void;
+  reject: (err: SqlError) => void;
+  error: SqlError | null;
+}
+
+let nextBackendId = 1;
+
+/**
+ * One logged-in server connection. Frames the server's byte stream just enough to find
+ * message boundaries, ReadyForQuery and ParameterStatus; rows pass through untouched.
+ */
+export class Backend {
+  readonly id = nextBackendId++;
+  readonly createdAt = Date.now();
+  lastUsed = Date.now();
+  broken = false;
+  /** Transaction status from the last ReadyForQuery: 'I', 'T' or 'E' as a byte. */
+  txStatus = TX_IDLE;
+  /** Query and Sync messages sent whose ReadyForQuery has not come back yet. */
+  pendingSyncs = 0;
+  /** Extended-protocol messages were sent after the last Sync. */
+  unsynced = false;
+  /** The server is in COPY FROM STDIN and waits for CopyData/CopyDone/CopyFail. */
+  copyIn = false;
+  /** An ErrorResponse arrived since the last idle ReadyForQuery. */
+  errorSinceIdle = false;
+  /** Session state was changed in a way the pooler must reset before reuse. */
+  dirty = false;
+  /** Settings applied on behalf of the client that last held it: name -> SET statement. */
+  applied = new Map<string, string>();
+  /** Role set with SET ROLE, or null for the login role. */
+  role: string | null = null;
+  /** Cancel requests sent for this backend that have not completed. */
+  cancelsInFlight = 0;
+  private cancelWaiters: Array<() => void> = [];
+  /** Statements this server holds, for prepared statement tracking. */
+  readonly prepared = new Map<string, number>();
+
+  owner: BackendOwner | null = null;
+  private mode = Mode.Idle;
+  private internal: InternalQuery | null = null;
+  private partial: Buffer | null = null;
+  private streamLeft = 0;
+  private streamForward = false;
+  private paused = false;
+
+  private constructor(
+    readonly db: DatabaseConfig,
+    readonly socket: Socket,
+    readonly pid: number,
+    readonly secret: number,
+    readonly params: Map<string, string>,
+  ) {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 60_000);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.lost(new SqlError(SQLSTATE.CONNECTION_FAILURE, `server connection failed: ${err.message}`)));
+    socket.on('close', () => this.lost(new SqlError(SQLSTATE.CONNECTION_FAILURE, 'server closed the connection unexpectedly')));
+  }
+
+  static async connect(db: DatabaseConfig, timeoutMs: number): Promise<Backend> {
+    const r = await login(db, timeoutMs);
+    return new Backend(db, r.socket, r.pid, r.secret, r.params);
+  }
+
+  attach(owner: BackendOwner): void {
+    this.owner = owner;
+    this.mode = Mode.Client;
+    this.lastUsed = Date.now();
+  }
+
+  detach(): void {
+    this.owner = null;
+    if (this.mode === Mode.Client) this.mode = Mode.Idle;
+    if (this.paused) this.resume();
+  }
+
+  write(buf: Buffer): boolean {
+    return this.socket.write(buf);
+  }
+
+  pause(): void {
+    if (!this.paused) { this.paused = true; this.socket.pause(); }
+  }
+
+  resume(): void {
+    if (this.paused) { this.paused = false; this.socket.resume(); }
+  }
+
+  /** True when the server is idle outside any transaction with nothing in flight. */
+  get quiet(): boolean {
+    return this.pendingSyncs === 0 && !this.unsynced && this.txStatus === TX_IDLE && !this.copyIn;
+  }
+
+  /**
+   * Runs a statement on scopegate's own account and swallows its results. Only valid while
+   * nothing else is in flight on this backend.
+   */
+  runInternal(sql: string): Promise<void> {
+    if (this.broken) return Promise.reject(new SqlError(SQLSTATE.CONNECTION_FAILURE, 'server connection is gone'));
+    if (this.pendingSyncs !== 0 || this.internal) {
+      return Promise.reject(new SqlError(SQLSTATE.INTERNAL_ERROR, 'internal query while the server is busy'));
+    }
+    return new Promise((resolve, reject) => {
+      this.internal = { resolve, reject, error: null };
+      this.mode = Mode.Internal;
+      this.pendingSyncs = 1;
+      this.socket.write(query(sql));
+    });
+  }
+
+  /** Sends a CancelRequest for whatever this backend runs now, on a fresh connection. */
+  cancel(): void {
+    this.cancelsInFlight++;
+    const done = (): void => {
+      if (--this.cancelsInFlight === 0) {
+        const waiters = this.cancelWaiters;
+        this.cancelWaiters = [];
+        for (const w of waiters) w();
+      }
+    };
+    const s = connect({ host: this.db.host, port: this.db.port });
+    s.setTimeout(10_000, () => s.destroy());
+    s.on('connect', () => s.end(cancelRequest(this.pid, this.secret)));
+    s.on('error', () => undefined);
+    s.on('close', done);
+  }
+
+  /** Resolves once no cancel for this backend is still on its way to the server. */
+  cancelsSettled(): Promise<void> {
+    if (this.cancelsInFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.cancelWaiters.push(resolve));
+  }
+
+  close(): void {
+    if (!this.socket.destroyed) {
+      this.broken = true;
+      this.socket.end(TERMINATE);
+      this.socket.destroy();
+    }
+  }
+
+  private lost(err: SqlError): void {
+    if (this.broken && !this.owner && !this.internal) return;
+    this.broken = true;
+    this.socket.destroy();
+    const internal = this.internal;
+    this.internal = null;
+    if (internal) internal.reject(err);
+    const owner = this.owner;
+    this.owner = null;
+    this.mode = Mode.Idle;
+    if (owner) owner.onBackendLost(err);
+  }
+
+  private onData(chunk: Buffer): void {
+    let buf = chunk;
+    let off = 0;
+    if (this.streamLeft > 0) {
+      const take = Math.min(this.streamLeft, buf.length);
+      if (this.streamForward && this.owner) this.owner.forward(buf, 0, take);
+      this.streamLeft -= take;
+      off = take;
+      if (off === buf.length) return;
+    }
+    if (this.partial !== null) {
+      buf = Buffer.concat([this.partial, off === 0 ? buf : buf.subarray(off)]);
+      this.partial = null;
+      off = 0;
+    }
+    const n = buf.length;
+    let runStart = -1;
+    while (off < n) {
+      if (n - off < 5) {
+        this.partial = Buffer.from(buf.subarray(off));
+        break;
+      }
+      const type = buf[off]!;
+      const end = off + 1 + buf.readInt32BE(off + 1);
+      if (end > n) {
+        if (end - off <= GATHER_LIMIT) {
+          this.partial = buf.subarray(off);
+          break;
+        }
+        // A large message: decide by its type, pass what we have, stream the rest.
+        const fwd = this.mode === Mode.Client && this.owner !== null;
+        if (type === BE.ErrorResponse) this.errorSinceIdle = true;
+        if (fwd && runStart < 0) runStart = off;
+        this.streamForward = fwd;
+        this.streamLeft = end - n;
+        off = n;
+        break;
+      }
+      if (this.mode === Mode.Client) {
+        if (type === BE.ReadyForQuery) {
+          if (runStart < 0) runStart = off;
+          this.owner!.forward(buf, runStart, end);
+          runStart = -1;
+          off = end;
+          this.onReady(buf[end - 1]!);
+          continue;
+        }
+        this.inspect(type, buf, off, end);
+        if (runStart < 0) runStart = off;
+      } else if (this.mode === Mode.Internal) {
+        this.internalMessage(type, buf, off, end);
+      } else {
+        this.idleMessage(type, buf, off, end);
+      }
+      off = end;
+    }
+    if (runStart >= 0 && this.owner) this.owner.forward(buf, runStart, off);
+  }
+
+  private inspect(type: number, buf: Buffer, start: number, end: number): void {
+    switch (type) {
+      case BE.ErrorResponse:
+        this.errorSinceIdle = true;
+        this.copyIn = false;
+        break;
+      case BE.CopyInResponse:
+        this.copyIn = true;
+        break;
+      case BE.ParameterStatus: {
+        const k = buf.indexOf(0, start + 5);
+        if (k > 0 && k < end) this.params.set(buf.toString('utf8', start + 5, k), buf.toString('utf8', k + 1, end - 1));
+        break;
+      }
+    }
+  }
+
+  private onReady(status: number): void {
+    this.txStatus = status;
+    this.copyIn = false;
+    if (this.pendingSyncs > 0) this.pendingSyncs--;
+    if (this.pendingSyncs === 0 && this.owner) this.owner.onIdle(status);
+  }
+
+  private internalMessage(type: number, buf: Buffer, start: number, end: number): void {
+    const q = this.internal;
+    if (!q) return;
+    if (type === BE.ErrorResponse) {
+      const f = parseErrorFields(buf, start, end);
+      q.error = new SqlError(f.get('C') ?? SQLSTATE.INTERNAL_ERROR, f.get('M') ?? 'internal query failed', { detail: f.get('D'), hint: f.get('H') });
+    } else if (type === BE.ParameterStatus) {
+      this.inspect(type, buf, start, end);
+    } else if (type === BE.CopyInResponse) {
+      // Internal statements never COPY; refuse so the server returns to ReadyForQuery.
+      this.socket.write(Buffer.from([0x66, 0, 0, 0, 5, 0]));
+    } else if (type === BE.ReadyForQuery) {
+      this.txStatus = buf[end - 1]!;
+      this.pendingSyncs = 0;
+      this.internal = null;
+      this.mode = this.owner ? Mode.Client : Mode.Idle;
+      if (q.error) q.reject(q.error);
+      else q.resolve();
+    }
+  }
+
+  private idleMessage(type: number, buf: Buffer, start: number, end: number): void {
+    if (type === BE.ErrorResponse) {
+      // Only a FATAL arrives unasked (admin shutdown, pg_terminate_backend, idle timeout).
+      this.broken = true;
+      this.socket.destroy();
+    } else if (type === BE.ParameterStatus) {
+      this.inspect(type, buf, start, end);
+    }
+  }
+}

@@ -1,0 +1,116 @@
+import { connect, type Socket } from 'node:net';
+import { serialize } from 'pg-protocol';
+import { Parser } from 'pg-protocol/dist/parser.js';
+import type { BackendMessage } from 'pg-protocol/dist/messages.js';
+import type { DatabaseConfig } from '../config.js';
+import { SqlError, SQLSTATE } from '../errors.js';
+import { md5Password, ScramClient } from './scram.js';
+
+export interface LoginResult {
+  socket: Socket;
+  pid: number;
+  secret: number;
+  params: Map<string, string>;
+}
+
+interface Fields { [k: string]: unknown }
+
+function field<T>(msg: BackendMessage, name: string): T {
+  return (msg as unknown as Fields)[name] as T;
+}
+
+/**
+ * Opens a TCP connection to Postgres and logs in as the configured role (trust, cleartext,
+ * md5 or SCRAM-SHA-256). Uses pg-protocol's parser: login happens once per backend, off the
+ * hot path.
+ */
+export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record<string, string> = {}): Promise<LoginResult> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: db.host, port: db.port, noDelay: true });
+    const params = new Map<string, string>();
+    let pid = 0;
+    let secret = 0;
+    let scram: ScramClient | null = null;
+    let done = false;
+    const parser = new Parser();
+    const timer = timeoutMs > 0 ? setTimeout(() => fail(new SqlError(SQLSTATE.CONNECTION_FAILURE, `server_connect_timeout: no login to ${db.host}:${db.port} within ${timeoutMs} ms`)), timeoutMs) : null;
+
+    function fail(err: Error): void {
+      if (done) return;
+      done = true;
+      if (timer) clearTimeout(timer);
+      socket.destroy();
+      reject(err instanceof SqlError ? err : new SqlError(SQLSTATE.CONNECTION_FAILURE, `cannot connect to server ${db.host}:${db.port}: ${err.message}`));
+    }
+
+    const needPassword = (): string => {
+      if (db.password === null) throw new SqlError(SQLSTATE.INVALID_PASSWORD, `server ${db.host}:${db.port} asks for a password but databases.${db.name}.url has none`);
+      return db.password;
+    };
+
+    function onMessage(msg: BackendMessage): void {
+      switch (msg.name) {
+        case 'authenticationOk':
+          break;
+        case 'authenticationCleartextPassword':
+          socket.write(serialize.password(needPassword()));
+          break;
+        case 'authenticationMD5Password':
+          socket.write(serialize.password(md5Password(db.user, needPassword(), field<Buffer>(msg, 'salt'))));
+          break;
+        case 'authenticationSASL': {
+          const mechs = field<string[]>(msg, 'mechanisms');
+          if (!mechs.includes('SCRAM-SHA-256')) throw new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, `server offers SASL ${mechs.join(', ')}; scopegate supports SCRAM-SHA-256`);
+          scram = new ScramClient(needPassword());
+          socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
+          break;
+        }
+        case 'authenticationSASLContinue':
+          if (!scram) throw new Error('unexpected SASLContinue');
+          socket.write(serialize.sendSCRAMClientFinalMessage(scram.clientFinal(field<string>(msg, 'data'))));
+          break;
+        case 'authenticationSASLFinal':
+          if (!scram) throw new Error('unexpected SASLFinal');
+          scram.verifyServerFinal(field<string>(msg, 'data'));
+          break;
+        case 'parameterStatus':
+          params.set(field<string>(msg, 'parameterName'), field<string>(msg, 'parameterValue'));
+          break;
+        case 'backendKeyData':
+          pid = field<number>(msg, 'processID');
+          secret = field<number>(msg, 'secretKey');
+          break;
+        case 'readyForQuery':
+          done = true;
+          if (timer) clearTimeout(timer);
+          socket.removeAllListeners('data');
+          socket.removeAllListeners('error');
+          socket.removeAllListeners('close');
+          resolve({ socket, pid, secret, params });
+          break;
+        case 'error': {
+          const e = msg as unknown as { message: string; code?: string; severity?: string };
+          throw new SqlError(e.code ?? SQLSTATE.CONNECTION_FAILURE, `server login failed: ${e.message}`);
+        }
+        case 'notice':
+          break;
+        default:
+          throw new Error(`unexpected ${msg.name} during login`);
+      }
+    }
+
+    socket.on('connect', () => {
+      socket.write(serialize.startup({ user: db.user, database: db.dbname, client_encoding: 'UTF8', application_name: 'scopegate', ...extraParams }));
+    });
+    socket.on('data', (chunk: Buffer) => {
+      if (done) return;
+      try {
+        parser.parse(chunk, onMessage);
+      } catch (err) {
+        fail(err as Error);
+      }
+    });
+    socket.on('error', fail);
+    socket.on('close', () => fail(new Error('connection closed during login')));
+  });
+}

@@ -1,0 +1,69 @@
+import { loadConfig } from './config.js';
+import { ConfigError } from './errors.js';
+import { PlainGate } from './gate.js';
+import { createLogger } from './log.js';
+import { Scopegate } from './server.js';
+
+const USAGE = `usage:
+  scopegate [--config FILE]            run the pooler (default config/scopegate.yaml)
+  scopegate demo                       start an embedded PostgreSQL and scopegate in front of it
+  scopegate token --scope S --sub U    mint a development token
+  scopegate check --policy FILE --scopes S "SQL"   test a policy decision`;
+
+function argValue(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  if (i >= 0) return args[i + 1];
+  const eq = args.find((a) => a.startsWith(`${name}=`));
+  return eq?.slice(name.length + 1);
+}
+
+export async function runServer(configFile: string): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(configFile);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`scopegate: invalid config ${configFile}: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger(config.log.level);
+  const gate = new PlainGate();
+  const server = new Scopegate(config, log, gate);
+  await server.listen();
+  process.on('SIGHUP', () => {
+    try {
+      server.reload(loadConfig(configFile));
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration');
+    }
+  });
+  const stop = (): void => {
+    void server.shutdown().then(() => {
+      log.info('stopped');
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  if (cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return;
+  }
+  if (cmd === 'demo') {
+    const { runDemo } = await import('./demo.js');
+    await runDemo(rest);
+    return;
+  }
+  await runServer(argValue(argv, '--config') ?? 'config/scopegate.yaml');
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`scopegate: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,522 @@
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { Backend, BackendOwner } from './backend/backend.js';
+import { CancelRegistry } from './cancel.js';
+import type { Config } from './config.js';
+import { SqlError, SQLSTATE } from './errors.js';
+import { drainAndRelease } from './janitor.js';
+import type { DatabasePool } from './pool.js';
+import { FE, TX_IDLE } from './protocol/codes.js';
+import { Framer, readCString } from './protocol/framer.js';
+import * as msg from './protocol/messages.js';
+import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from './protocol/startup.js';
+import { settingsDiff, startupSettings, type SettingMap } from './settings.js';
+import type { StatementGate } from './gate.js';
+
+/** Largest message a client may send (a whole COPY row or a big INSERT fits easily). */
+const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
+
+/** Everything a client session needs from the server around it. */
+export interface ServerContext {
+  config: Config;
+  log: Logger;
+  pools: Map<string, DatabasePool>;
+  cancels: CancelRegistry;
+  gate: StatementGate;
+  clientCount: number;
+  shuttingDown: boolean;
+  onClientClosed(c: ClientSession): void;
+}
+
+const enum State { Startup, Auth, Ready, Closed }
+
+interface Queued { type: number; data: Buffer }
+
+let nextClientId = 1;
+
+/**
+ * One client connection: startup and authentication, then the transaction loop that
+ * borrows a backend when a transaction starts and returns it when ReadyForQuery says idle.
+ */
+export class ClientSession implements BackendOwner {
+  readonly id = nextClientId++;
+  readonly address: string;
+  private state = State.Startup;
+  private startupBuf: Buffer | null = null;
+  private readonly framer = new Framer(MAX_CLIENT_MESSAGE);
+  user = '';
+  database = '';
+  private pool: DatabasePool | null = null;
+  /** The settings this client asked for: name -> SET statement. */
+  settings: SettingMap = new Map();
+  private pid = 0;
+  readonly cancelKey = Buffer.alloc(4);
+  backend: Backend | null = null;
+  private acquiring = false;
+  private queue: Queued[] = [];
+  /** Messages of an extended-protocol batch we failed are dropped up to its Sync. */
+  private skipUntilSync = false;
+  private idleTxTimer: NodeJS.Timeout | null = null;
+  private runStart = -1;
+  private runEnd = -1;
+  private runBuf: Buffer | null = null;
+  private clientPaused = false;
+  private backendPausedForClient = false;
+  private readonly log: Logger;
+
+  constructor(readonly socket: Socket, private readonly ctx: ServerContext) {
+    this.address = socket.remoteAddress ?? 'unknown';
+    this.log = ctx.log.child({ client: this.id });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => this.onClose());
+    socket.on('close', () => this.onClose());
+    socket.on('drain', () => {
+      if (this.backendPausedForClient) {
+        this.backendPausedForClient = false;
+        this.backend?.resume();
+      }
+    });
+  }
+
+  // ---- input ------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.state === State.Closed) return;
+    try {
+      if (this.state === State.Startup) {
+        this.onStartupData(chunk);
+        return;
+      }
+      if (this.state === State.Auth) {
+        this.framer.push(chunk, this.onAuthMessage);
+        return;
+      }
+      this.framer.push(chunk, this.onMessage);
+      this.flushRun();
+    } catch (err) {
+      this.fatal(err);
+    }
+  }
+
+  private onStartupData(chunk: Buffer): void {
+    let buf = this.startupBuf ? Buffer.concat([this.startupBuf, chunk]) : chunk;
+    this.startupBuf = null;
+    while (buf.length >= 4 && this.state === State.Startup) {
+      const len = buf.readInt32BE(0);
+      if (len < 8 || len > MAX_STARTUP_PACKET) {
+        throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, `invalid length of startup packet: ${len}`, { severity: 'FATAL' });
+      }
+      if (buf.length < len) break;
+      const packet = buf.subarray(0, len);
+      buf = buf.subarray(len);
+      const p = parseStartupPacket(packet);
+      if (p.kind === 'ssl' || p.kind === 'gssenc') {
+        // TLS termination arrives later; 'N' tells libpq to go on in plain text.
+        this.socket.write(Buffer.from('N'));
+        continue;
+      }
+      if (p.kind === 'cancel') {
+        this.ctx.cancels.cancel(p.pid, p.secret);
+        this.state = State.Closed;
+        this.socket.end();
+        return;
+      }
+      if (buf.length > 0) {
+        // A client may not pipeline past the startup packet before authentication.
+        throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, 'unexpected data after startup packet', { severity: 'FATAL' });
+      }
+      void this.startup(p.params, p.minor, p.protocolOptions).catch((err) => this.fatal(err));
+      return;
+    }
+    if (buf.length > 0 && this.state === State.Startup) this.startupBuf = Buffer.from(buf);
+  }
+
+  private async startup(params: Map<string, string>, minor: number, protocolOptions: string[]): Promise<void> {
+    const ctx = this.ctx;
+    if (minor > 0 || protocolOptions.length > 0) this.socket.write(msg.negotiateProtocolVersion(0, protocolOptions));
+    if (ctx.shuttingDown) throw new SqlError(SQLSTATE.CANNOT_CONNECT_NOW, 'scopegate is shutting down', { severity: 'FATAL' });
+    if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
+      throw new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'replication connections are not supported through scopegate', { severity: 'FATAL' });
+    }
+    this.user = params.get('user') ?? '';
+    if (!this.user) throw new SqlError(SQLSTATE.INVALID_AUTHORIZATION, 'no PostgreSQL user name specified in startup packet', { severity: 'FATAL' });
+    this.database = params.get('database') || this.user;
+    this.log.setBindings({ user: this.user, db: this.database, addr: this.address });
+    const pool = ctx.pools.get(this.database);
+    if (!pool) throw new SqlError(SQLSTATE.INVALID_CATALOG_NAME, `no such database: ${this.database}`, { severity: 'FATAL' });
+    this.pool = pool;
+    this.settings = startupSettings(params, params.has('options') ? parseOptions(params.get('options')!) : new Map());
+    await ctx.gate.checkStartup(this);
+    await ctx.gate.authenticate(this);
+    if (this.state === State.Closed) return;
+    if (pool.serverParams === null) {
+      // The first client of a database learns the server's parameters from a real login.
+      const b = await pool.acquire();
+      await pool.release(b);
+    }
+    const out: Buffer[] = [msg.authenticationOk()];
+    const ownValues = new Map<string, string>();
+    for (const [k, v] of params) ownValues.set(k.toLowerCase(), v);
+    for (const [name, value] of pool.serverParams!) {
+      out.push(msg.parameterStatus(name, ownValues.get(name.toLowerCase()) ?? value));
+    }
+    const key = ctx.cancels.allocate();
+    this.pid = key.pid;
+    this.cancelKey.writeInt32BE(key.secret, 0);
+    ctx.cancels.add(this.pid, this);
+    out.push(msg.backendKeyData(key.pid, key.secret), msg.readyForQuery('I'));
+    this.socket.write(Buffer.concat(out));
+    this.state = State.Ready;
+    this.log.debug('client ready');
+  }
+
+  /** Writes raw protocol bytes to the client (the auth exchange uses this). */
+  send(data: Buffer): void {
+    if (this.state !== State.Closed) this.socket.write(data);
+  }
+
+  private authWaiter: ((m: { type: number; body: Buffer }) => void) | null = null;
+
+  /** Reads the client's next message during authentication (a password or SASL response). */
+  readAuthMessage(): Promise<{ type: number; body: Buffer }> {
+    this.state = State.Auth;
+    return new Promise((resolve) => { this.authWaiter = resolve; });
+  }
+
+  private readonly onAuthMessage = (type: number, buf: Buffer, start: number, end: number): void => {
+    const w = this.authWaiter;
+    this.authWaiter = null;
+    if (type === FE.Terminate) { this.terminate(); return; }
+    if (w === null || type !== FE.Password) {
+      throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, `expected password response, got message type '${String.fromCharCode(type)}'`, { severity: 'FATAL' });
+    }
+    w({ type, body: Buffer.from(buf.subarray(start + 5, end)) });
+  };
+
+  private readonly onMessage = (type: number, buf: Buffer, start: number, end: number): void => {
+    if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
+    if (this.skipUntilSync) {
+      if (type === FE.Sync) {
+        this.skipUntilSync = false;
+        this.socket.write(msg.readyForQuery(this.backend ? txChar(this.backend.txStatus) : 'I'));
+      }
+      return;
+    }
+    switch (type) {
+      case FE.Terminate:
+        this.terminate();
+        return;
+      case FE.Query: {
+        const [sql] = readCString(buf, start + 5, end);
+        const verdict = this.ctx.gate.checkQuery(this, sql);
+        if (verdict !== null) { this.reject(verdict, false); return; }
+        break;
+      }
+      case FE.Parse: {
+        const [, afterName] = readCString(buf, start + 5, end);
+        const [sql] = readCString(buf, afterName, end);
+        const verdict = this.ctx.gate.checkQuery(this, sql);
+        if (verdict !== null) { this.reject(verdict, true); return; }
+        break;
+      }
+      case FE.Bind: case FE.Describe: case FE.Execute: case FE.Close: case FE.Flush: case FE.Sync:
+      case FE.CopyData: case FE.CopyDone: case FE.CopyFail:
+        break;
+      case FE.FunctionCall:
+        this.reject(new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'the fastpath function call protocol is not supported through scopegate'), false);
+        return;
+      default:
+        throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, `invalid frontend message type ${type} ('${String.fromCharCode(type)}')`, { severity: 'FATAL' });
+    }
+    this.forwardToBackend(type, buf, start, end);
+  };
+
+  // ---- client -> backend ------------------------------------------------------------
+
+  private forwardToBackend(type: number, buf: Buffer, start: number, end: number): void {
+    const b = this.backend;
+    if (b === null || this.acquiring) {
+      if (type === FE.CopyData || type === FE.CopyDone || type === FE.CopyFail) {
+        return; // COPY data without a COPY in progress: Postgres ignores it too.
+      }
+      this.queue.push({ type, data: buf.subarray(start, end) });
+      if (!this.acquiring) this.acquire();
+      return;
+    }
+    this.countSent(b, type);
+    if (this.runBuf === buf && this.runEnd === start) {
+      this.runEnd = end;
+    } else {
+      this.flushRun();
+      this.runBuf = buf;
+      this.runStart = start;
+      this.runEnd = end;
+    }
+  }
+
+  private countSent(b: Backend, type: number): void {
+    if (type === FE.Query) {
+      b.pendingSyncs++;
+    } else if (type === FE.Sync) {
+      // The server ignores Sync while it is in COPY FROM STDIN.
+      if (!b.copyIn) b.pendingSyncs++;
+      b.unsynced = false;
+    } else if (type !== FE.CopyData && type !== FE.CopyDone && type !== FE.CopyFail) {
+      b.unsynced = true;
+    }
+  }
+
+  private flushRun(): void {
+    if (this.runBuf === null) return;
+    const data = this.runBuf.subarray(this.runStart, this.runEnd);
+    this.runBuf = null;
+    const b = this.backend;
+    if (b && !b.write(data) && !this.clientPaused) {
+      this.clientPaused = true;
+      this.socket.pause();
+      b.socket.once('drain', () => {
+        this.clientPaused = false;
+        if (this.state !== State.Closed) this.socket.resume();
+      });
+    }
+  }
+
+  private acquire(): void {
+    const pool = this.pool!;
+    this.acquiring = true;
+    this.socket.pause();
+    pool.acquire().then(
+      async (b) => {
+        if (this.state === State.Closed) {
+          await pool.release(b);
+          return;
+        }
+        this.backend = b;
+        b.attach(this);
+        b.errorSinceIdle = false;
+        try {
+          await this.prepareBackend(b);
+        } catch (err) {
+          this.backend = null;
+          const sqlErr = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
+          if (b.broken) await pool.destroy(b);
+          else await pool.release(b);
+          this.acquiring = false;
+          this.failQueued(sqlErr);
+          return;
+        }
+        this.acquiring = false;
+        if (this.isClosed()) {
+          this.abandonBackend();
+          return;
+        }
+        const queued = this.queue;
+        this.queue = [];
+        b.socket.cork();
+        for (const q of queued) {
+          this.countSent(b, q.type);
+          b.write(q.data);
+        }
+        b.socket.uncork();
+        this.socket.resume();
+      },
+      (err: SqlError) => {
+        this.acquiring = false;
+        this.failQueued(err);
+      },
+    );
+  }
+
+  /** Brings a freshly borrowed backend to this client's settings and role. */
+  private async prepareBackend(b: Backend): Promise<void> {
+    const stmts = settingsDiff(b.applied, this.settings);
+    const role = this.ctx.gate.roleFor(this);
+    if (role !== b.role) stmts.push(role === null ? 'RESET ROLE' : `SET ROLE ${quoteRole(role)}`);
+    if (stmts.length === 0) return;
+    await b.runInternal(stmts.join('; '));
+    b.applied = new Map(this.settings);
+    b.role = role;
+  }
+
+  /** Answers queued messages with an error when no backend could be had; the client may retry. */
+  private failQueued(err: SqlError): void {
+    const queued = this.queue;
+    this.queue = [];
+    let sent = false;
+    let inExtended = false;
+    const out: Buffer[] = [];
+    for (const q of queued) {
+      if (q.type === FE.Query) {
+        out.push(msg.errorResponse(err), msg.readyForQuery('I'));
+        sent = true;
+        inExtended = false;
+      } else if (q.type === FE.Sync) {
+        if (!sent || inExtended) out.push(msg.errorResponse(err));
+        out.push(msg.readyForQuery('I'));
+        sent = true;
+        inExtended = false;
+      } else {
+        inExtended = true;
+      }
+    }
+    if (inExtended) {
+      out.push(msg.errorResponse(err));
+      this.skipUntilSync = true;
+    }
+    if (out.length > 0) this.socket.write(Buffer.concat(out));
+    this.log.info({ err: err.message, code: err.code }, 'no server connection for client');
+    if (this.state !== State.Closed) this.socket.resume();
+  }
+
+  /**
+   * Refuses a statement without letting it reach Postgres. Inside a transaction block the
+   * server itself raises the error, so the transaction aborts exactly as Postgres would.
+   */
+  private reject(err: SqlError, extended: boolean): void {
+    const b = this.backend;
+    if (this.acquiring || (b !== null && (b.txStatus !== TX_IDLE || b.unsynced || b.pendingSyncs > 0))) {
+      const raise = `DO $scopegate$ BEGIN RAISE EXCEPTION USING ERRCODE = ${lit(err.code)}, MESSAGE = ${lit(err.message)}${err.hint ? `, HINT = ${lit(err.hint)}` : ''}; END $scopegate$`;
+      const m = extended ? parseMessage(raise) : msg.query(raise);
+      this.forwardToBackend(extended ? FE.Parse : FE.Query, m, 0, m.length);
+      return;
+    }
+    if (extended) {
+      this.flushRun();
+      this.socket.write(msg.errorResponse(err));
+      this.skipUntilSync = true;
+    } else {
+      this.socket.write(Buffer.concat([msg.errorResponse(err), msg.readyForQuery(b ? txChar(b.txStatus) : 'I')]));
+    }
+  }
+
+  /** Cancels the statement this client runs now, if any (CancelRequest from its key). */
+  cancelRunning(): void {
+    const b = this.backend;
+    if (b !== null && (b.pendingSyncs > 0 || b.unsynced)) b.cancel();
+  }
+
+  // ---- backend -> client (BackendOwner) --------------------------------------------
+
+  forward(buf: Buffer, start: number, end: number): void {
+    if (!this.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end)) && !this.backendPausedForClient) {
+      this.backendPausedForClient = true;
+      this.backend?.pause();
+    }
+  }
+
+  onIdle(status: number): void {
+    const b = this.backend;
+    if (!b) return;
+    if (status === TX_IDLE) {
+      this.ctx.gate.transactionEnded(this, b, !b.errorSinceIdle);
+      if (this.ctx.config.databases.get(this.database)?.pool_mode !== 'session' && b.quiet && this.queue.length === 0 && this.runBuf === null) {
+        this.backend = null;
+        if (this.backendPausedForClient) { this.backendPausedForClient = false; b.resume(); }
+        b.errorSinceIdle = false;
+        void this.pool!.release(b);
+        if (this.ctx.shuttingDown) this.closeWith(new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'terminating connection: scopegate is shutting down', { severity: 'FATAL' }));
+      }
+      return;
+    }
+    const timeout = this.ctx.config.pool.idle_transaction_timeout;
+    if (timeout > 0) {
+      this.idleTxTimer = setTimeout(() => {
+        this.closeWith(new SqlError(SQLSTATE.IDLE_IN_TRANSACTION_TIMEOUT, `idle_transaction_timeout: transaction idle for more than ${timeout / 1000}s`, { severity: 'FATAL' }));
+      }, timeout);
+      this.idleTxTimer.unref();
+    }
+  }
+
+  onBackendLost(err: SqlError): void {
+    const b = this.backend;
+    this.backend = null;
+    if (b) void this.pool!.destroy(b);
+    this.log.warn({ err: err.message }, 'server connection lost while in use');
+    this.closeWith(new SqlError(SQLSTATE.CONNECTION_FAILURE, `server connection lost: ${err.message}`, { severity: 'FATAL' }));
+  }
+
+  // ---- teardown ---------------------------------------------------------------------
+
+  /** True while this client holds no backend (used by shutdown). */
+  get idle(): boolean {
+    return this.backend === null && !this.acquiring;
+  }
+
+  private terminate(): void {
+    this.state = State.Closed;
+    this.abandonBackend();
+    this.socket.end();
+    this.finish();
+  }
+
+  closeWith(err: SqlError): void {
+    if (this.state === State.Closed) return;
+    this.socket.end(msg.errorResponse(err));
+    this.state = State.Closed;
+    this.abandonBackend();
+    this.finish();
+  }
+
+  private fatal(err: unknown): void {
+    const e = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, (err as Error)?.message ?? String(err), { severity: 'FATAL' });
+    if (!(err instanceof SqlError)) this.log.error({ err }, 'internal error');
+    else this.log.info({ code: e.code, err: e.message }, 'closing client');
+    this.closeWith(e.severity === 'FATAL' ? e : new SqlError(e.code, e.message, { severity: 'FATAL', hint: e.hint, detail: e.detail }));
+  }
+
+  private onClose(): void {
+    if (this.state !== State.Closed) {
+      this.state = State.Closed;
+      this.abandonBackend();
+    }
+    this.finish();
+  }
+
+  private abandonBackend(): void {
+    if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
+    const b = this.backend;
+    if (!b || this.acquiring) return;
+    this.backend = null;
+    if (b.quiet && !b.dirty && this.ctx.config.databases.get(this.database)?.pool_mode !== 'session') {
+      void this.pool!.release(b);
+    } else {
+      if (this.ctx.config.databases.get(this.database)?.pool_mode === 'session') b.dirty = true;
+      drainAndRelease(b, this.pool!, this.log);
+    }
+  }
+
+  private isClosed(): boolean {
+    return this.state === State.Closed;
+  }
+
+  private finished = false;
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.pid) this.ctx.cancels.remove(this.pid, this);
+    this.ctx.onClientClosed(this);
+  }
+}
+
+function txChar(status: number): 'I' | 'T' | 'E' {
+  return status === 0x54 ? 'T' : status === 0x45 ? 'E' : 'I';
+}
+
+function lit(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
+}
+
+function quoteRole(r: string): string {
+  return `"${r.replace(/"/g, '""')}"`;
+}
+
+/** An unnamed Parse message for `sql` with no parameter types. */
+function parseMessage(sql: string): Buffer {
+  const body = Buffer.from(`\0${sql}\0\0\0`, 'utf8');
+  const out = Buffer.allocUnsafe(5 + body.length);
+  out[0] = FE.Parse;
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}

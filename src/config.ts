@@ -1,0 +1,259 @@
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError } from './errors.js';
+
+/** Seconds-based durations, PgBouncer style; stored in milliseconds. */
+export type Millis = number;
+
+export type PoolMode = 'transaction' | 'session';
+
+export interface PoolSettings {
+  mode: PoolMode;
+  default_pool_size: number;
+  min_pool_size: number;
+  reserve_pool_size: number;
+  reserve_pool_timeout: Millis;
+  max_client_conn: number;
+  query_wait_timeout: Millis;
+  server_connect_timeout: Millis;
+  server_idle_timeout: Millis;
+  server_lifetime: Millis;
+  idle_transaction_timeout: Millis;
+  max_prepared_statements: number;
+  shutdown_timeout: Millis;
+  server_reset_query: string;
+}
+
+export interface DatabaseConfig {
+  name: string;
+  host: string;
+  port: number;
+  user: string;
+  password: string | null;
+  dbname: string;
+  pool_size: number;
+  min_pool_size: number;
+  reserve_pool_size: number;
+  pool_mode: PoolMode;
+}
+
+export interface Config {
+  file: string | null;
+  listen: { host: string; port: number };
+  databases: Map<string, DatabaseConfig>;
+  pool: PoolSettings;
+  /** Raw `auth` section; the auth module validates it. */
+  auth: unknown;
+  policy: string | null;
+  log: { level: string; audit: string; audit_sample: number };
+  metrics: { host: string; port: number } | null;
+}
+
+export const POOL_DEFAULTS: PoolSettings = {
+  mode: 'transaction',
+  default_pool_size: 20,
+  min_pool_size: 0,
+  reserve_pool_size: 0,
+  reserve_pool_timeout: 5_000,
+  max_client_conn: 10_000,
+  query_wait_timeout: 120_000,
+  server_connect_timeout: 15_000,
+  server_idle_timeout: 600_000,
+  server_lifetime: 3_600_000,
+  idle_transaction_timeout: 0,
+  max_prepared_statements: 200,
+  shutdown_timeout: 30_000,
+  server_reset_query: 'DISCARD ALL',
+};
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function checkKeys(o: Obj, allowed: readonly string[], at: string): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) throw new ConfigError(at ? `${at}.${k}` : k, `unknown key (expected one of: ${allowed.join(', ')})`);
+  }
+}
+
+/** Parses `120s`, `15m`, `1h`, `500ms`, `0` or a bare number of seconds (PgBouncer's unit). */
+export function parseDuration(v: unknown, key: string): Millis {
+  if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return Math.round(v * 1000);
+  if (typeof v === 'string') {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$/.exec(v);
+    if (m) {
+      const n = Number(m[1]);
+      const unit = m[2] ?? 's';
+      const mult = unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' || unit === 'min' ? 60_000 : unit === 'h' ? 3_600_000 : 86_400_000;
+      return Math.round(n * mult);
+    }
+  }
+  throw new ConfigError(key, `expected a duration like 30s, 5m, 1h or a number of seconds, got ${JSON.stringify(v)}`);
+}
+
+function int(v: unknown, key: string, min = 0, max = 1_000_000): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new ConfigError(key, `expected an integer between ${min} and ${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function str(v: unknown, key: string): string {
+  if (typeof v !== 'string' || v === '') throw new ConfigError(key, `expected a non-empty string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function mode(v: unknown, key: string): PoolMode {
+  if (v === 'transaction' || v === 'session') return v;
+  throw new ConfigError(key, `expected transaction or session, got ${JSON.stringify(v)}`);
+}
+
+/** Resolves `env:NAME` and `file:PATH` indirections for secrets. */
+export function resolveSecret(v: string, key: string, baseDir: string): string {
+  if (v.startsWith('env:')) {
+    const val = process.env[v.slice(4)];
+    if (val === undefined) throw new ConfigError(key, `environment variable ${v.slice(4)} is not set`);
+    return val;
+  }
+  if (v.startsWith('file:')) {
+    try {
+      return readFileSync(resolve(baseDir, v.slice(5)), 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError(key, `cannot read ${v.slice(5)}: ${(err as Error).message}`);
+    }
+  }
+  return v;
+}
+
+function parseDatabase(name: string, raw: unknown, pool: PoolSettings, baseDir: string): DatabaseConfig {
+  const at = `databases.${name}`;
+  if (!isObj(raw)) throw new ConfigError(at, 'expected a mapping with at least `url`');
+  checkKeys(raw, ['url', 'pool_size', 'min_pool_size', 'reserve_pool_size', 'pool_mode', 'password'], at);
+  if (raw.url === undefined) throw new ConfigError(`${at}.url`, 'missing (postgres://user:password@host:port/dbname)');
+  const urlText = str(raw.url, `${at}.url`);
+  let url: URL;
+  try {
+    url = new URL(urlText);
+  } catch {
+    throw new ConfigError(`${at}.url`, 'not a valid postgres:// URL');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') throw new ConfigError(`${at}.url`, 'must start with postgres://');
+  const password = raw.password !== undefined
+    ? resolveSecret(str(raw.password, `${at}.password`), `${at}.password`, baseDir)
+    : url.password ? decodeURIComponent(url.password) : null;
+  return {
+    name,
+    host: url.hostname || '127.0.0.1',
+    port: url.port ? Number(url.port) : 5432,
+    user: decodeURIComponent(url.username) || 'postgres',
+    password,
+    dbname: decodeURIComponent(url.pathname.replace(/^\//, '')) || name,
+    pool_size: raw.pool_size === undefined ? pool.default_pool_size : int(raw.pool_size, `${at}.pool_size`, 1),
+    min_pool_size: raw.min_pool_size === undefined ? pool.min_pool_size : int(raw.min_pool_size, `${at}.min_pool_size`),
+    reserve_pool_size: raw.reserve_pool_size === undefined ? pool.reserve_pool_size : int(raw.reserve_pool_size, `${at}.reserve_pool_size`),
+    pool_mode: raw.pool_mode === undefined ? pool.mode : mode(raw.pool_mode, `${at}.pool_mode`),
+  };
+}
+
+function parsePool(raw: unknown): PoolSettings {
+  const p: PoolSettings = { ...POOL_DEFAULTS };
+  if (raw === undefined || raw === null) return p;
+  if (!isObj(raw)) throw new ConfigError('pool', 'expected a mapping');
+  checkKeys(raw, Object.keys(POOL_DEFAULTS), 'pool');
+  for (const [k, v] of Object.entries(raw)) {
+    const key = `pool.${k}`;
+    switch (k) {
+      case 'mode': p.mode = mode(v, key); break;
+      case 'default_pool_size': p.default_pool_size = int(v, key, 1); break;
+      case 'min_pool_size': p.min_pool_size = int(v, key); break;
+      case 'reserve_pool_size': p.reserve_pool_size = int(v, key); break;
+      case 'max_client_conn': p.max_client_conn = int(v, key, 1, 10_000_000); break;
+      case 'max_prepared_statements': p.max_prepared_statements = int(v, key); break;
+      case 'server_reset_query': p.server_reset_query = typeof v === 'string' ? v : str(v, key); break;
+      case 'reserve_pool_timeout':
+      case 'query_wait_timeout':
+      case 'server_connect_timeout':
+      case 'server_idle_timeout':
+      case 'server_lifetime':
+      case 'idle_transaction_timeout':
+      case 'shutdown_timeout':
+        p[k] = parseDuration(v, key);
+        break;
+    }
+  }
+  return p;
+}
+
+/** Validates a parsed YAML document. `file` anchors relative paths. */
+export function parseConfig(doc: unknown, file: string | null): Config {
+  const baseDir = file ? dirname(resolve(file)) : process.cwd();
+  if (!isObj(doc)) throw new ConfigError('(root)', 'config must be a YAML mapping');
+  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'log', 'metrics'], '');
+  const listen = { host: '127.0.0.1', port: 6432 };
+  if (doc.listen !== undefined) {
+    if (!isObj(doc.listen)) throw new ConfigError('listen', 'expected { host, port }');
+    checkKeys(doc.listen, ['host', 'port'], 'listen');
+    if (doc.listen.host !== undefined) listen.host = str(doc.listen.host, 'listen.host');
+    if (doc.listen.port !== undefined) listen.port = int(doc.listen.port, 'listen.port', 0, 65535);
+  }
+  const pool = parsePool(doc.pool);
+  if (!isObj(doc.databases) || Object.keys(doc.databases).length === 0) {
+    throw new ConfigError('databases', 'expected a mapping of at least one database name to { url }');
+  }
+  const databases = new Map<string, DatabaseConfig>();
+  for (const [name, raw] of Object.entries(doc.databases)) databases.set(name, parseDatabase(name, raw, pool, baseDir));
+  const log = { level: 'info', audit: 'stdout', audit_sample: 1 };
+  if (doc.log !== undefined) {
+    if (!isObj(doc.log)) throw new ConfigError('log', 'expected a mapping');
+    checkKeys(doc.log, ['level', 'audit', 'audit_sample'], 'log');
+    if (doc.log.level !== undefined) {
+      const lv = str(doc.log.level, 'log.level');
+      if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(lv)) throw new ConfigError('log.level', `unknown level ${lv}`);
+      log.level = lv;
+    }
+    if (doc.log.audit !== undefined) {
+      const a = str(doc.log.audit, 'log.audit');
+      log.audit = a === 'stdout' || a === 'off' ? a : resolve(baseDir, a);
+    }
+    if (doc.log.audit_sample !== undefined) {
+      const s = doc.log.audit_sample;
+      if (typeof s !== 'number' || s < 0 || s > 1) throw new ConfigError('log.audit_sample', 'expected a number between 0 and 1');
+      log.audit_sample = s;
+    }
+  }
+  let metrics: Config['metrics'] = null;
+  if (doc.metrics !== undefined && doc.metrics !== null) {
+    if (!isObj(doc.metrics)) throw new ConfigError('metrics', 'expected { host, port }');
+    checkKeys(doc.metrics, ['host', 'port'], 'metrics');
+    metrics = {
+      host: doc.metrics.host === undefined ? '127.0.0.1' : str(doc.metrics.host, 'metrics.host'),
+      port: int(doc.metrics.port, 'metrics.port', 0, 65535),
+    };
+  }
+  const policy = doc.policy === undefined || doc.policy === null ? null : resolve(baseDir, str(doc.policy, 'policy'));
+  const auth = doc.auth ?? { method: 'trust' };
+  return { file, listen, databases, pool, auth, policy, log, metrics };
+}
+
+export function loadConfig(file: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('(file)', `cannot read ${file}: ${(err as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError('(yaml)', (err as Error).message.split('\n')[0] ?? 'invalid YAML');
+  }
+  return parseConfig(doc, file);
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host) || host.startsWith('::ffff:127.');
+}

@@ -1,0 +1,3 @@
+export async function runDemo(_args: string[]): Promise<void> {
+  throw new Error('demo not yet written');
+}

@@ -1,0 +1,52 @@
+import type { Logger } from 'pino';
+import type { Backend, BackendOwner } from './backend/backend.js';
+import type { SqlError } from './errors.js';
+import { TX_IDLE } from './protocol/codes.js';
+import { COPY_FAIL_CLIENT_GONE, SYNC } from './protocol/messages.js';
+import type { DatabasePool } from './pool.js';
+
+/** How long a backend may take to wind down an abandoned transaction before it is closed. */
+const DRAIN_TIMEOUT_MS = 30_000;
+
+/**
+ * Takes over a backend whose client went away mid-transaction: cancels what still runs
+ * (Postgres would keep running it, holding its locks), ends COPY and the open transaction,
+ * and returns the backend only when it is provably idle. Anything uncertain closes it.
+ */
+export function drainAndRelease(b: Backend, pool: DatabasePool, log: Logger): void {
+  const finish = async (): Promise<void> => {
+    clearTimeout(timer);
+    try {
+      await b.cancelsSettled();
+      if (b.txStatus !== TX_IDLE) await b.runInternal('ROLLBACK');
+      await pool.release(b);
+    } catch (err) {
+      log.warn({ backend: b.id, err: (err as Error).message }, 'could not reset abandoned server connection; closing it');
+      await pool.destroy(b);
+    }
+  };
+  const owner: BackendOwner = {
+    forward: () => undefined,
+    onIdle: () => { if (b.quiet || b.txStatus !== TX_IDLE) void finish(); },
+    onBackendLost: (_err: SqlError) => { clearTimeout(timer); void pool.destroy(b); },
+  };
+  const timer = setTimeout(() => {
+    log.warn({ backend: b.id }, 'abandoned server connection did not become idle; closing it');
+    void pool.destroy(b);
+  }, DRAIN_TIMEOUT_MS);
+  timer.unref();
+  b.attach(owner);
+  if (b.copyIn) {
+    b.write(COPY_FAIL_CLIENT_GONE);
+  }
+  if (b.unsynced) {
+    b.write(SYNC);
+    b.unsynced = false;
+    b.pendingSyncs++;
+  }
+  if (b.pendingSyncs > 0) {
+    b.cancel();
+  } else {
+    void finish();
+  }
+}

@@ -1,0 +1,196 @@
+import genericPool, { type Pool } from 'generic-pool';
+import type { Logger } from 'pino';
+import { Backend } from './backend/backend.js';
+import type { DatabaseConfig, PoolSettings } from './config.js';
+import { SqlError, SQLSTATE } from './errors.js';
+
+interface Waiter {
+  settled: boolean;
+  resolve: (b: Backend) => void;
+  reject: (e: SqlError) => void;
+}
+
+export interface PoolStats {
+  database: string;
+  size: number;
+  available: number;
+  borrowed: number;
+  pending: number;
+  max: number;
+}
+
+/**
+ * The server connections of one database entry. generic-pool does the bookkeeping
+ * (min/max, idle eviction, LIFO reuse); this class adds what a pooler needs around it:
+ * reset before reuse, server_lifetime, fail-fast when the server is down, and cancel fencing.
+ */
+export class DatabasePool {
+  private pool: Pool<Backend>;
+  private readonly waiters = new Set<Waiter>();
+  /** Which generic-pool a backend came from: after a reload the old one drains. */
+  private readonly origin = new WeakMap<Backend, Pool<Backend>>();
+  private loginFailures = 0;
+  private lastLoginError: SqlError | null = null;
+  /** ParameterStatus values of the first server login, reported to clients at startup. */
+  serverParams: Map<string, string> | null = null;
+
+  constructor(
+    public db: DatabaseConfig,
+    public settings: PoolSettings,
+    private readonly log: Logger,
+  ) {
+    this.pool = this.makePool();
+  }
+
+  private makePool(): Pool<Backend> {
+    const pool = genericPool.createPool<Backend>(
+      {
+        create: async () => {
+          // Back off while the server refuses logins, as PgBouncer's server_login_retry does,
+          // instead of generic-pool's immediate retry loop.
+          if (this.loginFailures > 0) await delay(Math.min(250 * 2 ** (this.loginFailures - 1), 5_000));
+          const b = await Backend.connect(this.db, this.settings.server_connect_timeout);
+          this.loginFailures = 0;
+          this.lastLoginError = null;
+          if (this.serverParams === null) this.serverParams = new Map(b.params);
+          this.log.debug({ db: this.db.name, backend: b.id, pid: b.pid }, 'server connection opened');
+          return b;
+        },
+        destroy: async (b) => {
+          b.close();
+        },
+        validate: async (b) => !b.broken,
+      },
+      {
+        max: this.db.pool_size,
+        min: this.db.min_pool_size,
+        acquireTimeoutMillis: this.settings.query_wait_timeout > 0 ? this.settings.query_wait_timeout : undefined,
+        idleTimeoutMillis: this.settings.server_idle_timeout > 0 ? this.settings.server_idle_timeout : Number.MAX_SAFE_INTEGER,
+        evictionRunIntervalMillis: this.settings.server_idle_timeout > 0 ? Math.min(30_000, this.settings.server_idle_timeout) : 0,
+        testOnBorrow: true,
+        fifo: false,
+        autostart: true,
+      },
+    );
+    pool.on('factoryCreateError', (err: unknown) => {
+      const e = err instanceof SqlError ? err : new SqlError(SQLSTATE.CONNECTION_FAILURE, String(err));
+      this.loginFailures++;
+      this.lastLoginError = e;
+      this.log.warn({ db: this.db.name, err: e.message }, 'server login failed');
+      // Clients waiting while no server connection exists get the error now, not after
+      // query_wait_timeout.
+      if (this.pool.size === 0 || this.pool.borrowed + this.pool.available === 0) {
+        for (const w of this.waiters) this.settle(w, e);
+      }
+    });
+    return pool;
+  }
+
+  private settle(w: Waiter, err: SqlError): void {
+    if (w.settled) return;
+    w.settled = true;
+    this.waiters.delete(w);
+    w.reject(err);
+  }
+
+  acquire(): Promise<Backend> {
+    const pool = this.pool;
+    return new Promise<Backend>((resolve, reject) => {
+      const w: Waiter = { settled: false, resolve, reject };
+      this.waiters.add(w);
+      pool.acquire().then(
+        (b) => {
+          if (w.settled) {
+            // The client already got an error; hand the connection straight back.
+            void this.returnToPool(pool, b);
+            return;
+          }
+          w.settled = true;
+          this.waiters.delete(w);
+          this.origin.set(b, pool);
+          resolve(b);
+        },
+        (err: Error) => {
+          const e = err.name === 'TimeoutError'
+            ? new SqlError(SQLSTATE.TOO_MANY_CONNECTIONS, `query_wait_timeout: no server connection for database "${this.db.name}" became free within ${this.settings.query_wait_timeout / 1000}s`, { hint: 'The pool is exhausted; retry, or raise pool_size.' })
+            : this.lastLoginError ?? new SqlError(SQLSTATE.CONNECTION_FAILURE, err.message);
+          this.settle(w, e);
+        },
+      );
+    });
+  }
+
+  /**
+   * Gives a backend back. It is reset first if the client changed session state, closed if
+   * anything about it is uncertain, and held back while a cancel for it is in flight.
+   */
+  async release(b: Backend): Promise<void> {
+    await this.returnToPool(this.origin.get(b) ?? this.pool, b);
+  }
+
+  private async returnToPool(pool: Pool<Backend>, b: Backend): Promise<void> {
+    b.detach();
+    if (b.cancelsInFlight > 0) {
+      await b.cancelsSettled();
+    }
+    const tooOld = this.settings.server_lifetime > 0 && Date.now() - b.createdAt > this.settings.server_lifetime;
+    if (b.broken || !b.quiet || tooOld || pool !== this.pool) {
+      await this.destroy(b, pool);
+      return;
+    }
+    if (b.dirty) {
+      try {
+        await b.runInternal(this.settings.server_reset_query || 'DISCARD ALL');
+        b.dirty = false;
+        b.applied.clear();
+        b.role = null;
+        b.prepared.clear();
+      } catch (err) {
+        this.log.warn({ db: this.db.name, backend: b.id, err: (err as Error).message }, 'server reset failed; closing');
+        await this.destroy(b, pool);
+        return;
+      }
+    }
+    b.lastUsed = Date.now();
+    await pool.release(b).catch(() => undefined);
+  }
+
+  async destroy(b: Backend, pool: Pool<Backend> = this.origin.get(b) ?? this.pool): Promise<void> {
+    b.broken = true;
+    b.close();
+    if (pool.isBorrowedResource(b)) await pool.destroy(b).catch(() => undefined);
+  }
+
+  /** Applies new sizes and timeouts (SIGHUP): new checkouts use a new pool, the old one drains. */
+  reconfigure(db: DatabaseConfig, settings: PoolSettings): void {
+    const changed = db.pool_size !== this.db.pool_size || db.min_pool_size !== this.db.min_pool_size
+      || settings.query_wait_timeout !== this.settings.query_wait_timeout || settings.server_idle_timeout !== this.settings.server_idle_timeout;
+    this.db = db;
+    this.settings = settings;
+    if (!changed) return;
+    const old = this.pool;
+    this.pool = this.makePool();
+    void old.drain().then(() => old.clear());
+  }
+
+  stats(): PoolStats {
+    return {
+      database: this.db.name,
+      size: this.pool.size,
+      available: this.pool.available,
+      borrowed: this.pool.borrowed,
+      pending: this.pool.pending,
+      max: this.pool.max,
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const w of this.waiters) this.settle(w, new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'scopegate is shutting down', { severity: 'FATAL' }));
+    await this.pool.drain();
+    await this.pool.clear();
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,118 @@
+import type { SqlError } from '../errors.js';
+
+/**
+ * Builders for the messages scopegate itself sends to clients (as a server) and the few it
+ * sends to backends outside pg-protocol's serializer. All return ready-to-write buffers.
+ */
+
+function typed(type: string, body: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(5 + body.length);
+  out[0] = type.charCodeAt(0);
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}
+
+function cstr(s: string): Buffer {
+  return Buffer.from(s + '\0', 'utf8');
+}
+
+export function authenticationOk(): Buffer {
+  return typed('R', Buffer.from([0, 0, 0, 0]));
+}
+
+export function authenticationCleartextPassword(): Buffer {
+  return typed('R', Buffer.from([0, 0, 0, 3]));
+}
+
+export function authenticationSASL(mechanisms: readonly string[]): Buffer {
+  const parts: Buffer[] = [Buffer.from([0, 0, 0, 10])];
+  for (const m of mechanisms) parts.push(cstr(m));
+  parts.push(Buffer.from([0]));
+  return typed('R', Buffer.concat(parts));
+}
+
+export function authenticationSASLContinue(data: Buffer): Buffer {
+  return typed('R', Buffer.concat([Buffer.from([0, 0, 0, 11]), data]));
+}
+
+export function parameterStatus(name: string, value: string): Buffer {
+  return typed('S', Buffer.concat([cstr(name), cstr(value)]));
+}
+
+export function backendKeyData(pid: number, secret: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  b.writeInt32BE(pid, 0);
+  b.writeInt32BE(secret | 0, 4);
+  return typed('K', b);
+}
+
+const READY = {
+  I: typed('Z', Buffer.from('I')),
+  T: typed('Z', Buffer.from('T')),
+  E: typed('Z', Buffer.from('E')),
+};
+
+export function readyForQuery(status: 'I' | 'T' | 'E'): Buffer {
+  return READY[status];
+}
+
+export function negotiateProtocolVersion(minor: number, unsupported: readonly string[]): Buffer {
+  const head = Buffer.allocUnsafe(8);
+  head.writeInt32BE(minor, 0);
+  head.writeInt32BE(unsupported.length, 4);
+  return typed('v', Buffer.concat([head, ...unsupported.map(cstr)]));
+}
+
+export function commandComplete(tag: string): Buffer {
+  return typed('C', cstr(tag));
+}
+
+export function errorResponse(err: Pick<SqlError, 'code' | 'message' | 'severity' | 'detail' | 'hint'>): Buffer {
+  const parts: Buffer[] = [
+    Buffer.from('S'), cstr(err.severity),
+    Buffer.from('V'), cstr(err.severity),
+    Buffer.from('C'), cstr(err.code),
+    Buffer.from('M'), cstr(err.message),
+  ];
+  if (err.detail) parts.push(Buffer.from('D'), cstr(err.detail));
+  if (err.hint) parts.push(Buffer.from('H'), cstr(err.hint));
+  parts.push(Buffer.from([0]));
+  return typed('E', Buffer.concat(parts));
+}
+
+export function noticeResponse(code: string, message: string): Buffer {
+  return typed('N', Buffer.concat([Buffer.from('S'), cstr('WARNING'), Buffer.from('V'), cstr('WARNING'), Buffer.from('C'), cstr(code), Buffer.from('M'), cstr(message), Buffer.from([0])]));
+}
+
+/** Frontend messages scopegate sends to backends on its own account. */
+export function query(sql: string): Buffer {
+  return typed('Q', cstr(sql));
+}
+
+export const SYNC = typed('S', Buffer.alloc(0));
+export const COPY_FAIL_CLIENT_GONE = typed('f', cstr('client disconnected'));
+export const TERMINATE = typed('X', Buffer.alloc(0));
+
+export function cancelRequest(pid: number, secret: number): Buffer {
+  const b = Buffer.allocUnsafe(16);
+  b.writeInt32BE(16, 0);
+  b.writeInt32BE(80877102, 4);
+  b.writeInt32BE(pid, 8);
+  b.writeInt32BE(secret | 0, 12);
+  return b;
+}
+
+/** Fields of an ErrorResponse/NoticeResponse body, keyed by field type letter. */
+export function parseErrorFields(buf: Buffer, start: number, end: number): Map<string, string> {
+  const fields = new Map<string, string>();
+  let off = start + 5;
+  while (off < end && buf[off] !== 0) {
+    const code = String.fromCharCode(buf[off]!);
+    const nul = buf.indexOf(0, off + 1);
+    if (nul < 0 || nul >= end) break;
+    fields.set(code, buf.toString('utf8', off + 1, nul));
+    off = nul + 1;
+  }
+  return fields;
+}

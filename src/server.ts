@@ -1,0 +1,100 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { CancelRegistry } from './cancel.js';
+import { ClientSession, type ServerContext } from './client.js';
+import type { Config } from './config.js';
+import { SqlError, SQLSTATE } from './errors.js';
+import type { StatementGate } from './gate.js';
+import { DatabasePool } from './pool.js';
+import * as msg from './protocol/messages.js';
+
+/**
+ * The listening socket and everything shared by client sessions: pools per database,
+ * the cancel registry, the gate. Reload swaps settings in place; shutdown drains.
+ */
+export class Scopegate implements ServerContext {
+  config: Config;
+  readonly log: Logger;
+  readonly pools = new Map<string, DatabasePool>();
+  readonly cancels = new CancelRegistry();
+  gate: StatementGate;
+  clientCount = 0;
+  shuttingDown = false;
+  private readonly clients = new Set<ClientSession>();
+  private server: Server | null = null;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(config: Config, log: Logger, gate: StatementGate) {
+    this.config = config;
+    this.log = log;
+    this.gate = gate;
+    for (const db of config.databases.values()) this.pools.set(db.name, new DatabasePool(db, config.pool, log));
+  }
+
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const server = createServer({ noDelay: true }, (s) => this.accept(s));
+      this.server = server;
+      server.on('error', reject);
+      server.listen(this.config.listen.port, this.config.listen.host, () => {
+        const addr = server.address();
+        const port = typeof addr === 'object' && addr ? addr.port : this.config.listen.port;
+        this.log.info({ host: this.config.listen.host, port }, 'listening');
+        resolve(port);
+      });
+    });
+  }
+
+  private accept(socket: Socket): void {
+    if (this.clientCount >= this.config.pool.max_client_conn) {
+      // Postgres answers before authentication too: the client learns why at once.
+      socket.on('error', () => undefined);
+      socket.end(msg.errorResponse(new SqlError(SQLSTATE.TOO_MANY_CONNECTIONS, `too many connections: max_client_conn (${this.config.pool.max_client_conn}) reached`, { severity: 'FATAL' })));
+      return;
+    }
+    this.clientCount++;
+    const c = new ClientSession(socket, this);
+    this.clients.add(c);
+  }
+
+  onClientClosed(c: ClientSession): void {
+    if (this.clients.delete(c)) this.clientCount--;
+    if (this.clients.size === 0) {
+      const w = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const f of w) f();
+    }
+  }
+
+  /** Applies a new config: pool sizes and timeouts change, connections stay. */
+  reload(next: Config): void {
+    for (const db of next.databases.values()) {
+      const p = this.pools.get(db.name);
+      if (p) p.reconfigure(db, next.pool);
+      else this.pools.set(db.name, new DatabasePool(db, next.pool, this.log));
+    }
+    this.config = next;
+    this.log.info({ databases: [...next.databases.keys()] }, 'configuration reloaded');
+  }
+
+  /**
+   * Stops accepting, closes clients that hold no backend, lets running transactions finish
+   * (their clients are closed as they end), and after shutdown_timeout closes the rest.
+   */
+  async shutdown(): Promise<void> {
+    if (this.shuttingDown) return;
+    this.shuttingDown = true;
+    this.log.info({ clients: this.clients.size }, 'shutting down');
+    this.server?.close();
+    const bye = new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'terminating connection: scopegate is shutting down', { severity: 'FATAL' });
+    for (const c of [...this.clients]) if (c.idle) c.closeWith(bye);
+    if (this.clients.size > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.config.pool.shutdown_timeout);
+        this.idleWaiters.push(() => { clearTimeout(t); resolve(); });
+      });
+      for (const c of [...this.clients]) c.closeWith(bye);
+    }
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+  }
+}

@@ -1,0 +1,52 @@
+import { SqlError, SQLSTATE } from './errors.js';
+
+/**
+ * Per-client session settings, kept as the SET statement that establishes each one, so
+ * whichever backend serves the client next can be brought to the same state.
+ */
+export type SettingMap = Map<string, string>;
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_.]*$/;
+
+/** Startup parameters that are not settings, or that only the pooler may decide. */
+const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
+const REFUSED = new Set(['role', 'session_authorization']);
+
+export function quoteLiteral(v: string): string {
+  return `'${v.replace(/'/g, "''")}'`;
+}
+
+export function quoteIdent(v: string): string {
+  return `"${v.replace(/"/g, '""')}"`;
+}
+
+export function setStatement(name: string, value: string): string {
+  return `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`;
+}
+
+/** Turns startup parameters (and `options=-c ...`) into settings; refuses role changes. */
+export function startupSettings(params: Map<string, string>, fromOptions: Map<string, string>): SettingMap {
+  const out: SettingMap = new Map();
+  const add = (rawName: string, value: string): void => {
+    const name = rawName.toLowerCase();
+    if (REFUSED.has(name)) {
+      throw new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `permission denied: startup parameter "${rawName}" cannot be set through scopegate`, { severity: 'FATAL', hint: 'The role a statement runs under is chosen by scopegate from the scopes that grant it.' });
+    }
+    if (!NAME.test(name)) throw new SqlError(SQLSTATE.INVALID_PARAMETER_VALUE, `invalid startup parameter name "${rawName}"`, { severity: 'FATAL' });
+    out.set(name, setStatement(name, value));
+  };
+  for (const [k, v] of params) if (!NOT_SETTINGS.has(k)) add(k, v);
+  for (const [k, v] of fromOptions) add(k, v);
+  return out;
+}
+
+/**
+ * The statements that bring a backend from `applied` to `wanted`. Empty when they match,
+ * which is the common case: clients of one application send the same parameters.
+ */
+export function settingsDiff(applied: SettingMap, wanted: SettingMap): string[] {
+  const out: string[] = [];
+  for (const [name, stmt] of wanted) if (applied.get(name) !== stmt) out.push(stmt);
+  for (const name of applied.keys()) if (!wanted.has(name)) out.push(`RESET ${quoteIdent(name)}`);
+  return out;
+}
