@@ -17,10 +17,10 @@ function argValue(args: string[], name: string): string | undefined {
   return eq?.slice(name.length + 1);
 }
 
-export async function runServer(configFile: string): Promise<void> {
+export async function runServer(configFile: string, anchor: string = configFile): Promise<void> {
   let config;
   try {
-    config = loadConfig(configFile);
+    config = loadConfig(configFile, anchor);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`scopegate: invalid config ${configFile}: ${err.message}\n`);
@@ -34,7 +34,7 @@ export async function runServer(configFile: string): Promise<void> {
   await server.listen();
   process.on('SIGHUP', () => {
     try {
-      server.reload(loadConfig(configFile));
+      server.reload(loadConfig(configFile, anchor));
     } catch (err) {
       log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration');
     }

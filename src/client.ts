@@ -15,6 +15,8 @@ import type { StatementGate } from './gate.js';
 
 /** Largest message a client may send (a whole COPY row or a big INSERT fits easily). */
 const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
+/** Queued bytes past which a client waiting for a backend stops being read. */
+const QUEUE_PAUSE_BYTES = 1024 * 1024;
 
 /** Everything a client session needs from the server around it. */
 export interface ServerContext {
@@ -54,6 +56,7 @@ export class ClientSession implements BackendOwner {
   backend: Backend | null = null;
   private acquiring = false;
   private queue: Queued[] = [];
+  private queuedBytes = 0;
   /** Messages of an extended-protocol batch we failed are dropped up to its Sync. */
   private skipUntilSync = false;
   private idleTxTimer: NodeJS.Timeout | null = null;
@@ -241,6 +244,10 @@ export class ClientSession implements BackendOwner {
         return; // COPY data without a COPY in progress: Postgres ignores it too.
       }
       this.queue.push({ type, data: buf.subarray(start, end) });
+      this.queuedBytes += end - start;
+      // Pausing costs two epoll changes per transaction, so only a client that keeps
+      // sending while it waits for a backend is throttled.
+      if (this.queuedBytes > QUEUE_PAUSE_BYTES && !this.clientPaused) { this.clientPaused = true; this.socket.pause(); }
       if (!this.acquiring) this.acquire();
       return;
     }
@@ -282,10 +289,16 @@ export class ClientSession implements BackendOwner {
     }
   }
 
+  private resumeClient(): void {
+    if (this.clientPaused && !this.isClosed()) {
+      this.clientPaused = false;
+      this.socket.resume();
+    }
+  }
+
   private acquire(): void {
     const pool = this.pool!;
     this.acquiring = true;
-    this.socket.pause();
     pool.acquire().then(
       async (b) => {
         if (this.state === State.Closed) {
@@ -313,13 +326,19 @@ export class ClientSession implements BackendOwner {
         }
         const queued = this.queue;
         this.queue = [];
-        b.socket.cork();
-        for (const q of queued) {
-          this.countSent(b, q.type);
-          b.write(q.data);
+        this.queuedBytes = 0;
+        if (queued.length === 1) {
+          this.countSent(b, queued[0]!.type);
+          b.write(queued[0]!.data);
+        } else {
+          b.socket.cork();
+          for (const q of queued) {
+            this.countSent(b, q.type);
+            b.write(q.data);
+          }
+          b.socket.uncork();
         }
-        b.socket.uncork();
-        this.socket.resume();
+        this.resumeClient();
       },
       (err: SqlError) => {
         this.acquiring = false;
@@ -343,6 +362,7 @@ export class ClientSession implements BackendOwner {
   private failQueued(err: SqlError): void {
     const queued = this.queue;
     this.queue = [];
+    this.queuedBytes = 0;
     let sent = false;
     let inExtended = false;
     const out: Buffer[] = [];
@@ -366,7 +386,7 @@ export class ClientSession implements BackendOwner {
     }
     if (out.length > 0) this.socket.write(Buffer.concat(out));
     this.log.info({ err: err.message, code: err.code }, 'no server connection for client');
-    if (this.state !== State.Closed) this.socket.resume();
+    this.resumeClient();
   }
 
   /**

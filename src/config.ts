@@ -238,7 +238,8 @@ export function parseConfig(doc: unknown, file: string | null): Config {
   return { file, listen, databases, pool, auth, policy, log, metrics };
 }
 
-export function loadConfig(file: string): Config {
+/** Loads and validates a config file; relative paths resolve against `anchor` (default: the file). */
+export function loadConfig(file: string, anchor: string = file): Config {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -251,7 +252,9 @@ export function loadConfig(file: string): Config {
   } catch (err) {
     throw new ConfigError('(yaml)', (err as Error).message.split('\n')[0] ?? 'invalid YAML');
   }
-  return parseConfig(doc, file);
+  const cfg = parseConfig(doc, anchor);
+  cfg.file = file;
+  return cfg;
 }
 
 export function isLoopback(host: string): boolean {
