@@ -1,6 +1,11 @@
 import { loadConfig } from './config.js';
 import { ConfigError } from './errors.js';
-import { PlainGate } from './gate.js';
+import { parseAuthConfig } from './auth/index.js';
+import { ClientAuthenticator } from './client-auth.js';
+import { isLoopback, type Config } from './config.js';
+import { SessionGate } from './gate.js';
+import type { Logger } from 'pino';
+import { dirname, resolve } from 'node:path';
 import { createLogger } from './log.js';
 import { Scopegate } from './server.js';
 
@@ -17,6 +22,20 @@ function argValue(args: string[], name: string): string | undefined {
   return eq?.slice(name.length + 1);
 }
 
+/** Builds authentication and statement checks from the config. */
+export function buildGate(config: Config, log: Logger, anchor: string): SessionGate {
+  const auth = parseAuthConfig(config.auth, dirname(resolve(anchor)));
+  if (auth.method === 'trust' && !isLoopback(config.listen.host)) {
+    throw new ConfigError('auth.method', 'trust is only allowed when listen.host is a loopback address');
+  }
+  if (auth.method === 'trust') log.warn('auth.method is trust: any client on loopback may connect without a token');
+  return new SessionGate({
+    log,
+    auth: auth.method === 'oauth' ? new ClientAuthenticator(auth, log) : null,
+    clockToleranceMs: auth.clockToleranceMs,
+  });
+}
+
 export async function runServer(configFile: string, anchor: string = configFile): Promise<void> {
   let config;
   try {
@@ -29,7 +48,16 @@ export async function runServer(configFile: string, anchor: string = configFile)
     throw err;
   }
   const log = createLogger(config.log.level);
-  const gate = new PlainGate();
+  let gate: SessionGate;
+  try {
+    gate = buildGate(config, log, anchor);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`scopegate: invalid config ${configFile}: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
   const server = new Scopegate(config, log, gate);
   await server.listen();
   process.on('SIGHUP', () => {
@@ -53,6 +81,11 @@ async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   if (cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(USAGE + '\n');
+    return;
+  }
+  if (cmd === 'token') {
+    const { runToken } = await import('./auth/index.js');
+    process.exitCode = await runToken(rest);
     return;
   }
   if (cmd === 'demo') {

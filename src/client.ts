@@ -12,6 +12,7 @@ import * as msg from './protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from './protocol/startup.js';
 import { settingsDiff, startupSettings, type SettingMap } from './settings.js';
 import type { StatementGate } from './gate.js';
+import type { Identity } from './auth/index.js';
 
 /** Largest message a client may send (a whole COPY row or a big INSERT fits easily). */
 const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
@@ -54,6 +55,10 @@ export class ClientSession implements BackendOwner {
   private pid = 0;
   readonly cancelKey = Buffer.alloc(4);
   backend: Backend | null = null;
+  /** The verified token's identity, or null under trust authentication. */
+  identity: Identity | null = null;
+  /** Whether the client connection is TLS (termination arrives later). */
+  readonly tls = false;
   private acquiring = false;
   private queue: Queued[] = [];
   private queuedBytes = 0;
@@ -151,7 +156,7 @@ export class ClientSession implements BackendOwner {
     this.pool = pool;
     this.settings = startupSettings(params, params.has('options') ? parseOptions(params.get('options')!) : new Map());
     await ctx.gate.checkStartup(this);
-    await ctx.gate.authenticate(this);
+    this.identity = await ctx.gate.authenticate(this);
     if (this.state === State.Closed) return;
     if (pool.serverParams === null) {
       // The first client of a database learns the server's parameters from a real login.
@@ -242,6 +247,10 @@ export class ClientSession implements BackendOwner {
     if (b === null || this.acquiring) {
       if (type === FE.CopyData || type === FE.CopyDone || type === FE.CopyFail) {
         return; // COPY data without a COPY in progress: Postgres ignores it too.
+      }
+      if (b === null && !this.acquiring) {
+        const refusal = this.ctx.gate.checkTransactionStart(this);
+        if (refusal !== null) throw refusal;
       }
       this.queue.push({ type, data: buf.subarray(start, end) });
       this.queuedBytes += end - start;
