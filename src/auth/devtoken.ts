@@ -122,8 +122,13 @@ export function loadAuthConfigFile(file: string): AuthConfig {
   return parseAuthConfig(raw, dirname(path));
 }
 
+export interface TokenIo {
+  stdout: { write(s: string): unknown };
+  stderr: { write(s: string): unknown };
+}
+
 /** `scopegate token ...`: prints a development token on stdout. Returns the exit code. */
-export async function runToken(args: string[]): Promise<number> {
+export async function runToken(args: string[], io: TokenIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
@@ -140,22 +145,22 @@ export async function runToken(args: string[]): Promise<number> {
       allowPositionals: false,
     }));
   } catch (err) {
-    process.stderr.write(`scopegate token: ${(err as Error).message}\n${TOKEN_USAGE}\n`);
+    io.stderr.write(`scopegate token: ${(err as Error).message}\n${TOKEN_USAGE}\n`);
     return 2;
   }
   if (values.help) {
-    process.stdout.write(TOKEN_USAGE + '\n');
+    io.stdout.write(TOKEN_USAGE + '\n');
     return 0;
   }
   if (values.scope === undefined || values.sub === undefined) {
-    process.stderr.write(`scopegate token: --scope and --sub are required\n${TOKEN_USAGE}\n`);
+    io.stderr.write(`scopegate token: --scope and --sub are required\n${TOKEN_USAGE}\n`);
     return 2;
   }
   const claims: Record<string, unknown> = {};
   for (const c of values.claim ?? []) {
     const eq = c.indexOf('=');
     if (eq <= 0) {
-      process.stderr.write(`scopegate token: --claim expects key=value, got ${JSON.stringify(c)}\n`);
+      io.stderr.write(`scopegate token: --claim expects key=value, got ${JSON.stringify(c)}\n`);
       return 2;
     }
     claims[c.slice(0, eq)] = claimValue(c.slice(eq + 1));
@@ -165,11 +170,11 @@ export async function runToken(args: string[]): Promise<number> {
     const ttlMs = parseDuration(values.ttl, '--ttl');
     const cfg = loadAuthConfigFile(file);
     const token = await mintDevToken(cfg, { sub: values.sub, scope: values.scope, ttlMs, claims });
-    process.stdout.write(token + '\n');
+    io.stdout.write(token + '\n');
     return 0;
   } catch (err) {
     const msg = err instanceof ConfigError ? `invalid config ${file}: ${err.message}` : (err as Error).message;
-    process.stderr.write(`scopegate token: ${msg}\n`);
+    io.stderr.write(`scopegate token: ${msg}\n`);
     return 1;
   }
 }

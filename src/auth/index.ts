@@ -13,5 +13,5 @@ export {
 } from './oauthbearer.js';
 export { chooseMechanism, isTransportAllowed, isLoopback, type ConnInfo } from './mechanism.js';
 export { FailureLimiter } from './limiter.js';
-export { mintDevToken, runToken, hasDevKey, loadAuthConfigFile, DevKeyMissingError, type DevTokenOptions } from './devtoken.js';
+export { mintDevToken, runToken, hasDevKey, loadAuthConfigFile, DevKeyMissingError, type DevTokenOptions, type TokenIo } from './devtoken.js';
 export { parseCidr, cidrContains, parseAddress } from './net.js';
