@@ -303,14 +303,22 @@ describe('verified-token cache', () => {
       const keys = v.cacheKeys();
       assert.deepEqual(keys, [createHash('sha256').update(t).digest('hex')]);
       for (const part of t.split('.')) assert.ok(!keys[0]!.includes(part));
+      // concurrent logins with one new token share one verification
+      const t2 = await signWith(k, { iss: srv.issuer, aud: 'scopegate', sub: 'par', scope: 'admin', exp: nowSec() + 300 });
+      const all = await Promise.all([v.verify(t2), v.verify(t2), v.verify(t2)]);
+      assert.ok(all.every((x) => x === all[0]));
+      assert.equal(v.stats.signatureChecks, 2);
+      v.clearCache();
+      await v.verify(t);
+      assert.equal(v.stats.signatureChecks, 3);
       // a different token is verified
       await v.verify(await signWith(k, { iss: srv.issuer, aud: 'scopegate', sub: 's2', scope: 'admin', exp: nowSec() + 300 }));
-      assert.equal(v.stats.signatureChecks, 2);
+      assert.equal(v.stats.signatureChecks, 4);
       // failures are not cached
       const bad = await signWith(k, { iss: srv.issuer, aud: 'nope', sub: 's', scope: 'admin', exp: nowSec() + 300 });
       await rejectsWith(v.verify(bad), 'wrong audience');
       await rejectsWith(v.verify(bad), 'wrong audience');
-      assert.equal(v.stats.signatureChecks, 4);
+      assert.equal(v.stats.signatureChecks, 6);
     } finally {
       await srv.stop();
     }

@@ -89,6 +89,8 @@ export class TokenVerifier {
   private readonly logger: Logger | undefined;
   private readonly now: () => number;
   private readonly algorithms: string[];
+  /** Verifications in progress, so concurrent logins with one token share one check. */
+  private readonly inflight = new Map<string, Promise<Identity>>();
 
   constructor(readonly cfg: AuthConfig, opts: TokenVerifierOptions = {}) {
     if (cfg.method !== 'oauth') throw new Error('TokenVerifier needs auth.method oauth');
@@ -124,6 +126,18 @@ export class TokenVerifier {
       this.stats.cacheHits++;
       return hit;
     }
+    const running = this.inflight.get(hash);
+    if (running !== undefined) return running;
+    const p = this.verifyUncached(token, hash, started, ctx);
+    this.inflight.set(hash, p);
+    try {
+      return await p;
+    } finally {
+      this.inflight.delete(hash);
+    }
+  }
+
+  private async verifyUncached(token: string, hash: string, started: number, ctx: VerifyContext): Promise<Identity> {
     try {
       const identity = JWT_SHAPE.test(token) ? await this.verifyJwt(token, hash) : await this.verifyOpaque(token, hash);
       // JWTs: until exp. Introspection answers: until exp, but no longer than cache_ttl.
