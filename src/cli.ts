@@ -4,6 +4,7 @@ import { parseAuthConfig } from './auth/index.js';
 import { ClientAuthenticator } from './client-auth.js';
 import { isLoopback, type Config } from './config.js';
 import { SessionGate } from './gate.js';
+import { initParser, SessionStateTracker } from './session-state.js';
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger } from './log.js';
@@ -33,6 +34,7 @@ export function buildGate(config: Config, log: Logger, anchor: string): SessionG
     log,
     auth: auth.method === 'oauth' ? new ClientAuthenticator(auth, log) : null,
     clockToleranceMs: auth.clockToleranceMs,
+    sessionState: [...config.databases.values()].some((d) => d.pool_mode === 'transaction') ? new SessionStateTracker() : null,
   });
 }
 
@@ -48,6 +50,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
     throw err;
   }
   const log = createLogger(config.log.level);
+  await initParser();
   let gate: SessionGate;
   try {
     gate = buildGate(config, log, anchor);

@@ -52,6 +52,13 @@ export class ClientSession implements BackendOwner {
   private pool: DatabasePool | null = null;
   /** The settings this client asked for: name -> SET statement. */
   settings: SettingMap = new Map();
+  /** Settings from the startup packet: what RESET returns to. */
+  startupSettings: SettingMap = new Map();
+  /** Settings changed by the transaction in flight; kept once it ends without error. */
+  pendingSettings: Array<[string, string | null]> = [];
+  /** The transaction in flight left state behind that only a server reset removes. */
+  needsReset = false;
+  poolMode: 'transaction' | 'session' = 'transaction';
   private pid = 0;
   readonly cancelKey = Buffer.alloc(4);
   backend: Backend | null = null;
@@ -154,7 +161,9 @@ export class ClientSession implements BackendOwner {
     const pool = ctx.pools.get(this.database);
     if (!pool) throw new SqlError(SQLSTATE.INVALID_CATALOG_NAME, `no such database: ${this.database}`, { severity: 'FATAL' });
     this.pool = pool;
+    this.poolMode = pool.db.pool_mode;
     this.settings = startupSettings(params, params.has('options') ? parseOptions(params.get('options')!) : new Map());
+    this.startupSettings = new Map(this.settings);
     await ctx.gate.checkStartup(this);
     this.identity = await ctx.gate.authenticate(this);
     if (this.state === State.Closed) return;
@@ -439,10 +448,10 @@ export class ClientSession implements BackendOwner {
     if (!b) return;
     if (status === TX_IDLE) {
       this.ctx.gate.transactionEnded(this, b, !b.errorSinceIdle);
-      if (this.ctx.config.databases.get(this.database)?.pool_mode !== 'session' && b.quiet && this.queue.length === 0 && this.runBuf === null) {
+      b.errorSinceIdle = false;
+      if (this.poolMode === 'transaction' && b.quiet && this.queue.length === 0 && this.runBuf === null) {
         this.backend = null;
         if (this.backendPausedForClient) { this.backendPausedForClient = false; b.resume(); }
-        b.errorSinceIdle = false;
         void this.pool!.release(b);
         if (this.ctx.shuttingDown) this.closeWith(new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'terminating connection: scopegate is shutting down', { severity: 'FATAL' }));
       }
@@ -507,10 +516,10 @@ export class ClientSession implements BackendOwner {
     const b = this.backend;
     if (!b || this.acquiring) return;
     this.backend = null;
-    if (b.quiet && !b.dirty && this.ctx.config.databases.get(this.database)?.pool_mode !== 'session') {
+    if (this.needsReset || this.poolMode === 'session') b.dirty = true;
+    if (b.quiet) {
       void this.pool!.release(b);
     } else {
-      if (this.ctx.config.databases.get(this.database)?.pool_mode === 'session') b.dirty = true;
       drainAndRelease(b, this.pool!, this.log);
     }
   }

@@ -5,6 +5,7 @@ import type { Backend } from './backend/backend.js';
 import type { ClientAuthenticator } from './client-auth.js';
 import type { ClientSession } from './client.js';
 import { SqlError, SQLSTATE } from './errors.js';
+import type { SessionStateTracker } from './session-state.js';
 
 /**
  * The checks a client session passes through: at connect (startup parameters, credentials)
@@ -29,6 +30,8 @@ export interface GateParts {
   log: Logger;
   auth: ClientAuthenticator | null;
   clockToleranceMs: number;
+  /** Tracks SET/temp tables/LISTEN in transaction mode; null when every pool is in session mode. */
+  sessionState: SessionStateTracker | null;
 }
 
 /** Composes the configured parts; with none of them scopegate is a plain pooler. */
@@ -51,7 +54,17 @@ export class SessionGate implements StatementGate {
     return null;
   }
 
-  checkQuery(): SqlError | null {
+  checkQuery(c: ClientSession, sql: string): SqlError | null {
+    const tracker = this.parts.sessionState;
+    if (tracker !== null && c.poolMode === 'transaction') {
+      const fx = tracker.effects(sql);
+      if (fx.listen) {
+        return new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'LISTEN is not supported in transaction pooling mode', { hint: 'Notifications need a session of their own: connect listeners to a database entry with pool_mode: session.' });
+      }
+      if (fx.needsReset) c.needsReset = true;
+      if (fx.resetAll) c.pendingSettings.push(['*', null]);
+      for (const s of fx.settings) c.pendingSettings.push(s);
+    }
     return null;
   }
 
@@ -59,5 +72,29 @@ export class SessionGate implements StatementGate {
     return null;
   }
 
-  transactionEnded(): void {}
+  transactionEnded(c: ClientSession, b: Backend, ok: boolean): void {
+    if (c.needsReset) {
+      // Session locks survive even a failed transaction, so this does not depend on `ok`.
+      b.dirty = true;
+      c.needsReset = false;
+    }
+    if (c.pendingSettings.length === 0) return;
+    const pending = c.pendingSettings;
+    c.pendingSettings = [];
+    if (!ok) return;
+    for (const [name, stmt] of pending) {
+      if (name === '*') {
+        c.settings = new Map(c.startupSettings);
+        b.applied.clear();
+      } else if (stmt === null) {
+        const initial = c.startupSettings.get(name);
+        if (initial !== undefined) c.settings.set(name, initial);
+        else c.settings.delete(name);
+        b.applied.delete(name);
+      } else {
+        c.settings.set(name, stmt);
+        b.applied.set(name, stmt);
+      }
+    }
+  }
 }
