@@ -69,6 +69,10 @@ export class ClientAuthenticator {
     const data = len < 0 ? Buffer.alloc(0) : body.subarray(nul + 5, nul + 5 + len);
     const initial = parseOAuthBearerInitial(data);
     let failure: AuthError;
+    if (initial.kind === 'token' && initial.authzid !== null) {
+      // PostgreSQL refuses an authorization identity too; the startup user is the identity.
+      throw new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'client uses authorization identity, but it is not supported', { severity: 'FATAL' });
+    }
     if (initial.kind === 'token') {
       try {
         return await this.verifier.verify(initial.token, { address: peer.address, user: peer.user });
