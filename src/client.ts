@@ -13,6 +13,7 @@ import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from './protocol
 import { settingsDiff, startupSettings, type SettingMap } from './settings.js';
 import type { StatementGate } from './gate.js';
 import type { Identity } from './auth/index.js';
+import { ClientStatements, CLOSE_NOTHING, ensurePrepared, PARSE_COMPLETE, renameStatement, type ClientStatement, type StatementSender } from './prepared.js';
 
 /** Largest message a client may send (a whole COPY row or a big INSERT fits easily). */
 const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
@@ -33,7 +34,13 @@ export interface ServerContext {
 
 const enum State { Startup, Auth, Ready, Closed }
 
-interface Queued { type: number; data: Buffer }
+interface Queued {
+  type: number;
+  data: Buffer;
+  stmt: ClientStatement | null;
+  /** A message scopegate made: `skip` is the response type to hide (0: none). */
+  own?: { skip: number };
+}
 
 let nextClientId = 1;
 
@@ -41,7 +48,7 @@ let nextClientId = 1;
  * One client connection: startup and authentication, then the transaction loop that
  * borrows a backend when a transaction starts and returns it when ReadyForQuery says idle.
  */
-export class ClientSession implements BackendOwner {
+export class ClientSession implements BackendOwner, StatementSender {
   readonly id = nextClientId++;
   readonly address: string;
   private state = State.Startup;
@@ -59,6 +66,12 @@ export class ClientSession implements BackendOwner {
   /** The transaction in flight left state behind that only a server reset removes. */
   needsReset = false;
   poolMode: 'transaction' | 'session' = 'transaction';
+  /** Prepared statements by client name; tracking is off when max_prepared_statements is 0. */
+  readonly statements = new ClientStatements();
+  private trackStatements = false;
+  private statementLimit = 0;
+  /** DEALLOCATE ALL / DISCARD ALL went by: the next Query clears the backend's statement map. */
+  forgetServerStatements = false;
   private pid = 0;
   readonly cancelKey = Buffer.alloc(4);
   backend: Backend | null = null;
@@ -107,8 +120,11 @@ export class ClientSession implements BackendOwner {
         this.framer.push(chunk, this.onAuthMessage);
         return;
       }
+      const b = this.backend;
+      if (b !== null) b.socket.cork();
       this.framer.push(chunk, this.onMessage);
       this.flushRun();
+      if (b !== null) b.socket.uncork();
     } catch (err) {
       this.fatal(err);
     }
@@ -162,6 +178,8 @@ export class ClientSession implements BackendOwner {
     if (!pool) throw new SqlError(SQLSTATE.INVALID_CATALOG_NAME, `no such database: ${this.database}`, { severity: 'FATAL' });
     this.pool = pool;
     this.poolMode = pool.db.pool_mode;
+    this.statementLimit = ctx.config.pool.max_prepared_statements;
+    this.trackStatements = this.poolMode === 'transaction' && this.statementLimit > 0;
     this.settings = startupSettings(params, params.has('options') ? parseOptions(params.get('options')!) : new Map());
     this.startupSettings = new Map(this.settings);
     await ctx.gate.checkStartup(this);
@@ -231,13 +249,56 @@ export class ClientSession implements BackendOwner {
         break;
       }
       case FE.Parse: {
-        const [, afterName] = readCString(buf, start + 5, end);
+        const [name, afterName] = readCString(buf, start + 5, end);
         const [sql] = readCString(buf, afterName, end);
         const verdict = this.ctx.gate.checkQuery(this, sql);
         if (verdict !== null) { this.reject(verdict, true); return; }
+        if (this.trackStatements) {
+          if (name === '') {
+            this.statements.unnamed = buf.subarray(start, end);
+          } else {
+            if (this.statements.byName.has(name)) {
+              this.reject(new SqlError(SQLSTATE.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${name}" already exists`), true);
+              return;
+            }
+            this.forwardToBackend(type, buf, start, end, this.statements.add(name, sql, buf.subarray(afterName, end)));
+            return;
+          }
+        }
         break;
       }
-      case FE.Bind: case FE.Describe: case FE.Execute: case FE.Close: case FE.Flush: case FE.Sync:
+      case FE.Bind:
+      case FE.Describe: {
+        if (!this.trackStatements) break;
+        let nameStart = start + 6;
+        if (type === FE.Bind) {
+          nameStart = buf.indexOf(0, start + 5) + 1;
+        } else if (buf[start + 5] !== 0x53) {
+          break; // Describe of a portal: portals live inside the transaction, on this backend
+        }
+        const nameEnd = buf.indexOf(0, nameStart);
+        if (nameStart <= 0 || nameEnd < 0 || nameEnd >= end) throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, 'malformed Bind/Describe message', { severity: 'FATAL' });
+        if (nameEnd === nameStart) break; // the unnamed statement
+        const name = buf.toString('utf8', nameStart, nameEnd);
+        const stmt = this.statements.byName.get(name);
+        if (stmt === undefined) {
+          this.reject(new SqlError(SQLSTATE.INVALID_SQL_STATEMENT_NAME, `prepared statement "${name}" does not exist`), true);
+          return;
+        }
+        this.forwardToBackend(type, buf, start, end, stmt);
+        return;
+      }
+      case FE.Close: {
+        if (this.trackStatements && buf[start + 5] === 0x53 && buf[start + 6] !== 0) {
+          // Only this client's name goes; the server statement stays for others (and LRU).
+          const [name] = readCString(buf, start + 6, end);
+          this.statements.byName.delete(name);
+          this.forwardToBackend(type, CLOSE_NOTHING, 0, CLOSE_NOTHING.length);
+          return;
+        }
+        break;
+      }
+      case FE.Execute: case FE.Flush: case FE.Sync:
       case FE.CopyData: case FE.CopyDone: case FE.CopyFail:
         break;
       case FE.FunctionCall:
@@ -251,7 +312,7 @@ export class ClientSession implements BackendOwner {
 
   // ---- client -> backend ------------------------------------------------------------
 
-  private forwardToBackend(type: number, buf: Buffer, start: number, end: number): void {
+  private forwardToBackend(type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null = null): void {
     const b = this.backend;
     if (b === null || this.acquiring) {
       if (type === FE.CopyData || type === FE.CopyDone || type === FE.CopyFail) {
@@ -261,13 +322,57 @@ export class ClientSession implements BackendOwner {
         const refusal = this.ctx.gate.checkTransactionStart(this);
         if (refusal !== null) throw refusal;
       }
-      this.queue.push({ type, data: buf.subarray(start, end) });
+      this.queue.push({ type, data: buf.subarray(start, end), stmt });
       this.queuedBytes += end - start;
       // Pausing costs two epoll changes per transaction, so only a client that keeps
       // sending while it waits for a backend is throttled.
       if (this.queuedBytes > QUEUE_PAUSE_BYTES && !this.clientPaused) { this.clientPaused = true; this.socket.pause(); }
       if (!this.acquiring) this.acquire();
       return;
+    }
+    this.dispatch(b, type, buf, start, end, stmt);
+  }
+
+  /** Sends one client message to the attached backend, rewriting statement names. */
+  private dispatch(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null): void {
+    if (this.trackStatements) {
+      if (type === FE.Parse) {
+        if (stmt !== null) {
+          if (b.prepared.has(stmt.serverName)) {
+            if (b.pendingSyncs === 0 && !b.unsynced && this.runBuf === null) {
+              // Nothing in flight, so this answer lands in order: no round trip.
+              b.prepared.delete(stmt.serverName);
+              b.prepared.set(stmt.serverName, 1);
+              this.socket.write(PARSE_COMPLETE);
+              return;
+            }
+            b.prepared.delete(stmt.serverName);
+            b.uncertain.add(stmt.serverName);
+          }
+          ensurePrepared(b, stmt, this.statementLimit, this, false, this.statements);
+          return;
+        }
+        b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
+        b.unnamedOwner = this;
+      } else if (type === FE.Bind || (type === FE.Describe && buf[start + 5] === 0x53)) {
+        if (stmt !== null) {
+          ensurePrepared(b, stmt, this.statementLimit, this, true, null);
+          const nameStart = type === FE.Bind ? buf.indexOf(0, start + 5) + 1 : start + 6;
+          this.sendOwn(b, renameStatement(buf, start, end, nameStart, buf.indexOf(0, nameStart), stmt.serverName), null);
+          return;
+        }
+        if (b.unnamedOwner !== this && this.statements.unnamed !== null) {
+          // The unnamed statement on this backend is someone else's: restore ours first.
+          b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
+          b.unnamedOwner = this;
+          this.sendOwn(b, this.statements.unnamed, 0x31);
+        }
+      } else if (type === FE.Query && this.forgetServerStatements) {
+        this.forgetServerStatements = false;
+        b.prepared.clear();
+        b.uncertain.clear();
+        b.unnamedOwner = null;
+      }
     }
     this.countSent(b, type);
     if (this.runBuf === buf && this.runEnd === start) {
@@ -280,12 +385,21 @@ export class ClientSession implements BackendOwner {
     }
   }
 
+  /** Sends a message scopegate made (outside the current run); `skip` hides its response. */
+  sendOwn(b: Backend, data: Buffer, skip: number | null): void {
+    this.flushRun();
+    if (skip !== null) b.skips.push({ epoch: b.sendEpoch, type: skip });
+    this.countSent(b, data[0]!);
+    b.write(data);
+  }
+
   private countSent(b: Backend, type: number): void {
     if (type === FE.Query) {
       b.pendingSyncs++;
+      b.sendEpoch++;
     } else if (type === FE.Sync) {
       // The server ignores Sync while it is in COPY FROM STDIN.
-      if (!b.copyIn) b.pendingSyncs++;
+      if (!b.copyIn) { b.pendingSyncs++; b.sendEpoch++; }
       b.unsynced = false;
     } else if (type !== FE.CopyData && type !== FE.CopyDone && type !== FE.CopyFail) {
       b.unsynced = true;
@@ -345,17 +459,13 @@ export class ClientSession implements BackendOwner {
         const queued = this.queue;
         this.queue = [];
         this.queuedBytes = 0;
-        if (queued.length === 1) {
-          this.countSent(b, queued[0]!.type);
-          b.write(queued[0]!.data);
-        } else {
-          b.socket.cork();
-          for (const q of queued) {
-            this.countSent(b, q.type);
-            b.write(q.data);
-          }
-          b.socket.uncork();
+        b.socket.cork();
+        for (const q of queued) {
+          if (q.own !== undefined) this.sendOwn(b, q.data, q.own.skip === 0 ? null : q.own.skip);
+          else this.dispatch(b, q.type, q.data, 0, q.data.length, q.stmt);
         }
+        this.flushRun();
+        b.socket.uncork();
         this.resumeClient();
       },
       (err: SqlError) => {
@@ -415,8 +525,24 @@ export class ClientSession implements BackendOwner {
     const b = this.backend;
     if (this.acquiring || (b !== null && (b.txStatus !== TX_IDLE || b.unsynced || b.pendingSyncs > 0))) {
       const raise = `DO $scopegate$ BEGIN RAISE EXCEPTION USING ERRCODE = ${lit(err.code)}, MESSAGE = ${lit(err.message)}${err.hint ? `, HINT = ${lit(err.hint)}` : ''}; END $scopegate$`;
-      const m = extended ? parseMessage(raise) : msg.query(raise);
-      this.forwardToBackend(extended ? FE.Parse : FE.Query, m, 0, m.length);
+      if (!extended) {
+        const m = msg.query(raise);
+        this.forwardToBackend(FE.Query, m, 0, m.length);
+        return;
+      }
+      // Parse, Bind and Execute of the DO block; only its error reaches the client.
+      const parts: Array<[Buffer, number]> = [[parseMessage(raise), 0x31], [BIND_UNNAMED, 0x32], [EXECUTE_UNNAMED, 0]];
+      for (const [data, skip] of parts) {
+        if (this.acquiring || b === null) {
+          this.queue.push({ type: data[0]!, data, stmt: null, own: { skip } });
+        } else {
+          if (data[0] === FE.Parse) {
+            b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
+            b.unnamedOwner = null;
+          }
+          this.sendOwn(b, data, skip === 0 ? null : skip);
+        }
+      }
       return;
     }
     if (extended) {
@@ -548,6 +674,9 @@ function lit(s: string): string {
 function quoteRole(r: string): string {
   return `"${r.replace(/"/g, '""')}"`;
 }
+
+const BIND_UNNAMED = Buffer.from([FE.Bind, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
+const EXECUTE_UNNAMED = Buffer.from([FE.Execute, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
 
 /** An unnamed Parse message for `sql` with no parameter types. */
 function parseMessage(sql: string): Buffer {

@@ -61,6 +61,14 @@ export class SessionGate implements StatementGate {
       if (fx.listen) {
         return new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'LISTEN is not supported in transaction pooling mode', { hint: 'Notifications need a session of their own: connect listeners to a database entry with pool_mode: session.' });
       }
+      if (fx.sqlPrepared) {
+        return new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'SQL-level PREPARE, EXECUTE and DEALLOCATE are not supported in transaction pooling mode', { hint: "Use your driver's prepared statements (protocol-level Parse/Bind), which scopegate carries across server connections." });
+      }
+      if (fx.deallocateAll) {
+        c.statements.byName.clear();
+        c.statements.unnamed = null;
+        c.forgetServerStatements = true;
+      }
       if (fx.needsReset) c.needsReset = true;
       if (fx.resetAll) c.pendingSettings.push(['*', null]);
       for (const s of fx.settings) c.pendingSettings.push(s);

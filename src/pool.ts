@@ -145,6 +145,8 @@ export class DatabasePool {
         b.applied.clear();
         b.role = null;
         b.prepared.clear();
+        b.uncertain.clear();
+        b.unnamedOwner = null;
       } catch (err) {
         this.log.warn({ db: this.db.name, backend: b.id, err: (err as Error).message }, 'server reset failed; closing');
         await this.destroy(b, pool);

@@ -13,16 +13,20 @@ export interface SessionEffects {
   needsReset: boolean;
   /** LISTEN: needs a session of its own. */
   listen: boolean;
+  /** SQL-level PREPARE / EXECUTE / DEALLOCATE name: cannot follow the client across backends. */
+  sqlPrepared: boolean;
+  /** DEALLOCATE ALL or DISCARD ALL: every prepared statement on the server goes. */
+  deallocateAll: boolean;
   /** The text did not parse: Postgres will reject it, nothing to track. */
   unparsed: boolean;
 }
 
-const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, needsReset: false, listen: false, unparsed: false }) as SessionEffects;
+const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false }) as SessionEffects;
 
 // The parser runs only when the text could change session state: a statement that starts
 // with one of these words, mentions one of the functions, or has comments or several
 // statements. Everything else (the hot path) costs one regex test.
-const LEADING = /^\s*(set|reset|listen|create|prepare|deallocate|declare|load|discard|select\s+set_config)\b/i;
+const LEADING = /^\s*(set|reset|listen|create|prepare|execute|deallocate|declare|load|discard|select\s+set_config)\b/i;
 const ANYWHERE = /advisory|set_config|;|--|\/\*/i;
 
 const SESSION_LOCK_FUNCS = new Set(['pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_try_advisory_lock_shared']);
@@ -87,7 +91,7 @@ export function classify(sql: string): SessionEffects {
   } catch {
     return { ...NONE, settings: [], unparsed: true };
   }
-  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, listen: false, unparsed: false };
+  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false };
   const bytes = Buffer.from(sql, 'utf8');
   for (const raw of stmts) {
     const node = raw.stmt;
@@ -112,7 +116,7 @@ export function classify(sql: string): SessionEffects {
       }
       case 'DiscardStmt':
         fx.needsReset = true;
-        if (body.target === 'DISCARD_ALL') { fx.resetAll = true; fx.settings = []; }
+        if (body.target === 'DISCARD_ALL') { fx.resetAll = true; fx.settings = []; fx.deallocateAll = true; }
         break;
       case 'ListenStmt':
         fx.listen = true;
@@ -133,8 +137,14 @@ export function classify(sql: string): SessionEffects {
       case 'DeclareCursorStmt':
         if (typeof body.options === 'number' && (body.options & CURSOR_OPT_HOLD) !== 0) fx.needsReset = true;
         break;
-      case 'PrepareStmt':
       case 'DeallocateStmt':
+        if (body.isall === true) fx.deallocateAll = true;
+        else fx.sqlPrepared = true;
+        break;
+      case 'PrepareStmt':
+      case 'ExecuteStmt':
+        fx.sqlPrepared = true;
+        break;
       case 'LoadStmt':
         fx.needsReset = true;
         break;

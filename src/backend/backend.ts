@@ -5,6 +5,7 @@ import { SqlError, SQLSTATE } from '../errors.js';
 import { BE, TX_IDLE } from '../protocol/codes.js';
 import { cancelRequest, parseErrorFields, query, TERMINATE } from '../protocol/messages.js';
 import { login } from './login.js';
+import type { PendingParse, Skip } from '../prepared.js';
 
 /** What a backend hands its responses to while a client has it checked out. */
 export interface BackendOwner {
@@ -58,8 +59,20 @@ export class Backend {
   /** Cancel requests sent for this backend that have not completed. */
   cancelsInFlight = 0;
   private cancelWaiters: Array<() => void> = [];
-  /** Statements this server holds, for prepared statement tracking. */
+  /** Server statement names this server holds, least recently used first. */
   readonly prepared = new Map<string, number>();
+  /** Names whose Parse failed or was skipped after an error: Close before parsing again. */
+  readonly uncertain = new Set<string>();
+  /** Parses sent whose ParseComplete (or error) has not arrived, oldest first. */
+  pendingParses: PendingParse[] = [];
+  /** Responses to messages scopegate sent on its own, to swallow. */
+  skips: Skip[] = [];
+  /** Sync/Query messages sent, and ReadyForQuery received: a message sent while sendEpoch is
+   * k gets its response while recvEpoch is k. */
+  sendEpoch = 0;
+  recvEpoch = 0;
+  /** The client whose unnamed statement this server holds. */
+  unnamedOwner: object | null = null;
 
   owner: BackendOwner | null = null;
   private mode = Mode.Idle;
@@ -225,6 +238,14 @@ export class Backend {
           this.onReady(buf[end - 1]!);
           continue;
         }
+        if (this.skips.length !== 0 || this.pendingParses.length !== 0) {
+          if (this.ownResponse(type)) {
+            if (runStart >= 0) this.owner!.forward(buf, runStart, off);
+            runStart = -1;
+            off = end;
+            continue;
+          }
+        }
         this.inspect(type, buf, off, end);
         if (runStart < 0) runStart = off;
       } else if (this.mode === Mode.Internal) {
@@ -254,7 +275,37 @@ export class Backend {
     }
   }
 
+  /**
+   * Bookkeeping for statements scopegate prepared: confirms or fails pending Parses, and
+   * returns true when this response answers a message the client never sent.
+   */
+  private ownResponse(type: number): boolean {
+    if (type === BE.ErrorResponse) {
+      // The server skips everything up to the next Sync: pending Parses of this epoch failed.
+      const epoch = this.recvEpoch;
+      while (this.pendingParses.length !== 0 && this.pendingParses[0]!.epoch === epoch) {
+        const p = this.pendingParses.shift()!;
+        if (p.serverName !== null) {
+          this.prepared.delete(p.serverName);
+          this.uncertain.add(p.serverName);
+        }
+        if (p.owner !== null && p.stmt !== null) p.owner.dropIfSame(p.stmt);
+      }
+      this.skips = this.skips.filter((k) => k.epoch !== epoch);
+      return false;
+    }
+    if (type === BE.ParseComplete && this.pendingParses.length !== 0) this.pendingParses.shift();
+    const head = this.skips[0];
+    if (head !== undefined && head.epoch === this.recvEpoch && head.type === type) {
+      this.skips.shift();
+      return true;
+    }
+    return false;
+  }
+
   private onReady(status: number): void {
+    this.recvEpoch++;
+    if (this.skips.length !== 0 && this.skips[0]!.epoch < this.recvEpoch) this.skips = this.skips.filter((k) => k.epoch >= this.recvEpoch);
     this.txStatus = status;
     this.copyIn = false;
     if (this.pendingSyncs > 0) this.pendingSyncs--;

@@ -1,0 +1,136 @@
+import { createHash } from 'node:crypto';
+import type { Backend } from './backend/backend.js';
+import { BE, FE } from './protocol/codes.js';
+
+/**
+ * Prepared statements across transaction pooling.
+ *
+ * A client's statement names map to proxy-chosen server names derived from a hash of the
+ * query text and parameter types, so clients preparing the same text share one server
+ * statement, and two clients using "S_1" for different texts never collide. Each backend
+ * remembers which server names it holds (LRU-bounded); a Bind or Describe for a statement
+ * the borrowed backend lacks gets its Parse sent first, in the same write, and the extra
+ * ParseComplete is swallowed.
+ */
+
+/** One statement a client prepared, as scopegate will (re-)prepare it on any backend. */
+export interface ClientStatement {
+  readonly name: string;
+  readonly serverName: string;
+  /** A complete Parse message carrying `serverName`. */
+  readonly parse: Buffer;
+  readonly sql: string;
+  /** Policy version the statement was checked under ('' when no policy). */
+  checkedVersion: string;
+  /** Role chosen by the policy for this statement. */
+  role: string | null;
+}
+
+/** A Parse that went to the server and whose ParseComplete or error has not come back. */
+export interface PendingParse {
+  epoch: number;
+  serverName: string | null;
+  /** The client's own Parse: on failure the client's name mapping is dropped too. */
+  owner: ClientStatements | null;
+  stmt: ClientStatement | null;
+}
+
+/** A response scopegate caused and the client must not see. */
+export interface Skip {
+  epoch: number;
+  type: number;
+}
+
+export const PARSE_COMPLETE = Buffer.from([BE.ParseComplete, 0, 0, 0, 4]);
+/** Close of a name no server statement has: the server answers CloseComplete in order. */
+const CLOSE_NOTHING = closeStatement('sg_closed');
+
+/** The statements of one client. */
+export class ClientStatements {
+  readonly byName = new Map<string, ClientStatement>();
+  /** The client's last unnamed Parse, to restore it on a backend that lost it. */
+  unnamed: Buffer | null = null;
+
+  add(name: string, sql: string, tail: Buffer): ClientStatement {
+    const stmt: ClientStatement = { name, serverName: serverNameFor(tail), parse: parseMessage(serverNameFor(tail), tail), sql, checkedVersion: '', role: null };
+    this.byName.set(name, stmt);
+    return stmt;
+  }
+
+  dropIfSame(stmt: ClientStatement): void {
+    if (this.byName.get(stmt.name) === stmt) this.byName.delete(stmt.name);
+  }
+}
+
+/** sg_ + 20 characters of the SHA-256 of query text and parameter types. */
+export function serverNameFor(tail: Buffer): string {
+  return 'sg_' + createHash('sha256').update(tail).digest('base64url').slice(0, 20);
+}
+
+/** Parse message: name, then `tail` = query text NUL, int16 count, parameter type oids. */
+export function parseMessage(name: string, tail: Buffer): Buffer {
+  const nameLen = Buffer.byteLength(name);
+  const out = Buffer.allocUnsafe(5 + nameLen + 1 + tail.length);
+  out[0] = FE.Parse;
+  out.writeInt32BE(4 + nameLen + 1 + tail.length, 1);
+  out.write(name, 5);
+  out[5 + nameLen] = 0;
+  tail.copy(out, 6 + nameLen);
+  return out;
+}
+
+export function closeStatement(name: string): Buffer {
+  const nameLen = Buffer.byteLength(name);
+  const out = Buffer.allocUnsafe(5 + 1 + nameLen + 1);
+  out[0] = FE.Close;
+  out.writeInt32BE(4 + 1 + nameLen + 1, 1);
+  out[5] = 0x53; // 'S'
+  out.write(name, 6);
+  out[6 + nameLen] = 0;
+  return out;
+}
+
+/**
+ * Replaces the statement name of a Bind ('B': portal, statement, rest) or Describe
+ * ('D': 'S', statement) message. `nameStart`/`nameEnd` delimit the old name (NUL excluded).
+ */
+export function renameStatement(buf: Buffer, start: number, end: number, nameStart: number, nameEnd: number, serverName: string): Buffer {
+  const newLen = Buffer.byteLength(serverName);
+  const total = (end - start) - (nameEnd - nameStart) + newLen;
+  const out = Buffer.allocUnsafe(total);
+  buf.copy(out, 0, start, nameStart);
+  out.write(serverName, nameStart - start);
+  buf.copy(out, nameStart - start + newLen, nameEnd, end);
+  out.writeInt32BE(total - 1, 1);
+  return out;
+}
+
+/** What the per-backend bookkeeping needs to send on the client's behalf. */
+export interface StatementSender {
+  /** Sends a message scopegate made; `skip` names the response type to swallow. */
+  sendOwn(b: Backend, data: Buffer, skip: number | null): void;
+}
+
+/**
+ * Makes sure `b` holds `stmt`: evicts the least recently used statement past the limit,
+ * clears a name whose earlier Parse may or may not have happened, and re-prepares.
+ */
+export function ensurePrepared(b: Backend, stmt: ClientStatement, limit: number, out: StatementSender, hidden: boolean, owner: ClientStatements | null): void {
+  const held = b.prepared;
+  if (held.has(stmt.serverName)) {
+    held.delete(stmt.serverName);
+    held.set(stmt.serverName, 1);
+    return;
+  }
+  while (limit > 0 && held.size >= limit) {
+    const oldest = held.keys().next().value as string;
+    held.delete(oldest);
+    out.sendOwn(b, closeStatement(oldest), BE.CloseComplete);
+  }
+  if (b.uncertain.delete(stmt.serverName)) out.sendOwn(b, closeStatement(stmt.serverName), BE.CloseComplete);
+  b.pendingParses.push({ epoch: b.sendEpoch, serverName: stmt.serverName, owner, stmt });
+  held.set(stmt.serverName, 1);
+  out.sendOwn(b, stmt.parse, hidden ? BE.ParseComplete : null);
+}
+
+export { CLOSE_NOTHING };
