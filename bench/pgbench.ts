@@ -1,0 +1,229 @@
+/**
+ * Benchmarks scopegate against PgBouncer and a direct connection with pgbench, in one run:
+ * PostgreSQL (embedded), PgBouncer and scopegate are started here, each (mode, clients)
+ * configuration runs against every target in turn, and the proxies' CPU time is read from
+ * /proc. See bench/README.md.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startPostgres, SUPERPASS, SUPERUSER } from '../test/harness/postgres.js';
+import { cpuMicros } from './cpu.js';
+import { parseOptions, type BenchOptions, type QueryMode, type Script } from './options.js';
+import { pgbouncerInstalled, pgbouncerVersion } from './pgbouncer.js';
+import { markdownReport, type MachineFacts, type Report, type Row } from './report.js';
+import { initPgbench, killRunningPgbench, PGBENCH_BIN, runPgbench } from './runner.js';
+import { directTarget, pgbouncerTarget, scopegateTarget, type Backend, type Target } from './targets.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const DBNAME = 'postgres';
+
+export const PREPARED_PGBOUNCER_NOTE =
+  'pgbench -M prepared is not run against PgBouncer 1.18: in transaction mode it does not track protocol-level prepared statements (that needs PgBouncer ≥ 1.21 with max_prepared_statements), so statements prepared on one server connection are missing on the next.';
+
+async function boundedStep(name: string, run: () => Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(() => { log(`cleanup: ${name} did not stop within ${ms} ms`); resolve(); }, ms);
+  });
+  await Promise.race([run().catch((err: unknown) => log(`cleanup: ${name}: ${String(err)}`)), timeout]);
+  clearTimeout(timer);
+}
+
+/** Stops what was started, newest first, each bounded in time. */
+class Cleanup {
+  /** Aborted once cleanup starts, so the benchmark loop stops instead of using stopped targets. */
+  readonly interrupted = new AbortController();
+  private readonly steps: Array<{ name: string; run: () => Promise<void> }> = [];
+  private running: Promise<void> | null = null;
+
+  add(name: string, run: () => Promise<void>): void {
+    this.steps.push({ name, run });
+  }
+
+  /** Idempotent: a second caller waits for the first cleanup to finish. */
+  runAll(): Promise<void> {
+    this.running ??= this.stopAll();
+    return this.running;
+  }
+
+  private async stopAll(): Promise<void> {
+    this.interrupted.abort();
+    killRunningPgbench();
+    for (const step of this.steps.reverse()) await boundedStep(step.name, step.run, 20_000);
+  }
+}
+
+function log(message: string): void {
+  process.stderr.write(`[bench] ${message}\n`);
+}
+
+function installSignalHandlers(cleanup: Cleanup): void {
+  const onSignal = (signal: NodeJS.Signals): void => {
+    log(`${signal}: stopping`);
+    void cleanup.runAll().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+}
+
+function firstLine(bin: string, args: string[]): string {
+  try {
+    return execFileSync(bin, args, { encoding: 'utf8', timeout: 10_000 }).split('\n')[0]?.trim() ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+function scopegateVersion(): string {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version?: string };
+  const commit = firstLine('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']);
+  return `${pkg.version ?? '?'} (git ${commit})`;
+}
+
+async function machineFacts(b: Backend): Promise<MachineFacts> {
+  const version = await b.pg.sql("SELECT current_setting('server_version') AS v, current_setting('max_connections') AS m");
+  const row = version.rows[0] as { v?: string; m?: string } | undefined;
+  return {
+    date: new Date().toISOString(),
+    cpu: cpus()[0]?.model.trim() ?? 'unknown',
+    cores: availableParallelism(),
+    memory: `${Math.round(totalmem() / 2 ** 30)} GiB`,
+    kernel: release(),
+    node: process.version,
+    postgres: `PostgreSQL ${row?.v ?? '?'} (max_connections ${row?.m ?? '?'})`,
+    pgbench: firstLine(PGBENCH_BIN, ['--version']),
+    pgbouncer: pgbouncerInstalled() ? pgbouncerVersion() : null,
+    scopegate: scopegateVersion(),
+    load: '',
+  };
+}
+
+function scriptLabel(s: Script): string {
+  return s.kind === 'builtin' ? s.name : s.path;
+}
+
+async function startTargets(b: Backend, opts: BenchOptions, cleanup: Cleanup, notes: string[]): Promise<Target[]> {
+  const targets: Target[] = [];
+  for (const name of opts.targets) {
+    if (name === 'direct') {
+      targets.push(directTarget(b));
+    } else if (name === 'pgbouncer') {
+      log('starting PgBouncer');
+      const started = await pgbouncerTarget(b, opts);
+      if (started === null) notes.push('PgBouncer is not installed (/usr/sbin/pgbouncer); its rows are missing.');
+      else {
+        cleanup.add('pgbouncer', started.target.stop);
+        targets.push(started.target);
+      }
+    } else {
+      log(`starting ${name}`);
+      const t = await scopegateTarget(b, opts, name);
+      cleanup.add(name, t.stop);
+      targets.push(t);
+    }
+  }
+  return targets;
+}
+
+function unsupportedRow(mode: QueryMode, clients: number, t: Target, note: string): Row {
+  return { mode, clients, target: t.name, tps: null, latencyMs: null, transactions: null, failed: null, abortedClients: 0, proxyCpuUsPerTxn: null, note };
+}
+
+async function measure(b: Backend, opts: BenchOptions, t: Target, mode: QueryMode, clients: number): Promise<Row> {
+  const cpuBefore = t.pid === null ? 0 : cpuMicros(t.pid);
+  const result = await runPgbench({
+    host: '127.0.0.1', port: t.port, user: b.user, password: b.password, dbname: b.dbname,
+    clients, jobs: opts.jobs, mode, duration: opts.duration, script: opts.script, connect: opts.connect,
+  });
+  const cpu = t.pid === null ? null : cpuMicros(t.pid) - cpuBefore;
+  const txns = result.transactions;
+  const ok = result.exitCode === 0 && result.errors.length === 0;
+  return {
+    mode, clients, target: t.name,
+    tps: result.tps, latencyMs: result.latencyMs, transactions: txns, failed: result.failed,
+    abortedClients: result.abortedClients,
+    proxyCpuUsPerTxn: cpu === null || txns === null || txns === 0 ? null : cpu / txns,
+    note: ok ? null : `pgbench exit ${String(result.exitCode)}: ${result.errors.join(' / ').slice(0, 400)}`,
+  };
+}
+
+function describeRow(r: Row): string {
+  const cpu = r.proxyCpuUsPerTxn === null ? '' : `, proxy ${r.proxyCpuUsPerTxn.toFixed(1)} µs/txn`;
+  const failed = r.failed === null && r.abortedClients === 0 ? '' : `, failed ${String(r.failed)}, aborted clients ${r.abortedClients}`;
+  return `${r.mode} c=${r.clients} ${r.target}: ${r.tps === null ? 'no tps' : `${r.tps.toFixed(0)} tps`}, ${r.latencyMs ?? '?'} ms${cpu}${failed}`;
+}
+
+/** Every (mode, clients) configuration runs against each target in turn, so drift hits all alike. */
+async function runMatrix(b: Backend, opts: BenchOptions, targets: Target[], notes: string[], stop: AbortSignal): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const mode of opts.modes) {
+    for (const clients of opts.clients) {
+      for (const t of targets) {
+        if (stop.aborted) throw new Error('interrupted');
+        if (mode === 'prepared' && t.name === 'pgbouncer') {
+          rows.push(unsupportedRow(mode, clients, t, 'not supported by PgBouncer 1.18'));
+          if (!notes.includes(PREPARED_PGBOUNCER_NOTE)) notes.push(PREPARED_PGBOUNCER_NOTE);
+          continue;
+        }
+        const row = await measure(b, opts, t, mode, clients);
+        if (stop.aborted) throw new Error('interrupted');
+        rows.push(row);
+        log(describeRow(row));
+        if (row.note !== null) notes.push(`${mode} c=${clients} ${t.name}: ${row.note}`);
+        for (const p of t.drainProblems()) notes.push(`${mode} c=${clients} ${p}`);
+      }
+    }
+  }
+  return rows;
+}
+
+async function benchmark(opts: BenchOptions, cleanup: Cleanup): Promise<Report> {
+  log(`starting PostgreSQL (max_connections=${opts.maxConnections})`);
+  const pg = await startPostgres({ flags: ['-c', `max_connections=${opts.maxConnections}`] });
+  cleanup.add('postgres', () => pg.stop());
+  const b: Backend = { pg, user: SUPERUSER, password: SUPERPASS, dbname: DBNAME };
+  log(`pgbench -i -s ${opts.scale}`);
+  await initPgbench({ host: pg.host, port: pg.port, user: b.user, password: b.password, dbname: b.dbname }, opts.scale);
+  const notes: string[] = [];
+  const targets = await startTargets(b, opts, cleanup, notes);
+  const machine = await machineFacts(b);
+  const loadBefore = loadavg()[0] ?? 0;
+  const rows = await runMatrix(b, opts, targets, notes, cleanup.interrupted.signal);
+  machine.load = `${loadBefore.toFixed(2)} before, ${(loadavg()[0] ?? 0).toFixed(2)} after`;
+  return {
+    machine,
+    settings: {
+      duration: opts.duration, script: scriptLabel(opts.script), connect: opts.connect, pool: opts.pool,
+      jobs: opts.jobs, scale: opts.scale, pgbouncerAuth: opts.pgbouncerAuth,
+    },
+    rows,
+    notes,
+  };
+}
+
+function writeOutput(report: Report, out: string | null): void {
+  const markdown = markdownReport(report);
+  process.stdout.write(markdown);
+  if (out === null) return;
+  writeFileSync(out, out.endsWith('.json') ? `${JSON.stringify(report, null, 2)}\n` : markdown);
+  log(`wrote ${out}`);
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  const cleanup = new Cleanup();
+  installSignalHandlers(cleanup);
+  try {
+    writeOutput(await benchmark(opts, cleanup), opts.out);
+  } finally {
+    await cleanup.runAll();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
