@@ -1,0 +1,145 @@
+import { analyzeStatement } from './analyze.js';
+import { SESSION_LOCK_FUNCTIONS } from './builtins.js';
+import { isNode, parseCached, type Node, type ParsedStatement } from './parse.js';
+
+/** Session state a statement leaves behind on the server connection (matters in transaction pooling). */
+export type SessionEffect =
+  | { type: 'set'; name: string; text: string }
+  | { type: 'reset'; name: string }
+  | { type: 'reset_all' }
+  | { type: 'session_characteristics'; text: string }
+  | { type: 'discard'; target: 'all' | 'plans' | 'sequences' | 'temp' }
+  | { type: 'listen'; channel: string }
+  | { type: 'unlisten'; channel: string | null }
+  | { type: 'temp_object'; object: 'table' | 'view' | 'sequence' | 'materialized view'; name: string }
+  | { type: 'advisory_lock'; function: string }
+  | { type: 'set_config'; local: boolean | null }
+  | { type: 'prepare'; name: string }
+  | { type: 'deallocate'; name: string | null }
+  | { type: 'hold_cursor'; name: string }
+  | { type: 'load' };
+
+export interface StatementInfo {
+  /** select, insert, update, delete, merge, copy, set, show, transaction, ddl, ... ('unparseable' if it does not parse). */
+  kind: string;
+  /** Parse-tree node type (SelectStmt, VariableSetStmt...). */
+  nodeType: string;
+  text: string;
+  /** BEGIN/START/COMMIT/ROLLBACK/SAVEPOINT/RELEASE/PREPARE TRANSACTION..., SET TRANSACTION, SET CONSTRAINTS. */
+  isTransactionControl: boolean;
+  /** For TransactionStmt: begin, start, commit, rollback, savepoint, release, rollback_to, prepare, commit_prepared, rollback_prepared. */
+  transaction: string | null;
+  sessionEffects: SessionEffect[];
+}
+
+const CURSOR_OPT_HOLD = 0x20;
+
+function collectCalls(tree: unknown, names: ReadonlySet<string>, out: string[]): void {
+  if (Array.isArray(tree)) {
+    for (const t of tree) collectCalls(t, names, out);
+    return;
+  }
+  if (!isNode(tree)) return;
+  const fc = tree.FuncCall;
+  if (isNode(fc) && Array.isArray(fc.funcname)) {
+    const last: unknown = fc.funcname[fc.funcname.length - 1];
+    const name = isNode(last) && isNode(last.String) && typeof last.String.sval === 'string' ? last.String.sval : '';
+    if (names.has(name)) out.push(name);
+  }
+  for (const v of Object.values(tree)) if (typeof v === 'object' && v !== null) collectCalls(v, names, out);
+}
+
+function setConfigCalls(tree: unknown, out: SessionEffect[]): void {
+  if (Array.isArray(tree)) {
+    for (const t of tree) setConfigCalls(t, out);
+    return;
+  }
+  if (!isNode(tree)) return;
+  const fc = tree.FuncCall;
+  if (isNode(fc) && Array.isArray(fc.funcname)) {
+    const last: unknown = fc.funcname[fc.funcname.length - 1];
+    if (isNode(last) && isNode(last.String) && last.String.sval === 'set_config') {
+      const args = Array.isArray(fc.args) ? fc.args : [];
+      const third: unknown = args[2];
+      let local: boolean | null = null;
+      if (isNode(third) && isNode(third.A_Const) && isNode(third.A_Const.boolval)) local = third.A_Const.boolval.boolval === true;
+      else if (isNode(third) && isNode(third.A_Const) && third.A_Const.isnull !== true) local = false; // boolval false is omitted
+      if (local !== true) out.push({ type: 'set_config', local });
+    }
+  }
+  for (const v of Object.values(tree)) if (typeof v === 'object' && v !== null) setConfigCalls(v, out);
+}
+
+function relName(rel: unknown): string {
+  return isNode(rel) && typeof rel.relname === 'string' ? rel.relname : '';
+}
+
+function isTemp(rel: unknown): boolean {
+  return isNode(rel) && rel.relpersistence === 't';
+}
+
+function effectsOf(ps: ParsedStatement): SessionEffect[] {
+  const b: Node = ps.body;
+  const fx: SessionEffect[] = [];
+  switch (ps.type) {
+    case 'VariableSetStmt': {
+      if (b.is_local === true) break;
+      const name = typeof b.name === 'string' ? b.name.toLowerCase() : '';
+      if (b.kind === 'VAR_RESET_ALL') fx.push({ type: 'reset_all' });
+      else if (b.kind === 'VAR_SET_MULTI') {
+        if (name === 'session characteristics') fx.push({ type: 'session_characteristics', text: ps.text });
+      } else if (b.kind === 'VAR_RESET' || b.kind === 'VAR_SET_DEFAULT') fx.push({ type: 'reset', name });
+      else fx.push({ type: 'set', name, text: ps.text });
+      break;
+    }
+    case 'DiscardStmt': {
+      const t = b.target === 'DISCARD_ALL' ? 'all' : b.target === 'DISCARD_PLANS' ? 'plans' : b.target === 'DISCARD_SEQUENCES' ? 'sequences' : 'temp';
+      fx.push({ type: 'discard', target: t });
+      break;
+    }
+    case 'ListenStmt': fx.push({ type: 'listen', channel: typeof b.conditionname === 'string' ? b.conditionname : '' }); break;
+    case 'UnlistenStmt': fx.push({ type: 'unlisten', channel: typeof b.conditionname === 'string' ? b.conditionname : null }); break;
+    case 'CreateStmt': if (isTemp(b.relation)) fx.push({ type: 'temp_object', object: 'table', name: relName(b.relation) }); break;
+    case 'CreateSeqStmt': if (isTemp(b.sequence)) fx.push({ type: 'temp_object', object: 'sequence', name: relName(b.sequence) }); break;
+    case 'ViewStmt': if (isTemp(b.view)) fx.push({ type: 'temp_object', object: 'view', name: relName(b.view) }); break;
+    case 'CreateTableAsStmt':
+      if (isNode(b.into) && isTemp(b.into.rel)) fx.push({ type: 'temp_object', object: b.objtype === 'OBJECT_MATVIEW' ? 'materialized view' : 'table', name: relName(b.into.rel) });
+      break;
+    case 'SelectStmt':
+      if (isNode(b.intoClause) && isTemp(b.intoClause.rel)) fx.push({ type: 'temp_object', object: 'table', name: relName(b.intoClause.rel) });
+      break;
+    case 'DeclareCursorStmt':
+      if (typeof b.options === 'number' && (b.options & CURSOR_OPT_HOLD) !== 0) fx.push({ type: 'hold_cursor', name: typeof b.portalname === 'string' ? b.portalname : '' });
+      break;
+    case 'PrepareStmt': fx.push({ type: 'prepare', name: typeof b.name === 'string' ? b.name : '' }); break;
+    case 'DeallocateStmt': fx.push({ type: 'deallocate', name: b.isall === true || typeof b.name !== 'string' ? null : b.name }); break;
+    case 'LoadStmt': fx.push({ type: 'load' }); break;
+    default: break;
+  }
+  const locks: string[] = [];
+  collectCalls(b, SESSION_LOCK_FUNCTIONS, locks);
+  for (const f of new Set(locks)) fx.push({ type: 'advisory_lock', function: f });
+  setConfigCalls(b, fx);
+  return fx;
+}
+
+const TXN_KINDS: Record<string, string> = {
+  TRANS_STMT_BEGIN: 'begin', TRANS_STMT_START: 'start', TRANS_STMT_COMMIT: 'commit', TRANS_STMT_ROLLBACK: 'rollback',
+  TRANS_STMT_SAVEPOINT: 'savepoint', TRANS_STMT_RELEASE: 'release', TRANS_STMT_ROLLBACK_TO: 'rollback_to',
+  TRANS_STMT_PREPARE: 'prepare', TRANS_STMT_COMMIT_PREPARED: 'commit_prepared', TRANS_STMT_ROLLBACK_PREPARED: 'rollback_prepared',
+};
+
+/**
+ * Statement kinds and session effects of a message, from the same cached parse the policy
+ * uses. Works without a policy (needs initParser()). Unparseable text gives one
+ * statement of kind 'unparseable' with no effects (Postgres will reject it).
+ */
+export function classifySql(text: string): StatementInfo[] {
+  const parsed = parseCached(text);
+  if (!parsed.ok) return [{ kind: 'unparseable', nodeType: '', text, isTransactionControl: false, transaction: null, sessionEffects: [] }];
+  return parsed.statements.map((ps) => {
+    const an = analyzeStatement(ps, 'public');
+    const transaction = ps.type === 'TransactionStmt' && typeof ps.body.kind === 'string' ? TXN_KINDS[ps.body.kind] ?? null : null;
+    return { kind: an.kind, nodeType: ps.type, text: ps.text, isTransactionControl: an.isTransactionControl, transaction, sessionEffects: effectsOf(ps) };
+  });
+}

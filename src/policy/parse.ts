@@ -1,0 +1,99 @@
+import { fingerprintSync, loadModule, normalizeSync, parseSync } from 'libpg-query';
+import { LruCache } from './cache.js';
+
+/** A parse-tree node: `{ TypeName: body }` wrappers and bodies are both plain objects. */
+export type Node = { readonly [key: string]: unknown };
+
+export function isNode(v: unknown): v is Node {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export interface ParsedStatement {
+  /** Parse-tree node type, e.g. SelectStmt. */
+  type: string;
+  body: Node;
+  /** The statement's own text (stmt_location/stmt_len are byte offsets). */
+  text: string;
+}
+
+export type ParsedText =
+  | { ok: true; statements: ParsedStatement[]; fingerprint: string; normalized: string }
+  | { ok: false; error: string; fingerprint: ''; normalized: string };
+
+let ready: Promise<void> | null = null;
+let loaded = false;
+
+/** Loads the WASM parser once. Every other function here needs it to have resolved. */
+export function initParser(): Promise<void> {
+  ready ??= loadModule().then(() => {
+    loaded = true;
+  });
+  return ready;
+}
+
+export function parserReady(): boolean {
+  return loaded;
+}
+
+const stats = { parses: 0 };
+/** How many times the real parser ran (tests check the cache with it). */
+export function parseCount(): number {
+  return stats.parses;
+}
+
+let parseCache = new LruCache<string, ParsedText>(10_000);
+
+export function setParseCacheSize(n: number): void {
+  if (n !== parseCache.maxSize) parseCache = new LruCache<string, ParsedText>(n);
+}
+
+function sliceBytes(text: string, bytes: Buffer | null, loc: number, len: number): string {
+  // Offsets are bytes; for pure-ASCII text they equal string indexes.
+  if (bytes === null) return (len > 0 ? text.slice(loc, loc + len) : text.slice(loc)).trim();
+  return bytes.toString('utf8', loc, len > 0 ? loc + len : bytes.length).trim();
+}
+
+function doParse(text: string): ParsedText {
+  if (!loaded) throw new Error('policy parser not initialised: await initParser() first');
+  stats.parses++;
+  let tree: unknown;
+  try {
+    tree = parseSync(text);
+  } catch (err) {
+    return { ok: false, error: (err as Error).message, fingerprint: '', normalized: '' };
+  }
+  const stmts = isNode(tree) && Array.isArray(tree.stmts) ? tree.stmts : [];
+  const ascii = !/[^\x00-\x7f]/.test(text);
+  const bytes = ascii ? null : Buffer.from(text, 'utf8');
+  const statements: ParsedStatement[] = [];
+  for (const raw of stmts) {
+    if (!isNode(raw) || !isNode(raw.stmt)) continue;
+    const entry = Object.entries(raw.stmt)[0];
+    if (entry === undefined || !isNode(entry[1])) continue;
+    const loc = typeof raw.stmt_location === 'number' ? raw.stmt_location : 0;
+    const len = typeof raw.stmt_len === 'number' ? raw.stmt_len : 0;
+    statements.push({ type: entry[0], body: entry[1], text: sliceBytes(text, bytes, loc, len) });
+  }
+  let fingerprint = '';
+  let normalized = '';
+  try {
+    fingerprint = fingerprintSync(text);
+  } catch {
+    // Unusual statements may parse but not fingerprint; the decision does not depend on it.
+  }
+  try {
+    normalized = normalizeSync(text);
+  } catch {
+    normalized = '';
+  }
+  return { ok: true, statements, fingerprint, normalized };
+}
+
+/** Parses once per distinct text (bounded cache). */
+export function parseCached(text: string): ParsedText {
+  const hit = parseCache.get(text);
+  if (hit !== undefined) return hit;
+  const p = doParse(text);
+  parseCache.set(text, p);
+  return p;
+}

@@ -1,0 +1,98 @@
+import { LruCache } from './cache.js';
+import { decide } from './decide.js';
+import { parseCached, setParseCacheSize } from './parse.js';
+import { loadPolicyFile, parsePolicyText, type LoadedPolicy } from './schema.js';
+import type { Decision, Policy } from './types.js';
+
+export interface PolicyStoreOptions {
+  /** Decisions kept (LRU). Default 10000. */
+  cacheSize?: number;
+  /** Parse results kept (LRU, shared process-wide). Default 10000. */
+  parseCacheSize?: number;
+}
+
+interface State extends LoadedPolicy {
+  file: string | null;
+}
+
+/**
+ * The current policy and its decision cache. `reload` validates first and swaps one
+ * reference, so a check sees either the old or the new policy, never a mix; an invalid file
+ * throws and leaves the old policy in force.
+ */
+export class PolicyStore {
+  private state: State;
+  private readonly decisions: LruCache<string, Decision>;
+  // Scope arrays usually live as long as a client session: memoise their sorted key.
+  private scopeKeys = new WeakMap<readonly string[], string>();
+
+  private constructor(state: State, opts: PolicyStoreOptions) {
+    this.state = state;
+    this.decisions = new LruCache(opts.cacheSize ?? 10_000);
+    if (opts.parseCacheSize !== undefined) setParseCacheSize(opts.parseCacheSize);
+  }
+
+  static load(file: string, opts: PolicyStoreOptions = {}): PolicyStore {
+    return new PolicyStore({ ...loadPolicyFile(file), file }, opts);
+  }
+
+  /** For tests and the check command: a policy from YAML text. */
+  static fromText(text: string, opts: PolicyStoreOptions = {}): PolicyStore {
+    return new PolicyStore({ ...parsePolicyText(text), file: null }, opts);
+  }
+
+  get version(): string {
+    return this.state.version;
+  }
+
+  get policy(): Policy {
+    return this.state.policy;
+  }
+
+  get file(): string | null {
+    return this.state.file;
+  }
+
+  /** Re-reads the file (or `file`, which then becomes the store's file). Throws ConfigError if invalid. */
+  reload(file: string | undefined = this.state.file ?? undefined): void {
+    if (file === undefined) throw new Error('PolicyStore.reload: no file to read (store was built from text)');
+    const next: State = { ...loadPolicyFile(file), file };
+    this.swap(next);
+  }
+
+  /** Replaces the policy with YAML text (tests, admin API). Throws ConfigError if invalid. */
+  reloadText(text: string): void {
+    this.swap({ ...parsePolicyText(text), file: this.state.file });
+  }
+
+  private swap(next: State): void {
+    const changed = next.version !== this.state.version;
+    this.state = next;
+    // Keys carry the version, so stale entries could never hit; drop them to free memory.
+    if (changed) this.decisions.clear();
+  }
+
+  get cacheStats(): { size: number; hits: number; misses: number } {
+    return { size: this.decisions.size, hits: this.decisions.hits, misses: this.decisions.misses };
+  }
+
+  private scopeKey(scopes: readonly string[]): string {
+    let k = this.scopeKeys.get(scopes);
+    if (k === undefined) {
+      k = [...new Set(scopes)].sort().join(' ');
+      this.scopeKeys.set(scopes, k);
+    }
+    return k;
+  }
+
+  /** Decides a simple Query / Parse text for a client holding `scopes`. Needs initParser(). */
+  check(sql: string, scopes: readonly string[]): Decision {
+    const st = this.state;
+    const key = sql + '\u0000' + this.scopeKey(scopes) + '\u0000' + st.version;
+    const hit = this.decisions.get(key);
+    if (hit !== undefined) return hit;
+    const d = decide(st.policy, st.version, parseCached(sql), scopes);
+    this.decisions.set(key, d);
+    return d;
+  }
+}

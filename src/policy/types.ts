@@ -1,0 +1,90 @@
+/** Actions a policy rule can grant. `all` is the superuser-ish escape hatch (see docs/policy.md). */
+export const ACTIONS = [
+  'select', 'insert', 'update', 'delete', 'truncate', 'lock', 'usage',
+  'execute', 'listen', 'notify', 'ddl', 'all',
+] as const;
+export type Action = (typeof ACTIONS)[number];
+
+/** Actions that act on relations (tables, views, sequences). */
+export type RelAction = 'select' | 'insert' | 'update' | 'delete' | 'truncate' | 'lock' | 'usage' | 'ddl';
+
+/** A schema-qualified relation or function name, already case-folded. */
+export interface QualName {
+  schema: string;
+  name: string;
+}
+
+/** `*` in either part matches anything. */
+export type NamePattern = QualName;
+
+export interface Rule {
+  actions: ReadonlySet<Action>;
+  tables: readonly NamePattern[] | null;
+  /** null: every column. Only restricts select, insert and update. */
+  columns: ReadonlySet<string> | null;
+  functions: readonly NamePattern[] | null;
+  /** For listen/notify; null: every channel. */
+  channels: ReadonlySet<string> | null;
+}
+
+export interface ScopePolicy {
+  name: string;
+  role: string;
+  /** Has a rule with `actions: [all]`. */
+  all: boolean;
+  rules: readonly Rule[];
+}
+
+export interface Policy {
+  defaultSchema: string;
+  catalog: 'read' | 'deny';
+  mode: 'enforce' | 'audit';
+  /** In file order: role selection depends on it. */
+  scopes: readonly ScopePolicy[];
+}
+
+/**
+ * One thing a statement needs. `column`: null = the relation as a whole (e.g. count(*),
+ * DELETE), '*' = every column (SELECT *, whole-row references), else one column.
+ */
+export type Access =
+  | { t: 'rel'; action: RelAction; rel: QualName; column: string | null }
+  /** An unqualified column that may belong to any of `candidates`: all must grant it. */
+  | { t: 'col_any'; action: 'select'; candidates: readonly QualName[]; column: string }
+  | { t: 'func'; fn: QualName; unqualified: boolean }
+  | { t: 'channel'; action: 'listen' | 'notify'; channel: string | null }
+  /** Only a scope with `all` grants it. `what` completes "permission denied: ...". */
+  | { t: 'forbidden'; what: string };
+
+export interface StatementDecision {
+  /** Statement kind: select, insert, update, delete, merge, truncate, copy, explain, ddl, set, ... */
+  kind: string;
+  /** The statement's own text (sliced from the message). */
+  text: string;
+  allowed: boolean;
+  /** Role of the first scope (policy order) covering the statement; null when denied or none held. */
+  role: string | null;
+  scope: string | null;
+  /** What it needs, human-readable: "select public.orders.id", "execute public.place_order". */
+  actions: string[];
+  error?: { code: string; message: string; hint: string };
+}
+
+export interface Decision {
+  /** The policy's verdict. In audit mode the proxy lets denied statements through anyway. */
+  allowed: boolean;
+  /** false in audit mode: log `would_deny` instead of refusing. */
+  enforced: boolean;
+  /** Role to run the message under (null: the login role; no scope held). */
+  role: string | null;
+  scope: string | null;
+  statements: StatementDecision[];
+  error?: { code: string; message: string; hint: string };
+  /** granted | empty | denied | forbidden | split_scopes | role_conflict | unparseable */
+  reason: string;
+  fingerprint: string;
+  normalized: string;
+  policyVersion: string;
+  /** All statements' actions joined, for audit logs. */
+  summary: string;
+}
