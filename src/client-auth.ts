@@ -6,6 +6,13 @@ import {
 import { SqlError, SQLSTATE } from './errors.js';
 import * as msg from './protocol/messages.js';
 
+/** The client asked for the issuer's metadata (empty `auth=`); answered, then refused. */
+class DiscoveryRequest extends AuthError {
+  constructor() {
+    super('token required', { message: 'OAuth bearer authentication failed: no token (discovery request)' });
+  }
+}
+
 /** The parts of a client session the authentication exchange talks to. */
 export interface AuthPeer {
   readonly address: string;
@@ -36,11 +43,15 @@ export class ClientAuthenticator {
       }
       const mechanism = chooseMechanism(this.cfg, { database: peer.database, user: peer.user, address: peer.address });
       const identity = mechanism === 'password' ? await this.password(peer) : await this.oauthBearer(peer);
-      checkUser(this.cfg, identity, peer.user);
       this.limiter.recordSuccess(peer.address);
       return identity;
     } catch (err) {
       const e = err instanceof SqlError ? err : new AuthError('malformed token');
+      if (err instanceof DiscoveryRequest) {
+        // libpq 18 asks for discovery before each OAuth flow: not an attack, not slowed down.
+        this.log.info({ addr: peer.address, user: peer.user, db: peer.database }, 'OAUTHBEARER discovery request answered');
+        throw e;
+      }
       const delay = this.limiter.recordFailure(peer.address);
       this.log.warn({ addr: peer.address, user: peer.user, db: peer.database, check: err instanceof AuthError ? err.check : e.code, delay_ms: delay }, 'authentication failed');
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
@@ -54,7 +65,9 @@ export class ClientAuthenticator {
     const nul = body.indexOf(0);
     const token = body.toString('utf8', 0, nul < 0 ? body.length : nul);
     if (token === '') throw new AuthError('token required', { hint: 'Send the OAuth access token as the password.' });
-    return this.verifier.verify(token, { address: peer.address, user: peer.user });
+    const identity = await this.verifier.verify(token, { address: peer.address, user: peer.user });
+    checkUser(this.cfg, identity, peer.user);
+    return identity;
   }
 
   private async oauthBearer(peer: AuthPeer): Promise<Identity> {
@@ -75,13 +88,16 @@ export class ClientAuthenticator {
     }
     if (initial.kind === 'token') {
       try {
-        return await this.verifier.verify(initial.token, { address: peer.address, user: peer.user });
+        // As in PostgreSQL, a user mismatch is a validation failure: it gets the challenge too.
+        const identity = await this.verifier.verify(initial.token, { address: peer.address, user: peer.user });
+        checkUser(this.cfg, identity, peer.user);
+        return identity;
       } catch (err) {
         if (!(err instanceof AuthError)) throw err;
         failure = err;
       }
     } else {
-      failure = new AuthError('token required', { message: 'OAuth bearer authentication failed: no token (discovery request)' });
+      failure = new DiscoveryRequest();
     }
     // RFC 7628 error exchange: challenge, the client's lone \x01, then the error.
     peer.send(msg.authenticationSASLContinue(oauthBearerFailure(this.cfg.issuer ?? '', this.cfg.oauthbearerScope)));

@@ -243,12 +243,14 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.terminate();
         return;
       case FE.Query: {
+        this.checkSessionStillValid();
         const [sql] = readCString(buf, start + 5, end);
         const verdict = this.ctx.gate.checkQuery(this, sql);
         if (verdict !== null) { this.reject(verdict, false); return; }
         break;
       }
       case FE.Parse: {
+        this.checkSessionStillValid();
         const [name, afterName] = readCString(buf, start + 5, end);
         const [sql] = readCString(buf, afterName, end);
         const verdict = this.ctx.gate.checkQuery(this, sql);
@@ -312,15 +314,20 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   // ---- client -> backend ------------------------------------------------------------
 
+  /** A new transaction starts only while the client's token is still valid. */
+  private checkSessionStillValid(): void {
+    if (this.identity === null) return;
+    const b = this.backend;
+    if (b !== null && (this.acquiring || !b.quiet)) return; // a running transaction may finish
+    const refusal = this.ctx.gate.checkTransactionStart(this);
+    if (refusal !== null) throw refusal;
+  }
+
   private forwardToBackend(type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null = null): void {
     const b = this.backend;
     if (b === null || this.acquiring) {
       if (type === FE.CopyData || type === FE.CopyDone || type === FE.CopyFail) {
         return; // COPY data without a COPY in progress: Postgres ignores it too.
-      }
-      if (b === null && !this.acquiring) {
-        const refusal = this.ctx.gate.checkTransactionStart(this);
-        if (refusal !== null) throw refusal;
       }
       this.queue.push({ type, data: buf.subarray(start, end), stmt });
       this.queuedBytes += end - start;

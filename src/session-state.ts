@@ -25,9 +25,10 @@ const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, need
 
 // The parser runs only when the text could change session state: a statement that starts
 // with one of these words, mentions one of the functions, or has comments or several
-// statements. Everything else (the hot path) costs one regex test.
+// statements (a trailing semicolon, as pgbench sends, does not count). Everything else
+// (the hot path) costs two regex tests.
 const LEADING = /^\s*(set|reset|listen|create|prepare|execute|deallocate|declare|load|discard|select\s+set_config)\b/i;
-const ANYWHERE = /advisory|set_config|;|--|\/\*/i;
+const ANYWHERE = /advisory|set_config|;\s*\S|--|\/\*/i;
 
 const SESSION_LOCK_FUNCS = new Set(['pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_try_advisory_lock_shared']);
 

@@ -20,8 +20,9 @@ export function quoteIdent(v: string): string {
   return `"${v.replace(/"/g, '""')}"`;
 }
 
+/** set_config takes the value as a GUC string, as a startup parameter is: `a,b` stays a list. */
 export function setStatement(name: string, value: string): string {
-  return `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`;
+  return `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`;
 }
 
 /** Turns startup parameters (and `options=-c ...`) into settings; refuses role changes. */
