@@ -56,6 +56,8 @@ function sliceBytes(text: string, bytes: Buffer | null, loc: number, len: number
 function doParse(text: string): ParsedText {
   if (!loaded) throw new Error('policy parser not initialised: await initParser() first');
   stats.parses++;
+  // libpg-query refuses an empty string; Postgres answers it with EmptyQueryResponse.
+  if (text.trim() === '') return { ok: true, statements: [], fingerprint: '', normalized: '' };
   let tree: unknown;
   try {
     tree = parseSync(text);
