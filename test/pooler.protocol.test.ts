@@ -56,9 +56,27 @@ before(async () => {
 
 after(async () => {
   await survivor?.end().catch(() => undefined);
-  if (sg) await sg.stop();
-  if (db) await db.stop();
+  try {
+    if (sg) await stopBounded(sg);
+  } finally {
+    if (db) await db.stop();
+  }
 });
+
+/**
+ * SIGTERM and wait for the exit; a scopegate that still has not exited after a generous
+ * bound is killed and reported (a stuck server connection keeps its shutdown waiting).
+ */
+async function stopBounded(s: RunningScopegate, throwIfStuck = true): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const stuck = new Promise<'stuck'>((resolve) => { timer = setTimeout(() => resolve('stuck'), throwIfStuck ? 20_000 : 8_000); });
+  const code = await Promise.race([s.stop(), stuck]);
+  clearTimeout(timer);
+  if (code === 'stuck') {
+    s.proc.kill('SIGKILL');
+    if (throwIfStuck) throw new Error('scopegate did not exit after SIGTERM (a server connection is still borrowed)');
+  }
+}
 
 describe('startup', () => {
   it('sends AuthenticationOk, the usual ParameterStatus set, BackendKeyData and ReadyForQuery', async () => {
@@ -146,17 +164,6 @@ describe('malformed input', () => {
     await survivorWorks();
   });
 
-  it('an unknown message type inside a transaction also rolls the transaction back', async () => {
-    const r = await ready();
-    await r.query('CREATE TABLE IF NOT EXISTS proto_t (x int)');
-    await r.query('BEGIN');
-    await r.query('INSERT INTO proto_t VALUES (1)');
-    r.write(typed('z', Buffer.from('x')));
-    await expectFatal(r, '08P01');
-    await survivorWorks();
-    assert.equal((await db.sql('SELECT count(*)::int AS n FROM proto_t')).rows[0].n, 0);
-  });
-
   it('a truncated startup packet followed by close does not disturb the server', async () => {
     const r = await RawClient.connect(sg.port);
     const full = startupPacket({ user: 'proto', database: 'app' });
@@ -199,6 +206,39 @@ describe('malformed input', () => {
     await expectFatal(r, '0A000');
     await survivorWorks();
   });
+});
+
+describe('malformed input inside a transaction (own scopegate, pool_size 1)', () => {
+  for (const [what, bad] of [
+    ['an unknown message type', typed('z', Buffer.from('x'))],
+    ['a negative message length', Buffer.from([0x51, 0xff, 0xff, 0xff, 0xff])],
+    ['an unterminated query string', typed('Q', Buffer.from('SELECT 1'))],
+  ] as const) {
+    it(`${what}: 08P01, the transaction is rolled back and its server connection serves the next client`, async () => {
+      const s = await startScopegate({
+        databases: { app: { url: db.url('postgres'), pool_size: 1 } },
+        pool: { mode: 'transaction', query_wait_timeout: '3s', shutdown_timeout: '2s' },
+        log: { level: 'info' },
+      });
+      try {
+        await db.sql('CREATE TABLE IF NOT EXISTS proto_t (x int)');
+        const r = await RawClient.connect(s.port);
+        assert.equal(firstError(await r.startup({ user: 'proto', database: 'app' })), undefined);
+        await r.query('BEGIN');
+        await r.query('INSERT INTO proto_t VALUES (1)');
+        await r.query('LOCK TABLE proto_t IN ACCESS EXCLUSIVE MODE');
+        r.write(bad);
+        await expectFatal(r, '08P01');
+        // The only server connection must come back: rolled back, unlocked, usable.
+        const next = await client(s.port);
+        const row = (await next.query("SELECT txid_current_if_assigned() AS t, (SELECT count(*)::int FROM pg_locks WHERE relation = 'proto_t'::regclass AND mode = 'AccessExclusiveLock') AS locks, (SELECT count(*)::int FROM proto_t) AS n")).rows[0];
+        assert.deepEqual(row, { t: null, locks: 0, n: 0 });
+        await next.end();
+      } finally {
+        await stopBounded(s, false);
+      }
+    });
+  }
 });
 
 describe('pool limits', () => {
