@@ -157,6 +157,29 @@ describe('postgres.js through scopegate', () => {
     }
   });
 
+  it('default settings (named prepared statements) work across pooled server connections', async () => {
+    const sql = postgres({ host: '127.0.0.1', port: sg.port, database: 'app', username: 'pgjs', max: 3 });
+    const other = await client();
+    try {
+      for (let round = 0; round < 5; round++) {
+        // Other clients hold server connections in between, so statements land on different ones.
+        await other.query('BEGIN');
+        await other.query('SELECT 1');
+        const got = await Promise.all(Array.from({ length: 30 }, async (_, i) => {
+          const [a] = await sql`SELECT ${i}::int + ${round}::int AS n`;
+          const [b] = await sql`SELECT ${'k' + i}::text AS k, ${round}::int AS r`;
+          return [a!.n, b!.k, b!.r];
+        }));
+        await other.query('COMMIT');
+        assert.deepEqual(got, Array.from({ length: 30 }, (_, i) => [i + round, 'k' + i, round]));
+      }
+      const [t] = await sql.begin(async (tx) => tx`SELECT ${2}::int * 21 AS n`);
+      assert.equal(t!.n, 42);
+    } finally {
+      await sql.end();
+    }
+  });
+
   it('cancels a running query with query.cancel()', async () => {
     const sql = postgres({ host: '127.0.0.1', port: sg.port, database: 'app', username: 'pgjs', prepare: false, max: 1 });
     try {
