@@ -79,6 +79,41 @@ describe('session state in transaction mode', () => {
     assert.equal((await b.query('SHOW statement_timeout')).rows[0].statement_timeout, defaultTimeout);
   });
 
+  it('a plain SET inside a committed transaction stays with its client; RESET returns to the startup value', async () => {
+    const a = await client('a');
+    const b = await client('b');
+    await a.query('BEGIN');
+    await a.query("SET statement_timeout = '2222ms'");
+    await a.query('COMMIT');
+    assert.equal((await b.query('SHOW statement_timeout')).rows[0].statement_timeout, defaultTimeout);
+    assert.equal((await a.query('SHOW statement_timeout')).rows[0].statement_timeout, '2222ms');
+    await a.query("SET application_name = 'renamed'");
+    assert.equal((await b.query('SHOW application_name')).rows[0].application_name, 'b');
+    assert.equal((await a.query('SHOW application_name')).rows[0].application_name, 'renamed');
+    await a.query('RESET application_name');
+    await a.query('RESET statement_timeout');
+    assert.equal((await b.query('SHOW application_name')).rows[0].application_name, 'b');
+    const r = (await a.query("SELECT current_setting('application_name') AS app, current_setting('statement_timeout') AS st")).rows[0];
+    assert.deepEqual(r, { app: 'a', st: defaultTimeout });
+  });
+
+  it('a plain SET inside a transaction that is rolled back is undone, as in PostgreSQL', async () => {
+    const a = await client('a');
+    const b = await client('b');
+    await a.query("SET statement_timeout = '2222ms'");
+    await a.query('BEGIN');
+    await a.query("SET statement_timeout = '3333ms'");
+    await a.query('ROLLBACK');
+    // Also a transaction that failed and ends with COMMIT (which PostgreSQL turns into ROLLBACK).
+    await a.query('BEGIN');
+    await a.query("SET statement_timeout = '4444ms'");
+    await assert.rejects(a.query('SELECT 1/0'));
+    await a.query('COMMIT');
+    // B takes the shared server connection in between, so A's state has to be re-applied.
+    assert.equal((await b.query('SHOW statement_timeout')).rows[0].statement_timeout, defaultTimeout);
+    assert.equal((await a.query('SHOW statement_timeout')).rows[0].statement_timeout, '2222ms');
+  });
+
   it('a temporary table created by one client is not visible to another', async () => {
     const a = await client('a');
     const b = await client('b');
