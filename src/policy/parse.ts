@@ -54,7 +54,15 @@ function sliceBytes(text: string, bytes: Buffer | null, loc: number, len: number
 }
 
 function doParse(text: string): ParsedText {
-  if (!loaded) throw new Error('policy parser not initialised: await initParser() first');
+  if (!loaded) {
+    // Another module may have loaded the (shared) WASM module already.
+    try {
+      parseSync('SELECT 1');
+      loaded = true;
+    } catch {
+      throw new Error('policy parser not initialised: await initParser() first');
+    }
+  }
   stats.parses++;
   // libpg-query refuses an empty string; Postgres answers it with EmptyQueryResponse.
   if (text.trim() === '') return { ok: true, statements: [], fingerprint: '', normalized: '' };
