@@ -5,6 +5,10 @@ import { ClientAuthenticator } from './client-auth.js';
 import { isLoopback, type Config } from './config.js';
 import { SessionGate } from './gate.js';
 import { initParser, SessionStateTracker } from './session-state.js';
+import { PolicyStore } from './policy/index.js';
+import { checkLoginRole } from './startup-checks.js';
+import { createAuditLogger } from './log.js';
+import { watchFile } from 'node:fs';
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger } from './log.js';
@@ -24,7 +28,7 @@ function argValue(args: string[], name: string): string | undefined {
 }
 
 /** Builds authentication and statement checks from the config. */
-export function buildGate(config: Config, log: Logger, anchor: string): SessionGate {
+export function buildGate(config: Config, log: Logger, anchor: string, policy: PolicyStore | null): SessionGate {
   const auth = parseAuthConfig(config.auth, dirname(resolve(anchor)));
   if (auth.method === 'trust' && !isLoopback(config.listen.host)) {
     throw new ConfigError('auth.method', 'trust is only allowed when listen.host is a loopback address');
@@ -35,6 +39,9 @@ export function buildGate(config: Config, log: Logger, anchor: string): SessionG
     auth: auth.method === 'oauth' ? new ClientAuthenticator(auth, log) : null,
     clockToleranceMs: auth.clockToleranceMs,
     sessionState: [...config.databases.values()].some((d) => d.pool_mode === 'transaction') ? new SessionStateTracker() : null,
+    policy,
+    audit: policy === null || config.log.audit === 'off' ? null : createAuditLogger(config.log.audit),
+    auditSample: config.log.audit_sample,
   });
 }
 
@@ -52,8 +59,10 @@ export async function runServer(configFile: string, anchor: string = configFile)
   const log = createLogger(config.log.level);
   await initParser();
   let gate: SessionGate;
+  let policy: PolicyStore | null;
   try {
-    gate = buildGate(config, log, anchor);
+    policy = config.policy === null ? null : PolicyStore.load(config.policy);
+    gate = buildGate(config, log, anchor, policy);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`scopegate: invalid config ${configFile}: ${err.message}\n`);
@@ -63,12 +72,35 @@ export async function runServer(configFile: string, anchor: string = configFile)
   }
   const server = new Scopegate(config, log, gate);
   await server.listen();
+  if (policy === null) {
+    log.warn('no policy configured: scopegate runs as a plain pooler and checks no statements');
+  } else {
+    log.info({ policy: config.policy, version: policy.version }, 'policy loaded');
+    const roles = [...new Set(policy.policy.scopes.map((s) => s.role))];
+    for (const db of config.databases.values()) void checkLoginRole(db, roles, log);
+  }
+  const reloadPolicy = (why: string): void => {
+    if (policy === null) return;
+    const before = policy.version;
+    try {
+      policy.reload();
+      if (policy.version !== before) log.info({ version: policy.version, previous: before, why }, 'policy reloaded');
+    } catch (err) {
+      log.error({ err: (err as Error).message, version: before }, 'policy reload failed; keeping the running policy');
+    }
+  };
+  if (policy !== null && config.policy !== null) {
+    // Edits take effect without a signal; the poll is cheap and survives editors that
+    // replace the file instead of writing it.
+    watchFile(config.policy, { interval: 500, persistent: false }, () => reloadPolicy('file changed'));
+  }
   process.on('SIGHUP', () => {
     try {
       server.reload(loadConfig(configFile, anchor));
     } catch (err) {
       log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration');
     }
+    reloadPolicy('SIGHUP');
   });
   const stop = (): void => {
     void server.shutdown().then(() => {
@@ -84,6 +116,11 @@ async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv;
   if (cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(USAGE + '\n');
+    return;
+  }
+  if (cmd === 'check') {
+    const { runCheck } = await import('./policy/index.js');
+    process.exitCode = await runCheck(rest);
     return;
   }
   if (cmd === 'token') {

@@ -11,7 +11,8 @@ import { Framer, readCString } from './protocol/framer.js';
 import * as msg from './protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from './protocol/startup.js';
 import { settingsDiff, startupSettings, type SettingMap } from './settings.js';
-import type { StatementGate } from './gate.js';
+import type { RoleChoice, StatementGate } from './gate.js';
+import { ROLE_UNKNOWN } from './backend/backend.js';
 import type { Identity } from './auth/index.js';
 import { ClientStatements, CLOSE_NOTHING, ensurePrepared, PARSE_COMPLETE, renameStatement, type ClientStatement, type StatementSender } from './prepared.js';
 
@@ -38,6 +39,8 @@ interface Queued {
   type: number;
   data: Buffer;
   stmt: ClientStatement | null;
+  /** The role the message must run under (undefined: no requirement). */
+  role: RoleChoice;
   /** A message scopegate made: `skip` is the response type to hide (0: none). */
   own?: { skip: number };
 }
@@ -63,6 +66,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   startupSettings: SettingMap = new Map();
   /** Settings changed by the transaction in flight; kept once it ends without error. */
   pendingSettings: Array<[string, string | null]> = [];
+  /** The transaction in flight ended with ROLLBACK: its SETs are undone. */
+  settingsRolledBack = false;
   /** The transaction in flight left state behind that only a server reset removes. */
   needsReset = false;
   poolMode: 'transaction' | 'session' = 'transaction';
@@ -79,7 +84,12 @@ export class ClientSession implements BackendOwner, StatementSender {
   identity: Identity | null = null;
   /** Whether the client connection is TLS (termination arrives later). */
   readonly tls = false;
+  /** A backend is being acquired for this client. */
   private acquiring = false;
+  /** Messages queue instead of going out: acquiring, or a role switch in progress. */
+  private holding = false;
+  /** A simple Query waits until the backend has answered everything before its role switch. */
+  private waitQuiet = false;
   private queue: Queued[] = [];
   private queuedBytes = 0;
   /** Messages of an extended-protocol batch we failed are dropped up to its Sync. */
@@ -121,10 +131,19 @@ export class ClientSession implements BackendOwner, StatementSender {
         return;
       }
       const b = this.backend;
-      if (b !== null) b.socket.cork();
-      this.framer.push(chunk, this.onMessage);
-      this.flushRun();
-      if (b !== null) b.socket.uncork();
+      if (b === null) {
+        this.framer.push(chunk, this.onMessage);
+        this.flushRun();
+        return;
+      }
+      b.socket.cork();
+      try {
+        this.framer.push(chunk, this.onMessage);
+        this.flushRun();
+      } finally {
+        // Also on a protocol error: the janitor's ROLLBACK must not sit in a corked buffer.
+        b.socket.uncork();
+      }
     } catch (err) {
       this.fatal(err);
     }
@@ -182,8 +201,9 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.trackStatements = this.poolMode === 'transaction' && this.statementLimit > 0;
     this.settings = startupSettings(params, params.has('options') ? parseOptions(params.get('options')!) : new Map());
     this.startupSettings = new Map(this.settings);
-    await ctx.gate.checkStartup(this);
     this.identity = await ctx.gate.authenticate(this);
+    if (this.isClosed()) return;
+    await ctx.gate.checkStartup(this);
     if (this.state === State.Closed) return;
     if (pool.serverParams === null) {
       // The first client of a database learns the server's parameters from a real login.
@@ -246,28 +266,34 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.checkSessionStillValid();
         const [sql] = readCString(buf, start + 5, end);
         const verdict = this.ctx.gate.checkQuery(this, sql);
-        if (verdict !== null) { this.reject(verdict, false); return; }
-        break;
+        if (verdict instanceof SqlError) { this.reject(verdict, false); return; }
+        this.forwardToBackend(type, buf, start, end, null, verdict);
+        return;
       }
       case FE.Parse: {
         this.checkSessionStillValid();
         const [name, afterName] = readCString(buf, start + 5, end);
         const [sql] = readCString(buf, afterName, end);
         const verdict = this.ctx.gate.checkQuery(this, sql);
-        if (verdict !== null) { this.reject(verdict, true); return; }
-        if (this.trackStatements) {
-          if (name === '') {
-            this.statements.unnamed = buf.subarray(start, end);
-          } else {
-            if (this.statements.byName.has(name)) {
-              this.reject(new SqlError(SQLSTATE.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${name}" already exists`), true);
-              return;
-            }
-            this.forwardToBackend(type, buf, start, end, this.statements.add(name, sql, buf.subarray(afterName, end)));
+        if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
+        if (this.trackStatements && name !== '') {
+          if (this.statements.byName.has(name)) {
+            this.reject(new SqlError(SQLSTATE.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${name}" already exists`), true);
             return;
           }
+          const stmt = this.statements.add(name, sql, buf.subarray(afterName, end));
+          stmt.role = verdict;
+          stmt.checkedVersion = this.ctx.gate.policyVersion();
+          // The role is switched when the statement runs (Bind), not when it is parsed.
+          this.forwardToBackend(type, buf, start, end, stmt, undefined);
+          return;
         }
-        break;
+        if (name === '') {
+          this.statements.unnamed = buf.subarray(start, end);
+          this.statements.unnamedRole = verdict;
+        }
+        this.forwardToBackend(type, buf, start, end, null, verdict);
+        return;
       }
       case FE.Bind:
       case FE.Describe: {
@@ -280,14 +306,24 @@ export class ClientSession implements BackendOwner, StatementSender {
         }
         const nameEnd = buf.indexOf(0, nameStart);
         if (nameStart <= 0 || nameEnd < 0 || nameEnd >= end) throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, 'malformed Bind/Describe message', { severity: 'FATAL' });
-        if (nameEnd === nameStart) break; // the unnamed statement
+        if (nameEnd === nameStart) {
+          // The unnamed statement: its Parse chose the role.
+          this.forwardToBackend(type, buf, start, end, null, type === FE.Bind ? this.statements.unnamedRole : undefined);
+          return;
+        }
         const name = buf.toString('utf8', nameStart, nameEnd);
         const stmt = this.statements.byName.get(name);
         if (stmt === undefined) {
           this.reject(new SqlError(SQLSTATE.INVALID_SQL_STATEMENT_NAME, `prepared statement "${name}" does not exist`), true);
           return;
         }
-        this.forwardToBackend(type, buf, start, end, stmt);
+        if (type === FE.Bind) {
+          const verdict = this.ctx.gate.recheck(this, stmt);
+          if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
+          this.forwardToBackend(type, buf, start, end, stmt, verdict);
+        } else {
+          this.forwardToBackend(type, buf, start, end, stmt, undefined);
+        }
         return;
       }
       case FE.Close: {
@@ -318,30 +354,99 @@ export class ClientSession implements BackendOwner, StatementSender {
   private checkSessionStillValid(): void {
     if (this.identity === null) return;
     const b = this.backend;
-    if (b !== null && (this.acquiring || !b.quiet)) return; // a running transaction may finish
+    if (b !== null && (this.holding || !b.quiet)) return; // a running transaction may finish
     const refusal = this.ctx.gate.checkTransactionStart(this);
     if (refusal !== null) throw refusal;
   }
 
-  private forwardToBackend(type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null = null): void {
+  private forwardToBackend(type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null = null, role: RoleChoice = undefined): void {
     const b = this.backend;
-    if (b === null || this.acquiring) {
+    if (b === null || this.holding) {
       if (type === FE.CopyData || type === FE.CopyDone || type === FE.CopyFail) {
         return; // COPY data without a COPY in progress: Postgres ignores it too.
       }
-      this.queue.push({ type, data: buf.subarray(start, end), stmt });
+      this.queue.push({ type, data: buf.subarray(start, end), stmt, role });
       this.queuedBytes += end - start;
       // Pausing costs two epoll changes per transaction, so only a client that keeps
       // sending while it waits for a backend is throttled.
       if (this.queuedBytes > QUEUE_PAUSE_BYTES && !this.clientPaused) { this.clientPaused = true; this.socket.pause(); }
-      if (!this.acquiring) this.acquire();
+      if (b === null && !this.acquiring) this.acquire();
       return;
     }
-    this.dispatch(b, type, buf, start, end, stmt);
+    this.dispatch(b, type, buf, start, end, stmt, role);
+  }
+
+  /** Sends queued messages in order until one has to wait (a role switch). */
+  private drainQueue(b: Backend): void {
+    b.socket.cork();
+    while (this.queue.length !== 0 && !this.holding && this.backend === b) {
+      const q = this.queue.shift()!;
+      this.queuedBytes -= q.data.length;
+      if (q.own !== undefined) this.sendOwn(b, q.data, q.own.skip === 0 ? null : q.own.skip);
+      else this.dispatch(b, q.type, q.data, 0, q.data.length, q.stmt, q.role);
+    }
+    this.flushRun();
+    b.socket.uncork();
+    if (!this.holding) this.resumeClient();
+  }
+
+  /**
+   * Makes `b` run the next statement under `role`. Returns true when the switch went into
+   * the same write (the message can follow), false when the message was queued behind it.
+   */
+  private switchRole(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: string | null): boolean {
+    const item: Queued = { type, data: buf.subarray(start, end), stmt, role };
+    if (b.quiet && this.runBuf === null) {
+      // Nothing in flight: switch in a round trip of its own, so a failed switch can never
+      // let the statement run under the previous role.
+      this.holding = true;
+      this.queue.unshift(item);
+      this.queuedBytes += item.data.length;
+      b.runInternal(roleStatement(role)).then(
+        () => {
+          b.role = role;
+          this.holding = false;
+          if (this.backend === b) this.drainQueue(b);
+        },
+        (err: unknown) => {
+          b.role = ROLE_UNKNOWN;
+          this.holding = false;
+          if (this.backend !== b) return;
+          const failed = this.queue.shift();
+          if (failed) this.queuedBytes -= failed.data.length;
+          const e = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
+          this.log.warn({ role, err: e.message }, 'role switch failed');
+          this.reject(new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `scopegate could not switch to role "${role}": ${e.message}`), type !== FE.Query);
+          this.drainQueue(b);
+        },
+      );
+      return false;
+    }
+    if (type === FE.Query && !b.unsynced) {
+      // Pipelined simple queries: wait until the server has answered what is in flight.
+      this.holding = true;
+      this.waitQuiet = true;
+      this.queue.unshift(item);
+      this.queuedBytes += item.data.length;
+      return false;
+    }
+    // Inside a pipelined extended batch: SET ROLE through a portal of our own, responses
+    // hidden. If it fails, the server skips the rest of the batch, the statement included.
+    b.role = ROLE_UNKNOWN;
+    b.roleUncertain = true;
+    b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
+    b.unnamedOwner = null;
+    this.sendOwn(b, parseMessage(roleStatement(role)), 0x31);
+    this.sendOwn(b, BIND_ROLE_PORTAL, 0x32);
+    this.sendOwn(b, EXECUTE_ROLE_PORTAL, 0x43);
+    b.skips[b.skips.length - 1]!.done = () => { b.role = role; };
+    this.sendOwn(b, CLOSE_ROLE_PORTAL, 0x33);
+    return true;
   }
 
   /** Sends one client message to the attached backend, rewriting statement names. */
-  private dispatch(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null): void {
+  private dispatch(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice): void {
+    if (role !== undefined && role !== b.role && !this.switchRole(b, type, buf, start, end, stmt, role)) return;
     if (this.trackStatements) {
       if (type === FE.Parse) {
         if (stmt !== null) {
@@ -438,6 +543,7 @@ export class ClientSession implements BackendOwner, StatementSender {
   private acquire(): void {
     const pool = this.pool!;
     this.acquiring = true;
+    this.holding = true;
     pool.acquire().then(
       async (b) => {
         if (this.state === State.Closed) {
@@ -455,28 +561,21 @@ export class ClientSession implements BackendOwner, StatementSender {
           if (b.broken) await pool.destroy(b);
           else await pool.release(b);
           this.acquiring = false;
+          this.holding = false;
           this.failQueued(sqlErr);
           return;
         }
         this.acquiring = false;
+        this.holding = false;
         if (this.isClosed()) {
           this.abandonBackend();
           return;
         }
-        const queued = this.queue;
-        this.queue = [];
-        this.queuedBytes = 0;
-        b.socket.cork();
-        for (const q of queued) {
-          if (q.own !== undefined) this.sendOwn(b, q.data, q.own.skip === 0 ? null : q.own.skip);
-          else this.dispatch(b, q.type, q.data, 0, q.data.length, q.stmt);
-        }
-        this.flushRun();
-        b.socket.uncork();
-        this.resumeClient();
+        this.drainQueue(b);
       },
       (err: SqlError) => {
         this.acquiring = false;
+        this.holding = false;
         this.failQueued(err);
       },
     );
@@ -485,12 +584,14 @@ export class ClientSession implements BackendOwner, StatementSender {
   /** Brings a freshly borrowed backend to this client's settings and role. */
   private async prepareBackend(b: Backend): Promise<void> {
     const stmts = settingsDiff(b.applied, this.settings);
-    const role = this.ctx.gate.roleFor(this);
-    if (role !== b.role) stmts.push(role === null ? 'RESET ROLE' : `SET ROLE ${quoteRole(role)}`);
+    // The first statement's role goes into the same round trip as the settings.
+    const first = this.queue.find((q) => q.role !== undefined);
+    const role = first?.role;
+    if (role !== undefined && role !== b.role) stmts.push(roleStatement(role));
     if (stmts.length === 0) return;
     await b.runInternal(stmts.join('; '));
     b.applied = new Map(this.settings);
-    b.role = role;
+    if (role !== undefined) b.role = role;
   }
 
   /** Answers queued messages with an error when no backend could be had; the client may retry. */
@@ -530,7 +631,7 @@ export class ClientSession implements BackendOwner, StatementSender {
    */
   private reject(err: SqlError, extended: boolean): void {
     const b = this.backend;
-    if (this.acquiring || (b !== null && (b.txStatus !== TX_IDLE || b.unsynced || b.pendingSyncs > 0))) {
+    if (this.holding || (b !== null && (b.txStatus !== TX_IDLE || b.unsynced || b.pendingSyncs > 0))) {
       const raise = `DO $scopegate$ BEGIN RAISE EXCEPTION USING ERRCODE = ${lit(err.code)}, MESSAGE = ${lit(err.message)}${err.hint ? `, HINT = ${lit(err.hint)}` : ''}; END $scopegate$`;
       if (!extended) {
         const m = msg.query(raise);
@@ -540,8 +641,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       // Parse, Bind and Execute of the DO block; only its error reaches the client.
       const parts: Array<[Buffer, number]> = [[parseMessage(raise), 0x31], [BIND_UNNAMED, 0x32], [EXECUTE_UNNAMED, 0]];
       for (const [data, skip] of parts) {
-        if (this.acquiring || b === null) {
-          this.queue.push({ type: data[0]!, data, stmt: null, own: { skip } });
+        if (this.holding || b === null) {
+          this.queue.push({ type: data[0]!, data, stmt: null, role: undefined, own: { skip } });
         } else {
           if (data[0] === FE.Parse) {
             b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
@@ -579,6 +680,17 @@ export class ClientSession implements BackendOwner, StatementSender {
   onIdle(status: number): void {
     const b = this.backend;
     if (!b) return;
+    if (b.roleUncertain && status === TX_IDLE) {
+      // A role set inside a transaction is undone if it rolled back: set it afresh next time.
+      b.roleUncertain = false;
+      b.role = ROLE_UNKNOWN;
+    }
+    if (this.waitQuiet && b.quiet) {
+      this.waitQuiet = false;
+      this.holding = false;
+      this.drainQueue(b);
+      return;
+    }
     if (status === TX_IDLE) {
       this.ctx.gate.transactionEnded(this, b, !b.errorSinceIdle);
       b.errorSinceIdle = false;
@@ -611,7 +723,7 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /** True while this client holds no backend (used by shutdown). */
   get idle(): boolean {
-    return this.backend === null && !this.acquiring;
+    return this.backend === null && !this.holding;
   }
 
   private terminate(): void {
@@ -648,6 +760,8 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
     const b = this.backend;
     if (!b || this.acquiring) return;
+    this.holding = false;
+    this.waitQuiet = false;
     this.backend = null;
     if (this.needsReset || this.poolMode === 'session') b.dirty = true;
     if (b.quiet) {
@@ -678,9 +792,14 @@ function lit(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
-function quoteRole(r: string): string {
-  return `"${r.replace(/"/g, '""')}"`;
+function roleStatement(role: string | null): string {
+  return role === null ? 'RESET ROLE' : `SET ROLE "${role.replace(/"/g, '""')}"`;
 }
+
+/** A portal of scopegate's own for SET ROLE inside a pipelined batch. */
+const BIND_ROLE_PORTAL = Buffer.from([FE.Bind, 0, 0, 0, 20, ...Buffer.from('sg_role\0'), 0, 0, 0, 0, 0, 0, 0, 0]);
+const EXECUTE_ROLE_PORTAL = Buffer.from([FE.Execute, 0, 0, 0, 16, ...Buffer.from('sg_role\0'), 0, 0, 0, 0]);
+const CLOSE_ROLE_PORTAL = Buffer.from([FE.Close, 0, 0, 0, 13, 0x50, ...Buffer.from('sg_role\0')]);
 
 const BIND_UNNAMED = Buffer.from([FE.Bind, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
 const EXECUTE_UNNAMED = Buffer.from([FE.Execute, 0, 0, 0, 9, 0, 0, 0, 0, 0]);

@@ -5,7 +5,13 @@ import type { Backend } from './backend/backend.js';
 import type { ClientAuthenticator } from './client-auth.js';
 import type { ClientSession } from './client.js';
 import { SqlError, SQLSTATE } from './errors.js';
+import { quoteIdent, quoteLiteral, settingValue } from './settings.js';
 import type { SessionStateTracker } from './session-state.js';
+import type { ClientStatement } from './prepared.js';
+import type { Decision, PolicyStore } from './policy/index.js';
+
+/** The role a statement runs under: a role name, null for the login role, undefined for no requirement. */
+export type RoleChoice = string | null | undefined;
 
 /**
  * The checks a client session passes through: at connect (startup parameters, credentials)
@@ -18,10 +24,15 @@ export interface StatementGate {
   authenticate(c: ClientSession): Promise<Identity | null>;
   /** Called before a client borrows a backend for a new transaction. */
   checkTransactionStart(c: ClientSession): SqlError | null;
-  /** Checks one simple Query or Parse; returns the error to send, or null to let it through. */
-  checkQuery(c: ClientSession, sql: string): SqlError | null;
-  /** The role the client's next statements run under (null: the login role). */
-  roleFor(c: ClientSession): string | null;
+  /**
+   * Checks one simple Query or Parse: returns the error to send, or the role the statement
+   * runs under (undefined when no policy decides roles).
+   */
+  checkQuery(c: ClientSession, sql: string): SqlError | RoleChoice;
+  /** The version statements are checked under now ('' without a policy). */
+  policyVersion(): string;
+  /** Re-checks a prepared statement at Bind when the policy changed since Parse. */
+  recheck(c: ClientSession, stmt: ClientStatement): SqlError | RoleChoice;
   /** A transaction (or autocommit statement) ended on `b`; `ok` when no error happened in it. */
   transactionEnded(c: ClientSession, b: Backend, ok: boolean): void;
 }
@@ -32,13 +43,34 @@ export interface GateParts {
   clockToleranceMs: number;
   /** Tracks SET/temp tables/LISTEN in transaction mode; null when every pool is in session mode. */
   sessionState: SessionStateTracker | null;
+  /** Scope policy; null runs scopegate as a plain pooler. */
+  policy: PolicyStore | null;
+  /** Where audit lines go (null: off). */
+  audit: Logger | null;
+  /** Fraction of allowed statements audited; denials always are. */
+  auditSample: number;
 }
+
+const NO_SCOPES: readonly string[] = Object.freeze([]);
+/** A transaction's own SETs are undone by its ROLLBACK (not by ROLLBACK TO SAVEPOINT). */
+const ROLLBACK = /^\s*(rollback|abort)\b/i;
 
 /** Composes the configured parts; with none of them scopegate is a plain pooler. */
 export class SessionGate implements StatementGate {
   constructor(private readonly parts: GateParts) {}
 
-  async checkStartup(): Promise<void> {}
+  /** Startup settings are statements too: `options=-c search_path=...` needs the same grant as SET. */
+  async checkStartup(c: ClientSession): Promise<void> {
+    const policy = this.parts.policy;
+    if (policy === null) return;
+    for (const [name, stmt] of c.settings) {
+      const d = policy.check(`SET ${quoteIdent(name)} TO ${quoteLiteral(settingValue(stmt))}`, c.identity?.scopes ?? NO_SCOPES);
+      this.audit(c, d, 'startup');
+      if (!d.allowed && d.enforced) {
+        throw new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `permission denied: startup parameter "${name}"`, { severity: 'FATAL', hint: d.error?.hint });
+      }
+    }
+  }
 
   async authenticate(c: ClientSession): Promise<Identity | null> {
     const auth = this.parts.auth;
@@ -54,7 +86,7 @@ export class SessionGate implements StatementGate {
     return null;
   }
 
-  checkQuery(c: ClientSession, sql: string): SqlError | null {
+  checkQuery(c: ClientSession, sql: string): SqlError | RoleChoice {
     const tracker = this.parts.sessionState;
     if (tracker !== null && c.poolMode === 'transaction') {
       const fx = tracker.effects(sql);
@@ -70,14 +102,64 @@ export class SessionGate implements StatementGate {
         c.forgetServerStatements = true;
       }
       if (fx.needsReset) c.needsReset = true;
+      if (c.pendingSettings.length !== 0 && ROLLBACK.test(sql) && !/\bto\b/i.test(sql)) c.settingsRolledBack = true;
       if (fx.resetAll) c.pendingSettings.push(['*', null]);
       for (const s of fx.settings) c.pendingSettings.push(s);
     }
-    return null;
+    const policy = this.parts.policy;
+    if (policy === null) return undefined;
+    return this.decide(c, policy.check(sql, c.identity?.scopes ?? NO_SCOPES));
   }
 
-  roleFor(): string | null {
-    return null;
+  policyVersion(): string {
+    return this.parts.policy?.version ?? '';
+  }
+
+  recheck(c: ClientSession, stmt: ClientStatement): SqlError | RoleChoice {
+    const policy = this.parts.policy;
+    if (policy === null || stmt.checkedVersion === policy.version) return stmt.role;
+    // The policy changed since Parse: the statement is judged again before it runs.
+    const verdict = this.decide(c, policy.check(stmt.sql, c.identity?.scopes ?? NO_SCOPES));
+    if (!(verdict instanceof SqlError)) {
+      stmt.role = verdict;
+      stmt.checkedVersion = policy.version;
+    }
+    return verdict;
+  }
+
+  /** Turns a decision into the error to send or the role to run under, and audits it. */
+  private decide(c: ClientSession, d: Decision): SqlError | RoleChoice {
+    this.audit(c, d, 'statement');
+    if (!d.allowed) {
+      if (d.enforced) {
+        const e = d.error ?? { code: SQLSTATE.INSUFFICIENT_PRIVILEGE, message: 'permission denied', hint: 'no scope grants it' };
+        return new SqlError(e.code, e.message, { hint: e.hint });
+      }
+    }
+    // Statements that touch nothing (BEGIN, SELECT 1, SET LOCAL ...) run under whatever
+    // role the backend has, so a transaction does not switch roles around them.
+    if (d.summary === '' && d.reason !== 'empty') return undefined;
+    return d.role;
+  }
+
+  private audit(c: ClientSession, d: Decision, what: string): void {
+    const log = this.parts.audit;
+    if (log === null) return;
+    if (d.allowed && this.parts.auditSample < 1 && Math.random() >= this.parts.auditSample) return;
+    log.info({
+      audit: what,
+      addr: c.address,
+      sub: c.identity?.sub ?? null,
+      user: c.user,
+      scopes: c.identity?.scopes ?? [],
+      db: c.database,
+      role: d.role,
+      fingerprint: d.fingerprint,
+      statement: d.normalized,
+      decision: d.allowed ? 'allow' : d.enforced ? 'deny' : 'would_deny',
+      reason: d.error ? `${d.reason}: ${d.error.message}` : d.reason,
+      policy_version: d.policyVersion,
+    });
   }
 
   transactionEnded(c: ClientSession, b: Backend, ok: boolean): void {
@@ -89,7 +171,9 @@ export class SessionGate implements StatementGate {
     if (c.pendingSettings.length === 0) return;
     const pending = c.pendingSettings;
     c.pendingSettings = [];
-    if (!ok) return;
+    const rolledBack = c.settingsRolledBack;
+    c.settingsRolledBack = false;
+    if (!ok || rolledBack) return;
     for (const [name, stmt] of pending) {
       if (name === '*') {
         c.settings = new Map(c.startupSettings);

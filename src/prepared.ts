@@ -22,8 +22,8 @@ export interface ClientStatement {
   readonly sql: string;
   /** Policy version the statement was checked under ('' when no policy). */
   checkedVersion: string;
-  /** Role chosen by the policy for this statement. */
-  role: string | null;
+  /** Role chosen by the policy for this statement (undefined: no policy). */
+  role: string | null | undefined;
 }
 
 /** A Parse that went to the server and whose ParseComplete or error has not come back. */
@@ -39,6 +39,8 @@ export interface PendingParse {
 export interface Skip {
   epoch: number;
   type: number;
+  /** Runs when the response arrives (the action it answers succeeded). */
+  done?: () => void;
 }
 
 export const PARSE_COMPLETE = Buffer.from([BE.ParseComplete, 0, 0, 0, 4]);
@@ -50,9 +52,11 @@ export class ClientStatements {
   readonly byName = new Map<string, ClientStatement>();
   /** The client's last unnamed Parse, to restore it on a backend that lost it. */
   unnamed: Buffer | null = null;
+  /** The role the policy chose for the unnamed statement. */
+  unnamedRole: string | null | undefined = undefined;
 
   add(name: string, sql: string, tail: Buffer): ClientStatement {
-    const stmt: ClientStatement = { name, serverName: serverNameFor(tail), parse: parseMessage(serverNameFor(tail), tail), sql, checkedVersion: '', role: null };
+    const stmt: ClientStatement = { name, serverName: serverNameFor(tail), parse: parseMessage(serverNameFor(tail), tail), sql, checkedVersion: '', role: undefined };
     this.byName.set(name, stmt);
     return stmt;
   }

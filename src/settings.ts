@@ -25,6 +25,12 @@ export function setStatement(name: string, value: string): string {
   return `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`;
 }
 
+/** The value a setting statement made by setStatement sets (for policy checks). */
+export function settingValue(stmt: string): string {
+  const m = /^SELECT pg_catalog\.set_config\('(?:[^']|'')*', '((?:[^']|'')*)', false\)$/.exec(stmt);
+  return m ? m[1]!.replace(/''/g, "'") : '';
+}
+
 /** Turns startup parameters (and `options=-c ...`) into settings; refuses role changes. */
 export function startupSettings(params: Map<string, string>, fromOptions: Map<string, string>): SettingMap {
   const out: SettingMap = new Map();

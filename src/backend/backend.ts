@@ -23,6 +23,9 @@ const GATHER_LIMIT = 16 * 1024;
 
 const enum Mode { Idle, Client, Internal }
 
+/** A value no role name can have: the next statement must set its role afresh. */
+export const ROLE_UNKNOWN = '\0unknown';
+
 interface InternalQuery {
   resolve: () => void;
   reject: (err: SqlError) => void;
@@ -54,8 +57,10 @@ export class Backend {
   dirty = false;
   /** Settings applied on behalf of the client that last held it: name -> SET statement. */
   applied = new Map<string, string>();
-  /** Role set with SET ROLE, or null for the login role. */
+  /** Role set with SET ROLE, null for the login role, ROLE_UNKNOWN when not known. */
   role: string | null = null;
+  /** A role was switched inside a transaction that may still roll back. */
+  roleUncertain = false;
   /** Cancel requests sent for this backend that have not completed. */
   cancelsInFlight = 0;
   private cancelWaiters: Array<() => void> = [];
@@ -298,6 +303,7 @@ export class Backend {
     const head = this.skips[0];
     if (head !== undefined && head.epoch === this.recvEpoch && head.type === type) {
       this.skips.shift();
+      if (head.done) head.done();
       return true;
     }
     return false;
