@@ -797,7 +797,7 @@ function roleStatement(role: string | null): string {
 }
 
 /** A portal of scopegate's own for SET ROLE inside a pipelined batch. */
-const BIND_ROLE_PORTAL = Buffer.from([FE.Bind, 0, 0, 0, 20, ...Buffer.from('sg_role\0'), 0, 0, 0, 0, 0, 0, 0, 0]);
+const BIND_ROLE_PORTAL = Buffer.from([FE.Bind, 0, 0, 0, 19, ...Buffer.from('sg_role\0'), 0, 0, 0, 0, 0, 0, 0]);
 const EXECUTE_ROLE_PORTAL = Buffer.from([FE.Execute, 0, 0, 0, 16, ...Buffer.from('sg_role\0'), 0, 0, 0, 0]);
 const CLOSE_ROLE_PORTAL = Buffer.from([FE.Close, 0, 0, 0, 13, 0x50, ...Buffer.from('sg_role\0')]);
 

@@ -138,7 +138,8 @@ export class SessionGate implements StatementGate {
     }
     // Statements that touch nothing (BEGIN, SELECT 1, SET LOCAL ...) run under whatever
     // role the backend has, so a transaction does not switch roles around them.
-    if (d.summary === '' && d.reason !== 'empty') return undefined;
+    // BEGIN does take the role, so the switch happens before the transaction, not inside it.
+    if (d.summary === '' && d.reason !== 'empty' && !startsTransaction(d)) return undefined;
     return d.role;
   }
 
@@ -189,4 +190,9 @@ export class SessionGate implements StatementGate {
       }
     }
   }
+}
+
+function startsTransaction(d: Decision): boolean {
+  const first = d.statements[0];
+  return first !== undefined && first.kind === 'transaction' && /^\s*(begin|start)\b/i.test(first.text);
 }
