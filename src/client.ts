@@ -6,7 +6,7 @@ import type { Config } from './config.js';
 import { SqlError, SQLSTATE } from './errors.js';
 import { drainAndRelease } from './janitor.js';
 import type { DatabasePool } from './pool.js';
-import { FE, TX_IDLE } from './protocol/codes.js';
+import { FE, TX_FAILED, TX_IDLE } from './protocol/codes.js';
 import { Framer, readCString } from './protocol/framer.js';
 import * as msg from './protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from './protocol/startup.js';
@@ -84,6 +84,12 @@ export class ClientSession implements BackendOwner, StatementSender {
   identity: Identity | null = null;
   /** Whether the client connection is TLS (termination arrives later). */
   readonly tls = false;
+  /** A policy is enforced: every statement runs under a scope's role with this client's claims. */
+  private enforcing = false;
+  /** Which client's claims a backend carries: the token hash ('' without a token). */
+  contextKey = '';
+  /** Role for statements that need none of their own: the first held scope's. */
+  defaultRole: string | null = null;
   /** A backend is being acquired for this client. */
   private acquiring = false;
   /** Messages queue instead of going out: acquiring, or a role switch in progress. */
@@ -203,6 +209,9 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.startupSettings = new Map(this.settings);
     this.identity = await ctx.gate.authenticate(this);
     if (this.isClosed()) return;
+    this.contextKey = this.identity?.tokenHash ?? '';
+    this.enforcing = ctx.gate.policyVersion() !== '';
+    this.defaultRole = ctx.gate.defaultRole(this);
     await ctx.gate.checkStartup(this);
     if (this.state === State.Closed) return;
     if (pool.serverParams === null) {
@@ -391,32 +400,37 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   /**
-   * Makes `b` run the next statement under `role`. Returns true when the switch went into
-   * the same write (the message can follow), false when the message was queued behind it.
+   * Makes `b` act for this client before the next message: the statement's role, and the
+   * token's claims in scopegate.claims / scopegate.sub for RLS. Returns true when the
+   * switch went into the same write (the message can follow), false when the message was
+   * queued behind it.
    */
-  private switchRole(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: string | null): boolean {
+  private switchContext(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice, want: string | null): boolean {
     const item: Queued = { type, data: buf.subarray(start, end), stmt, role };
-    if (b.quiet && this.runBuf === null) {
+    const sql = this.contextStatement(b, want);
+    if (b.idleWire && this.runBuf === null) {
       // Nothing in flight: switch in a round trip of its own, so a failed switch can never
-      // let the statement run under the previous role.
+      // let the statement run in the previous context.
       this.holding = true;
       this.queue.unshift(item);
       this.queuedBytes += item.data.length;
-      b.runInternal(roleStatement(role)).then(
+      if (b.txStatus !== TX_IDLE) b.roleUncertain = true; // undone if the transaction rolls back
+      b.runInternal(sql).then(
         () => {
-          b.role = role;
+          this.contextApplied(b, want);
           this.holding = false;
           if (this.backend === b) this.drainQueue(b);
         },
         (err: unknown) => {
           b.role = ROLE_UNKNOWN;
+          b.contextKey = ROLE_UNKNOWN;
           this.holding = false;
           if (this.backend !== b) return;
           const failed = this.queue.shift();
           if (failed) this.queuedBytes -= failed.data.length;
           const e = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
-          this.log.warn({ role, err: e.message }, 'role switch failed');
-          this.reject(new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `scopegate could not switch to role "${role}": ${e.message}`), type !== FE.Query);
+          this.log.warn({ role: want, err: e.message }, 'role switch failed');
+          this.reject(new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `scopegate could not switch to role "${want}": ${e.message}`), type !== FE.Query);
           this.drainQueue(b);
         },
       );
@@ -430,23 +444,52 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.queuedBytes += item.data.length;
       return false;
     }
-    // Inside a pipelined extended batch: SET ROLE through a portal of our own, responses
-    // hidden. If it fails, the server skips the rest of the batch, the statement included.
+    // Inside a pipelined extended batch: the switch goes through a portal of our own,
+    // responses hidden. If it fails, the server skips the rest of the batch, the statement
+    // included, and the context is treated as unknown.
     b.role = ROLE_UNKNOWN;
+    b.contextKey = ROLE_UNKNOWN;
     b.roleUncertain = true;
     b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
     b.unnamedOwner = null;
-    this.sendOwn(b, parseMessage(roleStatement(role)), 0x31);
+    this.sendOwn(b, parseMessage(sql), 0x31);
     this.sendOwn(b, BIND_ROLE_PORTAL, 0x32);
-    this.sendOwn(b, EXECUTE_ROLE_PORTAL, 0x43);
-    b.skips[b.skips.length - 1]!.done = () => { b.role = role; };
+    this.sendOwn(b, EXECUTE_ROLE_PORTAL, 0x44); // its DataRow, then:
+    b.skips.push({ epoch: b.sendEpoch, type: 0x43, done: () => this.contextApplied(b, want) });
     this.sendOwn(b, CLOSE_ROLE_PORTAL, 0x33);
     return true;
   }
 
+  /** One SELECT that sets the role and, when the client differs, the claims settings. */
+  private contextStatement(b: Backend, role: string | null): string {
+    const parts = [`pg_catalog.set_config('role', ${lit(role ?? 'none')}, false)`];
+    if (b.contextKey !== this.contextKey) {
+      const id = this.identity;
+      parts.push(`pg_catalog.set_config('scopegate.claims', ${lit(id ? JSON.stringify(id.claims) : '')}, false)`);
+      parts.push(`pg_catalog.set_config('scopegate.sub', ${lit(id ? id.sub : '')}, false)`);
+    }
+    return `SELECT ${parts.join(', ')}`;
+  }
+
+  private contextApplied(b: Backend, role: string | null): void {
+    b.role = role;
+    b.contextKey = this.contextKey;
+  }
+
+  /** The role the next message needs, or undefined when the backend already acts for us. */
+  private contextNeeded(b: Backend, role: RoleChoice): string | null | undefined {
+    if (b.txStatus === TX_FAILED) return undefined; // everything but ROLLBACK fails anyway
+    if (b.contextKey !== this.contextKey) return role !== undefined ? role : this.defaultRole;
+    if (role !== undefined && role !== b.role) return role;
+    return undefined;
+  }
+
   /** Sends one client message to the attached backend, rewriting statement names. */
   private dispatch(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice): void {
-    if (role !== undefined && role !== b.role && !this.switchRole(b, type, buf, start, end, stmt, role)) return;
+    if (this.enforcing) {
+      const want = this.contextNeeded(b, role);
+      if (want !== undefined && !this.switchContext(b, type, buf, start, end, stmt, role, want)) return;
+    }
     if (this.trackStatements) {
       if (type === FE.Parse) {
         if (stmt !== null) {
@@ -584,15 +627,19 @@ export class ClientSession implements BackendOwner, StatementSender {
   /** Brings a freshly borrowed backend to this client's settings and role. */
   private async prepareBackend(b: Backend): Promise<void> {
     const stmts = settingsDiff(b.applied, this.settings);
-    // The first statement's role goes into the same round trip as the settings.
-    const first = this.queue.find((q) => q.role !== undefined);
-    const role = first?.role;
-    if (role !== undefined && role !== b.role) stmts.push(roleStatement(role));
+    // The first statement's context goes into the same round trip as the settings.
+    let want: string | null | undefined;
+    if (this.enforcing) {
+      const first = this.queue.find((q) => q.role !== undefined);
+      want = this.contextNeeded(b, first?.role);
+      if (want !== undefined) stmts.push(this.contextStatement(b, want));
+    }
     if (stmts.length === 0) return;
     await b.runInternal(stmts.join('; '));
     b.applied = new Map(this.settings);
-    if (role !== undefined) b.role = role;
+    if (want !== undefined) this.contextApplied(b, want);
   }
+
 
   /** Answers queued messages with an error when no backend could be had; the client may retry. */
   private failQueued(err: SqlError): void {
@@ -681,9 +728,10 @@ export class ClientSession implements BackendOwner, StatementSender {
     const b = this.backend;
     if (!b) return;
     if (b.roleUncertain && status === TX_IDLE) {
-      // A role set inside a transaction is undone if it rolled back: set it afresh next time.
+      // A context set inside a transaction is undone if it rolled back: set it afresh next time.
       b.roleUncertain = false;
       b.role = ROLE_UNKNOWN;
+      b.contextKey = ROLE_UNKNOWN;
     }
     if (this.waitQuiet && b.quiet) {
       this.waitQuiet = false;
@@ -792,9 +840,6 @@ function lit(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
-function roleStatement(role: string | null): string {
-  return role === null ? 'RESET ROLE' : `SET ROLE "${role.replace(/"/g, '""')}"`;
-}
 
 /** A portal of scopegate's own for SET ROLE inside a pipelined batch. */
 const BIND_ROLE_PORTAL = Buffer.from([FE.Bind, 0, 0, 0, 19, ...Buffer.from('sg_role\0'), 0, 0, 0, 0, 0, 0, 0]);

@@ -31,6 +31,8 @@ export interface StatementGate {
   checkQuery(c: ClientSession, sql: string): SqlError | RoleChoice;
   /** The version statements are checked under now ('' without a policy). */
   policyVersion(): string;
+  /** Role for statements that touch nothing: the first scope (in policy order) the client holds. */
+  defaultRole(c: ClientSession): string | null;
   /** Re-checks a prepared statement at Bind when the policy changed since Parse. */
   recheck(c: ClientSession, stmt: ClientStatement): SqlError | RoleChoice;
   /** A transaction (or autocommit statement) ended on `b`; `ok` when no error happened in it. */
@@ -113,6 +115,14 @@ export class SessionGate implements StatementGate {
 
   policyVersion(): string {
     return this.parts.policy?.version ?? '';
+  }
+
+  defaultRole(c: ClientSession): string | null {
+    const policy = this.parts.policy;
+    const held = c.identity?.scopes ?? NO_SCOPES;
+    if (policy === null) return null;
+    for (const s of policy.policy.scopes) if (held.includes(s.name)) return s.role;
+    return null;
   }
 
   recheck(c: ClientSession, stmt: ClientStatement): SqlError | RoleChoice {

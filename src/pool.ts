@@ -144,6 +144,7 @@ export class DatabasePool {
         b.dirty = false;
         b.applied.clear();
         b.role = null;
+        b.contextKey = '';
         b.prepared.clear();
         b.uncertain.clear();
         b.unnamedOwner = null;

@@ -61,6 +61,8 @@ export class Backend {
   role: string | null = null;
   /** A role was switched inside a transaction that may still roll back. */
   roleUncertain = false;
+  /** Whose claims scopegate.claims holds: a client's token hash, '' for none, ROLE_UNKNOWN. */
+  contextKey = '';
   /** Cancel requests sent for this backend that have not completed. */
   cancelsInFlight = 0;
   private cancelWaiters: Array<() => void> = [];
@@ -128,6 +130,11 @@ export class Backend {
 
   resume(): void {
     if (this.paused) { this.paused = false; this.socket.resume(); }
+  }
+
+  /** Nothing sent is still waiting for its answer (a transaction may be open). */
+  get idleWire(): boolean {
+    return this.pendingSyncs === 0 && !this.unsynced && !this.copyIn;
   }
 
   /** True when the server is idle outside any transaction with nothing in flight. */
