@@ -41,8 +41,8 @@ interface Queued {
   stmt: ClientStatement | null;
   /** The role the message must run under (undefined: no requirement). */
   role: RoleChoice;
-  /** A message scopegate made: `skip` is the response type to hide (0: none). */
-  own?: { skip: number };
+  /** A message scopegate made, its answer hidden from the client. */
+  own?: boolean;
 }
 
 let nextClientId = 1;
@@ -391,7 +391,14 @@ export class ClientSession implements BackendOwner, StatementSender {
     while (this.queue.length !== 0 && !this.holding && this.backend === b) {
       const q = this.queue.shift()!;
       this.queuedBytes -= q.data.length;
-      if (q.own !== undefined) this.sendOwn(b, q.data, q.own.skip === 0 ? null : q.own.skip);
+      if (q.own !== undefined) {
+        if (q.type === FE.Parse) {
+          // A refusal's DO block: it takes the unnamed statement.
+          b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
+          b.unnamedOwner = null;
+        }
+        this.sendOwn(b, q.data, q.own);
+      }
       else this.dispatch(b, q.type, q.data, 0, q.data.length, q.stmt, q.role);
     }
     this.flushRun();
@@ -447,16 +454,19 @@ export class ClientSession implements BackendOwner, StatementSender {
     // Inside a pipelined extended batch: the switch goes through a portal of our own,
     // responses hidden. If it fails, the server skips the rest of the batch, the statement
     // included, and the context is treated as unknown.
-    b.role = ROLE_UNKNOWN;
-    b.contextKey = ROLE_UNKNOWN;
-    b.roleUncertain = true;
+    // The rest of the batch runs after the switch or not at all, so the new context is what
+    // the following messages see; a failure or a rollback makes it unknown again.
+    this.contextApplied(b, want);
+    b.roleUncertain = b.roleUncertain || b.txStatus !== TX_IDLE;
+    b.roleInjected = true;
     b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
     b.unnamedOwner = null;
-    this.sendOwn(b, parseMessage(sql), 0x31);
-    this.sendOwn(b, BIND_ROLE_PORTAL, 0x32);
-    this.sendOwn(b, EXECUTE_ROLE_PORTAL, 0x44); // its DataRow, then:
-    b.skips.push({ epoch: b.sendEpoch, type: 0x43, done: () => this.contextApplied(b, want) });
-    this.sendOwn(b, CLOSE_ROLE_PORTAL, 0x33);
+    this.sendOwn(b, parseMessage(sql), true);
+    this.sendOwn(b, BIND_ROLE_PORTAL, true);
+    this.sendOwn(b, EXECUTE_ROLE_PORTAL, true, (ok) => {
+      if (!ok) { b.role = ROLE_UNKNOWN; b.contextKey = ROLE_UNKNOWN; }
+    });
+    this.sendOwn(b, CLOSE_ROLE_PORTAL, true);
     return true;
   }
 
@@ -513,14 +523,14 @@ export class ClientSession implements BackendOwner, StatementSender {
         if (stmt !== null) {
           ensurePrepared(b, stmt, this.statementLimit, this, true, null);
           const nameStart = type === FE.Bind ? buf.indexOf(0, start + 5) + 1 : start + 6;
-          this.sendOwn(b, renameStatement(buf, start, end, nameStart, buf.indexOf(0, nameStart), stmt.serverName), null);
+          this.sendOwn(b, renameStatement(buf, start, end, nameStart, buf.indexOf(0, nameStart), stmt.serverName), false);
           return;
         }
         if (b.unnamedOwner !== this && this.statements.unnamed !== null) {
           // The unnamed statement on this backend is someone else's: restore ours first.
           b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
           b.unnamedOwner = this;
-          this.sendOwn(b, this.statements.unnamed, 0x31);
+          this.sendOwn(b, this.statements.unnamed, true);
         }
       } else if (type === FE.Query && this.forgetServerStatements) {
         this.forgetServerStatements = false;
@@ -540,24 +550,37 @@ export class ClientSession implements BackendOwner, StatementSender {
     }
   }
 
-  /** Sends a message scopegate made (outside the current run); `skip` hides its response. */
-  sendOwn(b: Backend, data: Buffer, skip: number | null): void {
+  /** Sends a message outside the current run; `own` hides its answer from the client. */
+  sendOwn(b: Backend, data: Buffer, own: boolean, onDone?: (ok: boolean) => void): void {
     this.flushRun();
-    if (skip !== null) b.skips.push({ epoch: b.sendEpoch, type: skip });
-    this.countSent(b, data[0]!);
+    this.countSent(b, data[0]!, own, onDone);
     b.write(data);
   }
 
-  private countSent(b: Backend, type: number): void {
-    if (type === FE.Query) {
-      b.pendingSyncs++;
-      b.sendEpoch++;
-    } else if (type === FE.Sync) {
-      // The server ignores Sync while it is in COPY FROM STDIN.
-      if (!b.copyIn) { b.pendingSyncs++; b.sendEpoch++; }
-      b.unsynced = false;
-    } else if (type !== FE.CopyData && type !== FE.CopyDone && type !== FE.CopyFail) {
-      b.unsynced = true;
+  private countSent(b: Backend, type: number, own = false, onDone?: (ok: boolean) => void): void {
+    switch (type) {
+      case FE.Query:
+        b.pendingSyncs++;
+        b.sendEpoch++;
+        b.responses.push(type, own, onDone);
+        break;
+      case FE.Sync:
+        // The server ignores Sync while it is in COPY FROM STDIN.
+        if (!b.copyIn) {
+          b.pendingSyncs++;
+          b.sendEpoch++;
+          b.responses.push(type, own, onDone);
+        }
+        b.unsynced = false;
+        break;
+      case FE.CopyData: case FE.CopyDone: case FE.CopyFail:
+        break;
+      case FE.Flush:
+        b.unsynced = true;
+        break;
+      default:
+        b.unsynced = true;
+        b.responses.push(type, own, onDone);
     }
   }
 
@@ -686,16 +709,15 @@ export class ClientSession implements BackendOwner, StatementSender {
         return;
       }
       // Parse, Bind and Execute of the DO block; only its error reaches the client.
-      const parts: Array<[Buffer, number]> = [[parseMessage(raise), 0x31], [BIND_UNNAMED, 0x32], [EXECUTE_UNNAMED, 0]];
-      for (const [data, skip] of parts) {
+      for (const data of [parseMessage(raise), BIND_UNNAMED, EXECUTE_UNNAMED]) {
         if (this.holding || b === null) {
-          this.queue.push({ type: data[0]!, data, stmt: null, role: undefined, own: { skip } });
+          this.queue.push({ type: data[0]!, data, stmt: null, role: undefined, own: true });
         } else {
           if (data[0] === FE.Parse) {
             b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
             b.unnamedOwner = null;
           }
-          this.sendOwn(b, data, skip === 0 ? null : skip);
+          this.sendOwn(b, data, true);
         }
       }
       return;
@@ -727,11 +749,15 @@ export class ClientSession implements BackendOwner, StatementSender {
   onIdle(status: number): void {
     const b = this.backend;
     if (!b) return;
-    if (b.roleUncertain && status === TX_IDLE) {
-      // A context set inside a transaction is undone if it rolled back: set it afresh next time.
+    if (status === TX_IDLE && (b.roleUncertain || b.roleInjected)) {
+      // A context set inside a transaction block, or in a pipelined batch that failed, may
+      // have been rolled back: set it afresh next time.
+      if (b.roleUncertain || b.errorSinceIdle) {
+        b.role = ROLE_UNKNOWN;
+        b.contextKey = ROLE_UNKNOWN;
+      }
       b.roleUncertain = false;
-      b.role = ROLE_UNKNOWN;
-      b.contextKey = ROLE_UNKNOWN;
+      b.roleInjected = false;
     }
     if (this.waitQuiet && b.quiet) {
       this.waitQuiet = false;

@@ -43,6 +43,8 @@ export function drainAndRelease(b: Backend, pool: DatabasePool, log: Logger): vo
     b.write(SYNC);
     b.unsynced = false;
     b.pendingSyncs++;
+    b.sendEpoch++;
+    b.responses.push(0x53, true);
   }
   if (b.pendingSyncs > 0) {
     b.cancel();

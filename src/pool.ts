@@ -155,6 +155,7 @@ export class DatabasePool {
       }
     }
     b.lastUsed = Date.now();
+    b.responses.clear();
     await pool.release(b).catch(() => undefined);
   }
 

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Backend } from './backend/backend.js';
 import { BE, FE } from './protocol/codes.js';
 
+
 /**
  * Prepared statements across transaction pooling.
  *
@@ -33,14 +34,6 @@ export interface PendingParse {
   /** The client's own Parse: on failure the client's name mapping is dropped too. */
   owner: ClientStatements | null;
   stmt: ClientStatement | null;
-}
-
-/** A response scopegate caused and the client must not see. */
-export interface Skip {
-  epoch: number;
-  type: number;
-  /** Runs when the response arrives (the action it answers succeeded). */
-  done?: () => void;
 }
 
 export const PARSE_COMPLETE = Buffer.from([BE.ParseComplete, 0, 0, 0, 4]);
@@ -111,8 +104,8 @@ export function renameStatement(buf: Buffer, start: number, end: number, nameSta
 
 /** What the per-backend bookkeeping needs to send on the client's behalf. */
 export interface StatementSender {
-  /** Sends a message scopegate made; `skip` names the response type to swallow. */
-  sendOwn(b: Backend, data: Buffer, skip: number | null): void;
+  /** Sends a message scopegate made; `own` hides its answer from the client. */
+  sendOwn(b: Backend, data: Buffer, own: boolean, onDone?: (ok: boolean) => void): void;
 }
 
 /**
@@ -129,12 +122,12 @@ export function ensurePrepared(b: Backend, stmt: ClientStatement, limit: number,
   while (limit > 0 && held.size >= limit) {
     const oldest = held.keys().next().value as string;
     held.delete(oldest);
-    out.sendOwn(b, closeStatement(oldest), BE.CloseComplete);
+    out.sendOwn(b, closeStatement(oldest), true);
   }
-  if (b.uncertain.delete(stmt.serverName)) out.sendOwn(b, closeStatement(stmt.serverName), BE.CloseComplete);
+  if (b.uncertain.delete(stmt.serverName)) out.sendOwn(b, closeStatement(stmt.serverName), true);
   b.pendingParses.push({ epoch: b.sendEpoch, serverName: stmt.serverName, owner, stmt });
   held.set(stmt.serverName, 1);
-  out.sendOwn(b, stmt.parse, hidden ? BE.ParseComplete : null);
+  out.sendOwn(b, stmt.parse, hidden);
 }
 
 export { CLOSE_NOTHING };

@@ -5,7 +5,8 @@ import { SqlError, SQLSTATE } from '../errors.js';
 import { BE, TX_IDLE } from '../protocol/codes.js';
 import { cancelRequest, parseErrorFields, query, TERMINATE } from '../protocol/messages.js';
 import { login } from './login.js';
-import type { PendingParse, Skip } from '../prepared.js';
+import type { PendingParse } from '../prepared.js';
+import { ResponseQueue } from './responses.js';
 
 /** What a backend hands its responses to while a client has it checked out. */
 export interface BackendOwner {
@@ -59,8 +60,10 @@ export class Backend {
   applied = new Map<string, string>();
   /** Role set with SET ROLE, null for the login role, ROLE_UNKNOWN when not known. */
   role: string | null = null;
-  /** A role was switched inside a transaction that may still roll back. */
+  /** A role was switched inside a transaction block that may still roll back. */
   roleUncertain = false;
+  /** A role was switched inside a pipelined batch: an error in it undoes the switch. */
+  roleInjected = false;
   /** Whose claims scopegate.claims holds: a client's token hash, '' for none, ROLE_UNKNOWN. */
   contextKey = '';
   /** Cancel requests sent for this backend that have not completed. */
@@ -72,8 +75,8 @@ export class Backend {
   readonly uncertain = new Set<string>();
   /** Parses sent whose ParseComplete (or error) has not arrived, oldest first. */
   pendingParses: PendingParse[] = [];
-  /** Responses to messages scopegate sent on its own, to swallow. */
-  skips: Skip[] = [];
+  /** Requests in flight, in order, marking those scopegate sent on its own. */
+  readonly responses = new ResponseQueue();
   /** Sync/Query messages sent, and ReadyForQuery received: a message sent while sendEpoch is
    * k gets its response while recvEpoch is k. */
   sendEpoch = 0;
@@ -242,6 +245,15 @@ export class Backend {
         break;
       }
       if (this.mode === Mode.Client) {
+        const own = (this.responses.length !== 0 || this.pendingParses.length !== 0) && this.trackResponse(type);
+        if (own) {
+          // An answer to scopegate's own request: the client never sees it.
+          if (runStart >= 0) this.owner!.forward(buf, runStart, off);
+          runStart = -1;
+          off = end;
+          if (type === BE.ReadyForQuery) this.onReady(buf[end - 1]!);
+          continue;
+        }
         if (type === BE.ReadyForQuery) {
           if (runStart < 0) runStart = off;
           this.owner!.forward(buf, runStart, end);
@@ -249,14 +261,6 @@ export class Backend {
           off = end;
           this.onReady(buf[end - 1]!);
           continue;
-        }
-        if (this.skips.length !== 0 || this.pendingParses.length !== 0) {
-          if (this.ownResponse(type)) {
-            if (runStart >= 0) this.owner!.forward(buf, runStart, off);
-            runStart = -1;
-            off = end;
-            continue;
-          }
         }
         this.inspect(type, buf, off, end);
         if (runStart < 0) runStart = off;
@@ -288,37 +292,31 @@ export class Backend {
   }
 
   /**
-   * Bookkeeping for statements scopegate prepared: confirms or fails pending Parses, and
-   * returns true when this response answers a message the client never sent.
+   * Bookkeeping for requests in flight: confirms or fails pending Parses, and returns true
+   * when this response answers a request the client never sent.
    */
-  private ownResponse(type: number): boolean {
-    if (type === BE.ErrorResponse) {
-      // The server skips everything up to the next Sync: pending Parses of this epoch failed.
-      const epoch = this.recvEpoch;
-      while (this.pendingParses.length !== 0 && this.pendingParses[0]!.epoch === epoch) {
-        const p = this.pendingParses.shift()!;
-        if (p.serverName !== null) {
-          this.prepared.delete(p.serverName);
-          this.uncertain.add(p.serverName);
+  private trackResponse(type: number): boolean {
+    if (this.pendingParses.length !== 0) {
+      if (type === BE.ParseComplete) {
+        this.pendingParses.shift();
+      } else if (type === BE.ErrorResponse) {
+        // The server skips everything up to the next Sync: pending Parses of this epoch failed.
+        const epoch = this.recvEpoch;
+        while (this.pendingParses.length !== 0 && this.pendingParses[0]!.epoch === epoch) {
+          const p = this.pendingParses.shift()!;
+          if (p.serverName !== null) {
+            this.prepared.delete(p.serverName);
+            this.uncertain.add(p.serverName);
+          }
+          if (p.owner !== null && p.stmt !== null) p.owner.dropIfSame(p.stmt);
         }
-        if (p.owner !== null && p.stmt !== null) p.owner.dropIfSame(p.stmt);
       }
-      this.skips = this.skips.filter((k) => k.epoch !== epoch);
-      return false;
     }
-    if (type === BE.ParseComplete && this.pendingParses.length !== 0) this.pendingParses.shift();
-    const head = this.skips[0];
-    if (head !== undefined && head.epoch === this.recvEpoch && head.type === type) {
-      this.skips.shift();
-      if (head.done) head.done();
-      return true;
-    }
-    return false;
+    return this.responses.onResponse(type);
   }
 
   private onReady(status: number): void {
     this.recvEpoch++;
-    if (this.skips.length !== 0 && this.skips[0]!.epoch < this.recvEpoch) this.skips = this.skips.filter((k) => k.epoch >= this.recvEpoch);
     this.txStatus = status;
     this.copyIn = false;
     if (this.pendingSyncs > 0) this.pendingSyncs--;
