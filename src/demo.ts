@@ -5,7 +5,11 @@ import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { parse as parseYaml, stringify } from 'yaml';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { runServer } from './cli.js';
+import { loadConfig } from './config.js';
+import { mintDevToken, parseAuthConfig } from './auth/index.js';
 
 /** Schema and roles of the demo: the recommended setup from docs/policy.md in miniature. */
 const DEMO_SQL = `
@@ -95,8 +99,20 @@ export async function runDemo(args: string[]): Promise<void> {
     await a.connect();
     await a.query(DEMO_APP_SQL);
     await a.end();
+    // pgbench's tables, for benchmarking through scopegate with the admin scope.
+    const init = spawnSync('pgbench', ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(pgPort), '-U', 'postgres', 'app'], { env: { ...process.env, PGPASSWORD: superPassword }, stdio: 'ignore' });
+    if (init.status === 0) {
+      const g = admin('app');
+      await g.connect();
+      await g.query('GRANT ALL ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO app_admin');
+      await g.end();
+    }
   }
   const configFile = args[0] ?? 'config/scopegate.yaml';
+  // The development signing secret stays the same across restarts so printed tokens keep working.
+  const secretFile = join(base, 'dev-secret');
+  if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  process.env.SCOPEGATE_JWT_SECRET ??= readFileSync(secretFile, 'utf8').trim();
   const doc = parseYaml(readFileSync(configFile, 'utf8')) as { databases: Record<string, { url: string }> };
   for (const db of Object.values(doc.databases)) {
     const u = new URL(db.url);
@@ -109,15 +125,25 @@ export async function runDemo(args: string[]): Promise<void> {
   const listen = (doc as { listen?: { port?: number } }).listen?.port ?? 6432;
   process.on('exit', () => { void server.stop(); });
   await runServer(runFile, resolve(configFile));
+  const cfg = loadConfig(runFile, resolve(configFile));
+  const auth = parseAuthConfig(cfg.auth, resolve(configFile, '..'));
+  let howTo = `  psql "host=127.0.0.1 port=${listen} dbname=app user=alice"\n`;
+  if (auth.method === 'oauth') {
+    const lines: string[] = [];
+    for (const [scope, claims] of [['orders:read', { tenant: 'acme' }], ['orders:write', { tenant: 'acme' }], ['admin', {}]] as const) {
+      const token = await mintDevToken(auth, { sub: 'alice', scope, ttlMs: 12 * 3_600_000, claims });
+      lines.push(`  # ${scope}\n  PGPASSWORD=${token} \\\n    psql "host=127.0.0.1 port=${listen} dbname=app user=alice" -c 'select * from orders'`);
+    }
+    const adminToken = await mintDevToken(auth, { sub: 'bench', scope: 'admin', ttlMs: 12 * 3_600_000 });
+    lines.push(`  # pgbench through scopegate (admin scope):\n  PGPASSWORD=${adminToken} \\\n    pgbench -h 127.0.0.1 -p ${listen} -U bench -S -T 10 -c 20 -M extended app`);
+    howTo = `Tokens for the example scopes (valid 12h; mint more with \`npx scopegate token --config ${configFile} --scope orders:read --sub bob\` and SCOPEGATE_JWT_SECRET=$(cat ${secretFile})):\n${lines.join('\n')}\n  # orders:read may not read secrets:\n  PGPASSWORD=<orders:read token> psql ... -c 'select * from secrets'   -> ERROR 42501 permission denied\n`;
+  }
   process.stdout.write(`
 scopegate demo is running.
   PostgreSQL 18 (embedded)  127.0.0.1:${pgPort}  data in ${dataDir}
   scopegate                 127.0.0.1:${listen}  config ${configFile}
 
-Connect through scopegate:
-  psql "host=127.0.0.1 port=${listen} dbname=app user=alice"
-  pgbench -h 127.0.0.1 -p ${listen} -U alice -S -T 10 -c 20 app     (after pgbench -i against it)
-
+${howTo}
 Stop with Ctrl-C.
 `);
 }
