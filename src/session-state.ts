@@ -1,4 +1,4 @@
-import { loadModule, parseSync } from 'libpg-query';
+import { classifySql } from './policy/index.js';
 
 /**
  * What one simple Query or Parse does to session state that would outlive its transaction
@@ -30,42 +30,6 @@ const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, need
 const LEADING = /^\s*(set|reset|listen|create|prepare|execute|deallocate|declare|load|discard|select\s+set_config)\b/i;
 const ANYWHERE = /advisory|set_config|;\s*\S|--|\/\*/i;
 
-const SESSION_LOCK_FUNCS = new Set(['pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_try_advisory_lock_shared']);
-
-const CURSOR_OPT_HOLD = 0x20;
-
-let ready: Promise<void> | null = null;
-
-/** Loads the WASM parser once; call before the first classification. */
-export function initParser(): Promise<void> {
-  ready ??= loadModule();
-  return ready;
-}
-
-type Node = Record<string, unknown>;
-
-function isNode(v: unknown): v is Node {
-  return typeof v === 'object' && v !== null;
-}
-
-/** Finds function calls anywhere in a parse tree (only walked when the prefilter says so). */
-function callsAny(tree: unknown, names: Set<string>): boolean {
-  if (Array.isArray(tree)) return tree.some((t) => callsAny(t, names));
-  if (!isNode(tree)) return false;
-  const fc = tree.FuncCall;
-  if (isNode(fc) && Array.isArray(fc.funcname)) {
-    const last = fc.funcname[fc.funcname.length - 1] as { String?: { sval?: string } } | undefined;
-    const name = last?.String?.sval;
-    if (name !== undefined && names.has(name.toLowerCase())) return true;
-  }
-  for (const v of Object.values(tree)) if (isNode(v) && callsAny(v, names)) return true;
-  return false;
-}
-
-function isTemp(rel: unknown): boolean {
-  return isNode(rel) && rel.relpersistence === 't';
-}
-
 /**
  * Tracks session effects per statement text. Results are cached (bounded), so the parser
  * runs once per distinct text that passes the prefilter.
@@ -85,76 +49,33 @@ export class SessionStateTracker {
   }
 }
 
+/** Maps the policy module's statement classification onto what the pooler must do. */
 export function classify(sql: string): SessionEffects {
-  let stmts: Array<{ stmt?: Node; stmt_location?: number; stmt_len?: number }>;
-  try {
-    stmts = (parseSync(sql) as unknown as { stmts?: typeof stmts }).stmts ?? [];
-  } catch {
-    return { ...NONE, settings: [], unparsed: true };
-  }
   const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false };
-  const bytes = Buffer.from(sql, 'utf8');
-  for (const raw of stmts) {
-    const node = raw.stmt;
-    if (!node) continue;
-    const [kind, body] = Object.entries(node)[0] as [string, Node];
-    switch (kind) {
-      case 'VariableSetStmt': {
-        if (body.is_local === true) break;
-        const name = typeof body.name === 'string' ? body.name.toLowerCase() : '';
-        const k = body.kind;
-        if (k === 'VAR_RESET_ALL') { fx.resetAll = true; fx.settings = []; break; }
-        if (k === 'VAR_SET_MULTI') {
-          // SET TRANSACTION is transaction-scoped; SET SESSION CHARACTERISTICS is not.
-          if (name === 'session characteristics') fx.needsReset = true;
+  for (const info of classifySql(sql)) {
+    if (info.kind === 'unparseable') fx.unparsed = true;
+    for (const e of info.sessionEffects) {
+      switch (e.type) {
+        case 'set': fx.settings.push([e.name.toLowerCase(), e.text.trim()]); break;
+        case 'reset': fx.settings.push([e.name.toLowerCase(), null]); break;
+        case 'reset_all': fx.resetAll = true; fx.settings = []; break;
+        case 'discard':
+          fx.needsReset = true;
+          if (e.target === 'all') { fx.resetAll = true; fx.settings = []; fx.deallocateAll = true; }
           break;
-        }
-        if (k === 'VAR_RESET' || k === 'VAR_SET_DEFAULT') { fx.settings.push([name, null]); break; }
-        const start = raw.stmt_location ?? 0;
-        const end = raw.stmt_len !== undefined && raw.stmt_len > 0 ? start + raw.stmt_len : bytes.length;
-        fx.settings.push([name, bytes.toString('utf8', start, end).trim()]);
-        break;
+        case 'listen': fx.listen = true; break;
+        case 'unlisten': break;
+        case 'prepare': fx.sqlPrepared = true; break;
+        case 'deallocate':
+          if (e.name === null) fx.deallocateAll = true;
+          else fx.sqlPrepared = true;
+          break;
+        // SET SESSION CHARACTERISTICS, temp objects, session advisory locks, set_config
+        // (the pooler cannot replay it by name), WITH HOLD cursors, LOAD.
+        default: fx.needsReset = true;
       }
-      case 'DiscardStmt':
-        fx.needsReset = true;
-        if (body.target === 'DISCARD_ALL') { fx.resetAll = true; fx.settings = []; fx.deallocateAll = true; }
-        break;
-      case 'ListenStmt':
-        fx.listen = true;
-        break;
-      case 'CreateStmt':
-      case 'CreateSeqStmt':
-        if (isTemp(body.relation) || isTemp(body.sequence)) fx.needsReset = true;
-        break;
-      case 'ViewStmt':
-        if (isTemp(body.view)) fx.needsReset = true;
-        break;
-      case 'CreateTableAsStmt':
-        if (isNode(body.into) && isTemp(body.into.rel)) fx.needsReset = true;
-        break;
-      case 'SelectStmt':
-        if (isNode(body.intoClause) && isTemp(body.intoClause.rel)) fx.needsReset = true;
-        break;
-      case 'DeclareCursorStmt':
-        if (typeof body.options === 'number' && (body.options & CURSOR_OPT_HOLD) !== 0) fx.needsReset = true;
-        break;
-      case 'DeallocateStmt':
-        if (body.isall === true) fx.deallocateAll = true;
-        else fx.sqlPrepared = true;
-        break;
-      case 'PrepareStmt':
-      case 'ExecuteStmt':
-        fx.sqlPrepared = true;
-        break;
-      case 'LoadStmt':
-        fx.needsReset = true;
-        break;
     }
-    if (!fx.needsReset && callsAny(body, SESSION_LOCK_FUNCS)) fx.needsReset = true;
-    // set_config(name, value, false) changes a setting the pooler cannot replay by name.
-    if (!fx.needsReset && callsAny(body, SET_CONFIG)) fx.needsReset = true;
+    if (info.nodeType === 'ExecuteStmt') fx.sqlPrepared = true;
   }
   return fx;
 }
-
-const SET_CONFIG = new Set(['set_config']);
