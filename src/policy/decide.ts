@@ -1,53 +1,13 @@
 import { describeAccess } from './ast-walk.js';
 import { analyzeStatement } from './analyze.js';
 import { displayName } from './names.js';
-import type { ParsedText } from './parse.js';
-import type { Access, Decision, NamePattern, Policy, QualName, RelAction, Rule, ScopePolicy, StatementDecision } from './types.js';
+import type { ParsedStatement, ParsedText } from './parse.js';
+import { ClaimResolver } from './claims.js';
+import { grants, relGranted } from './grants.js';
+import { Rewriter } from './rewrite.js';
+import { EffectiveRules, hasRowRules, RowRuleDenied } from './rules.js';
+import type { Access, BindCheck, ColumnCatalog, Decision, Policy, QualName, ScopePolicy, StatementDecision } from './types.js';
 import { SQLSTATE } from '../errors.js';
-
-const CATALOG_SCHEMAS = new Set(['pg_catalog', 'information_schema']);
-const COLUMN_ACTIONS = new Set<RelAction>(['select', 'insert', 'update']);
-
-function matches(p: NamePattern, q: QualName): boolean {
-  return (p.schema === '*' || p.schema === q.schema) && (p.name === '*' || p.name === q.name);
-}
-
-/** Actions that also satisfy `action`: update implies lock (FOR UPDATE) and sequence usage (nextval). */
-function ruleHas(rule: Rule, action: RelAction): boolean {
-  if (rule.actions.has(action)) return true;
-  return (action === 'lock' || action === 'usage') && rule.actions.has('update');
-}
-
-function relGranted(scope: ScopePolicy, policy: Policy, action: RelAction, rel: QualName, column: string | null): boolean {
-  if (scope.all) return true;
-  if (action === 'select' && policy.catalog === 'read' && CATALOG_SCHEMAS.has(rel.schema)) return true;
-  for (const rule of scope.rules) {
-    if (!ruleHas(rule, action) || rule.tables === null || !rule.tables.some((p) => matches(p, rel))) continue;
-    if (column === null || rule.columns === null || !COLUMN_ACTIONS.has(action)) return true;
-    if (column !== '*' && rule.columns.has(column)) return true;
-  }
-  return false;
-}
-
-/** Whether one scope alone grants one access. */
-export function grants(scope: ScopePolicy, policy: Policy, a: Access): boolean {
-  if (scope.all) return true;
-  switch (a.t) {
-    case 'forbidden':
-      return false;
-    case 'rel':
-      return relGranted(scope, policy, a.action, a.rel, a.column);
-    case 'col_any':
-      return a.candidates.every((r) => relGranted(scope, policy, a.action, r, a.column));
-    case 'func': {
-      // An unqualified name may resolve to pg_catalog (searched first) or the default schema.
-      const alt: QualName = { schema: 'pg_catalog', name: a.fn.name };
-      return scope.rules.some((r) => r.actions.has('execute') && r.functions !== null && r.functions.some((p) => matches(p, a.fn) || (a.unqualified && matches(p, alt))));
-    }
-    case 'channel':
-      return scope.rules.some((r) => r.actions.has(a.action) && (r.channels === null || (a.channel !== null && r.channels.has(a.channel))));
-  }
-}
 
 /** The message text after "permission denied: ". */
 function deniedWhat(scopes: readonly ScopePolicy[], policy: Policy, a: Access): string {
@@ -118,12 +78,51 @@ function decideStatement(policy: Policy, held: readonly ScopePolicy[], kind: str
   };
 }
 
+/** What row and column rules need besides the policy: the client's claims and the column catalog. */
+export interface RuleContext {
+  claims: ClaimResolver;
+  catalog: ColumnCatalog | null;
+}
+
+type Rewritten = { ok: true; text: string | null; bindChecks: BindCheck[] } | { ok: false; index: number; message: string; hint: string };
+
+/** Rewrites every statement of an allowed message for the row/column rules in force. */
+function applyRowRules(policy: Policy, held: readonly ScopePolicy[], chosen: ScopePolicy, stmts: readonly ParsedStatement[], accesses: readonly (readonly Access[])[], ctx: RuleContext): Rewritten {
+  const texts: string[] = [];
+  const bindChecks: BindCheck[] = [];
+  let changed = false;
+  for (let i = 0; i < stmts.length; i++) {
+    const ps = stmts[i]!;
+    const starRels: QualName[] = accesses[i]!.flatMap((a) => (a.t === 'rel' && a.action === 'select' && a.column === '*' ? [a.rel] : []));
+    const rules = new EffectiveRules(policy, held, chosen, ctx.catalog, starRels);
+    try {
+      const r = new Rewriter(rules, ctx.claims).rewrite(ps.type, ps.body);
+      texts.push(r.text ?? ps.text);
+      changed ||= r.text !== null;
+      bindChecks.push(...r.bindChecks);
+    } catch (err) {
+      if (!(err instanceof RowRuleDenied)) throw err;
+      return { ok: false, index: i, message: err.message, hint: err.hint };
+    }
+    // A missing claim is reported after the walk, so the claims consulted do not depend on where it stopped.
+    const missing = [...ctx.claims.missing];
+    if (missing.length > 0) {
+      return { ok: false, index: i, message: `permission denied: the row rules need claim ${missing.map((m) => `"${m}"`).join(', ')}, which the token does not carry`, hint: 'the token must carry every claim the filters of the client\'s scopes use; see docs/row-rules.md' };
+    }
+    const notArray = [...ctx.claims.notArray];
+    if (notArray.length > 0) {
+      return { ok: false, index: i, message: `permission denied: claim ${notArray.map((m) => `"${m}"`).join(', ')} is not an array (claim_array)`, hint: 'see docs/row-rules.md' };
+    }
+  }
+  return { ok: true, text: changed ? texts.join(';\n') : null, bindChecks };
+}
+
 /** Decides one message (a simple Query may carry several statements). Pure: no caching here. */
-export function decide(policy: Policy, version: string, parsed: ParsedText, scopes: readonly string[]): Decision {
+export function decide(policy: Policy, version: string, parsed: ParsedText, scopes: readonly string[], ctx: RuleContext = { claims: new ClaimResolver(undefined), catalog: null }): Decision {
   const enforced = policy.mode === 'enforce';
   const held = heldScopes(policy, scopes);
   const fallback = held[0] ?? null;
-  const base = { enforced, fingerprint: parsed.fingerprint, normalized: parsed.normalized, policyVersion: version };
+  const base = { enforced, fingerprint: parsed.fingerprint, normalized: parsed.normalized, policyVersion: version, rewritten: null, bindChecks: [] };
   if (!parsed.ok) {
     return {
       ...base, allowed: false, role: enforced ? null : fallback?.role ?? null, scope: enforced ? null : fallback?.name ?? null, statements: [],
@@ -131,10 +130,8 @@ export function decide(policy: Policy, version: string, parsed: ParsedText, scop
       reason: 'unparseable', summary: '',
     };
   }
-  const results = parsed.statements.map((ps) => {
-    const an = analyzeStatement(ps, policy.defaultSchema);
-    return decideStatement(policy, held, an.kind, ps.text, an.accesses);
-  });
+  const analyses = parsed.statements.map((ps) => analyzeStatement(ps, policy.defaultSchema));
+  const results = parsed.statements.map((ps, i) => decideStatement(policy, held, analyses[i]!.kind, ps.text, analyses[i]!.accesses));
   const statements = results.map((r) => r.decision);
   const summary = [...new Set(statements.flatMap((d) => d.actions))].join(', ');
   const denied = results.find((r) => !r.decision.allowed);
@@ -156,6 +153,18 @@ export function decide(policy: Policy, version: string, parsed: ParsedText, scop
     return { ...base, allowed: false, role: enforced ? null : fallback?.role ?? null, scope: enforced ? null : fallback?.name ?? null, statements, error, reason: 'role_conflict', summary };
   }
   const chosen = common ?? fallback;
+  if (chosen !== null && hasRowRules(held)) {
+    const rw = applyRowRules(policy, held, chosen, parsed.statements, analyses.map((a) => a.accesses), ctx);
+    if (!rw.ok) {
+      const error = { code: SQLSTATE.INSUFFICIENT_PRIVILEGE, message: rw.message, hint: rw.hint };
+      const marked = statements.map((d, i) => (i === rw.index ? { ...d, allowed: false, role: null, scope: null, error } : d));
+      return { ...base, allowed: false, role: enforced ? null : fallback?.role ?? null, scope: enforced ? null : fallback?.name ?? null, statements: marked, error, reason: 'denied', summary };
+    }
+    return {
+      ...base, allowed: true, role: chosen.role, scope: chosen.name, statements,
+      reason: statements.length === 0 ? 'empty' : 'granted', summary, rewritten: rw.text, bindChecks: rw.bindChecks,
+    };
+  }
   return {
     ...base, allowed: true, role: chosen?.role ?? null, scope: chosen?.name ?? null, statements,
     reason: statements.length === 0 ? 'empty' : 'granted', summary,

@@ -8,5 +8,5 @@ export { classifySql, type StatementInfo, type SessionEffect } from './classify.
 export { runCheck, type CheckIo } from './check-cli.js';
 export { parsePolicy, parsePolicyText, loadPolicyFile } from './schema.js';
 export { READ_ONLY_BUILTINS, FORBIDDEN_FUNCTIONS, isForbiddenFunction } from './builtins.js';
-export type { Access, Action, Decision, Policy, Rule, ScopePolicy, StatementDecision } from './types.js';
+export type { Access, Action, BindCheck, Claims, ColumnCatalog, Decision, Mask, Policy, RowFilter, Rule, ScopePolicy, StatementDecision } from './types.js';
 export { ACTIONS } from './types.js';

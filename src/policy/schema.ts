@@ -2,8 +2,9 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
+import { policyExprError } from './exprs.js';
 import { splitSqlName } from './names.js';
-import { ACTIONS, type Action, type NamePattern, type Policy, type Rule, type ScopePolicy } from './types.js';
+import { ACTIONS, type Action, type Mask, type NamePattern, type Policy, type RowFilter, type Rule, type ScopePolicy } from './types.js';
 
 type Obj = Record<string, unknown>;
 
@@ -54,7 +55,7 @@ const COLUMN_ACTIONS: readonly Action[] = ['select', 'insert', 'update'];
 
 function parseRule(raw: unknown, defaultSchema: string, at: string): Rule {
   if (!isObj(raw)) throw new ConfigError(at, `must be a mapping like { actions: [select], tables: [orders] }, got ${typeName(raw)}`);
-  checkKeys(raw, ['actions', 'tables', 'columns', 'functions', 'channels'], at);
+  checkKeys(raw, ['actions', 'tables', 'columns', 'functions', 'channels', 'star'], at);
   if (raw.actions === undefined) throw new ConfigError(`${at}.actions`, 'is required');
   const actions = new Set<Action>(strList(raw.actions, `${at}.actions`).map((a, i) => oneOf(a.toLowerCase(), ACTIONS, `${at}.actions[${i}]`)));
   if (actions.has('all')) {
@@ -62,7 +63,8 @@ function parseRule(raw: unknown, defaultSchema: string, at: string): Rule {
     for (const k of ['tables', 'columns', 'functions', 'channels']) {
       if (raw[k] !== undefined) throw new ConfigError(`${at}.${k}`, 'actions: [all] applies to everything and takes no targets');
     }
-    return { actions, tables: null, columns: null, functions: null, channels: null };
+    if (raw.star !== undefined) throw new ConfigError(`${at}.star`, 'actions: [all] applies to everything and takes no options');
+    return { actions, tables: null, columns: null, functions: null, channels: null, starExpand: false };
   }
   const wantsTables = TABLE_ACTIONS.some((a) => actions.has(a));
   let tables: NamePattern[] | null = null;
@@ -93,7 +95,45 @@ function parseRule(raw: unknown, defaultSchema: string, at: string): Rule {
     if (!actions.has('listen') && !actions.has('notify')) throw new ConfigError(`${at}.channels`, 'channels need actions listen or notify');
     channels = new Set(strList(raw.channels, `${at}.channels`));
   }
-  return { actions, tables, columns, functions, channels };
+  let starExpand = false;
+  if (raw.star !== undefined) {
+    oneOf(raw.star, ['expand'] as const, `${at}.star`);
+    if (!actions.has('select') || columns === null) throw new ConfigError(`${at}.star`, 'star: expand needs actions: [select] and columns');
+    starExpand = true;
+  }
+  return { actions, tables, columns, functions, channels, starExpand };
+}
+
+/** A concrete table name (no patterns): `orders`, `public.orders`. */
+function tableName(text: string, defaultSchema: string, at: string): { schema: string; name: string } {
+  const p = splitSqlName(text);
+  if (p === null || p.length > 2 || p.some((x) => x === '*')) throw new ConfigError(at, `"${text}" is not a table name (name or schema.name)`);
+  return p.length === 1 ? { schema: defaultSchema, name: p[0]! } : { schema: p[0]!, name: p[1]! };
+}
+
+function exprText(v: unknown, kind: 'filter' | 'mask', at: string): string {
+  const sql = str(v, at);
+  const err = policyExprError(kind, sql);
+  if (err !== null) throw new ConfigError(at, err);
+  return sql;
+}
+
+function parseRowFilters(raw: unknown, defaultSchema: string, at: string): RowFilter[] {
+  if (raw === undefined) return [];
+  if (!isObj(raw)) throw new ConfigError(at, `must be a mapping of table names to SQL conditions, got ${typeName(raw)}`);
+  return Object.entries(raw).map(([t, v]) => ({ table: tableName(t, defaultSchema, `${at}.${t}`), sql: exprText(v, 'filter', `${at}.${t}`) }));
+}
+
+function parseMasks(raw: unknown, defaultSchema: string, at: string): Mask[] {
+  if (raw === undefined) return [];
+  if (!isObj(raw)) throw new ConfigError(at, `must be a mapping of table.column to SQL expressions, got ${typeName(raw)}`);
+  return Object.entries(raw).map(([k, v]) => {
+    const p = splitSqlName(k);
+    if (p === null || p.length < 2 || p.length > 3 || p.some((x) => x === '*')) throw new ConfigError(`${at}.${k}`, `"${k}" is not table.column or schema.table.column`);
+    const column = p[p.length - 1]!;
+    const table = p.length === 2 ? { schema: defaultSchema, name: p[0]! } : { schema: p[0]!, name: p[1]! };
+    return { table, column, sql: exprText(v, 'mask', `${at}.${k}`) };
+  });
 }
 
 /** Validates a parsed policy document; throws ConfigError naming the dotted key path. */
@@ -116,12 +156,14 @@ export function parsePolicy(doc: unknown): Policy {
     const at = `scopes.${name}`;
     if (/\s/.test(name) || name === '') throw new ConfigError(at, 'scope names cannot contain spaces');
     if (!isObj(raw)) throw new ConfigError(at, `must be a mapping { role, allow }, got ${typeName(raw)}`);
-    checkKeys(raw, ['role', 'allow'], at);
+    checkKeys(raw, ['role', 'allow', 'row_filters', 'masks'], at);
     if (raw.role === undefined) throw new ConfigError(`${at}.role`, 'is required: statements granted by a scope run under its role');
     const role = str(raw.role, `${at}.role`);
     if (!Array.isArray(raw.allow) || raw.allow.length === 0) throw new ConfigError(`${at}.allow`, `must be a non-empty list of rules, got ${typeName(raw.allow)}`);
     const rules = raw.allow.map((r, i) => parseRule(r, defaultSchema, `${at}.allow[${i}]`));
-    scopes.push({ name, role, all: rules.some((r) => r.actions.has('all')), rules });
+    const rowFilters = parseRowFilters(raw.row_filters, defaultSchema, `${at}.row_filters`);
+    const masks = parseMasks(raw.masks, defaultSchema, `${at}.masks`);
+    scopes.push({ name, role, all: rules.some((r) => r.actions.has('all')), rules, rowFilters, masks });
   }
   return { defaultSchema, catalog, mode, scopes };
 }

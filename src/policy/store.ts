@@ -1,8 +1,9 @@
 import { LruCache } from './cache.js';
+import { ClaimResolver, claimsDigest } from './claims.js';
 import { decide } from './decide.js';
 import { parseCached, setParseCacheSize } from './parse.js';
 import { loadPolicyFile, parsePolicyText, type LoadedPolicy } from './schema.js';
-import type { Decision, Policy } from './types.js';
+import type { Claims, ColumnCatalog, Decision, Policy } from './types.js';
 
 export interface PolicyStoreOptions {
   /** Decisions kept (LRU). Default 10000. */
@@ -23,12 +24,16 @@ interface State extends LoadedPolicy {
 export class PolicyStore {
   private state: State;
   private readonly decisions: LruCache<string, Decision>;
+  /** Per (text, scopes, versions): the claim paths its decision depends on ([] = none). */
+  private readonly claimDeps: LruCache<string, readonly string[]>;
+  private catalog: ColumnCatalog | null = null;
   // Scope arrays usually live as long as a client session: memoise their sorted key.
   private scopeKeys = new WeakMap<readonly string[], string>();
 
   private constructor(state: State, opts: PolicyStoreOptions) {
     this.state = state;
     this.decisions = new LruCache(opts.cacheSize ?? 10_000);
+    this.claimDeps = new LruCache(opts.cacheSize ?? 10_000);
     if (opts.parseCacheSize !== undefined) setParseCacheSize(opts.parseCacheSize);
   }
 
@@ -69,7 +74,19 @@ export class PolicyStore {
     const changed = next.version !== this.state.version;
     this.state = next;
     // Keys carry the version, so stale entries could never hit; drop them to free memory.
-    if (changed) this.decisions.clear();
+    if (changed) this.clearCaches();
+  }
+
+  private clearCaches(): void {
+    this.decisions.clear();
+    this.claimDeps.clear();
+  }
+
+  /** Table columns for star expansion and masks; decisions are re-made when its version changes. */
+  setCatalog(catalog: ColumnCatalog | null): void {
+    const changed = (catalog?.version ?? null) !== (this.catalog?.version ?? null);
+    this.catalog = catalog;
+    if (changed) this.clearCaches();
   }
 
   get cacheStats(): { size: number; hits: number; misses: number } {
@@ -85,14 +102,25 @@ export class PolicyStore {
     return k;
   }
 
-  /** Decides a simple Query / Parse text for a client holding `scopes`. Needs initParser(). */
-  check(sql: string, scopes: readonly string[]): Decision {
+  /**
+   * Decides a simple Query / Parse text for a client holding `scopes`, whose token carries
+   * `claims` (row filters use them; absent: filters needing a claim deny). Needs initParser().
+   */
+  check(sql: string, scopes: readonly string[], claims?: Claims): Decision {
     const st = this.state;
-    const key = sql + '\u0000' + this.scopeKey(scopes) + '\u0000' + st.version;
-    const hit = this.decisions.get(key);
-    if (hit !== undefined) return hit;
-    const d = decide(st.policy, st.version, parseCached(sql), scopes);
-    this.decisions.set(key, d);
+    const catalog = this.catalog;
+    const base = sql + '\u0000' + this.scopeKey(scopes) + '\u0000' + st.version + '\u0000' + (catalog?.version ?? '');
+    // Decisions that used claims are keyed by those claims' values too: tenants never share a rewrite.
+    const deps = this.claimDeps.get(base);
+    if (deps !== undefined) {
+      const hit = this.decisions.get(deps.length === 0 ? base : base + '\u0000' + claimsDigest(deps, claims));
+      if (hit !== undefined) return hit;
+    }
+    const resolver = new ClaimResolver(claims);
+    const d = decide(st.policy, st.version, parseCached(sql), scopes, { claims: resolver, catalog });
+    const used = [...resolver.used.keys()].sort();
+    this.claimDeps.set(base, used);
+    this.decisions.set(used.length === 0 ? base : base + '\u0000' + claimsDigest(used, claims), d);
     return d;
   }
 }

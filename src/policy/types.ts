@@ -25,6 +25,21 @@ export interface Rule {
   functions: readonly NamePattern[] | null;
   /** For listen/notify; null: every channel. */
   channels: ReadonlySet<string> | null;
+  /** `star: expand`: `*` / `t.*` on the rule's column-restricted tables expand to the allowed columns. */
+  starExpand: boolean;
+}
+
+/** `row_filters: { table: "<boolean SQL expression>" }` of one scope. */
+export interface RowFilter {
+  table: QualName;
+  sql: string;
+}
+
+/** `masks: { table.column: "<SQL expression>" }`: the column is readable only as this expression. */
+export interface Mask {
+  table: QualName;
+  column: string;
+  sql: string;
 }
 
 export interface ScopePolicy {
@@ -33,6 +48,8 @@ export interface ScopePolicy {
   /** Has a rule with `actions: [all]`. */
   all: boolean;
   rules: readonly Rule[];
+  rowFilters: readonly RowFilter[];
+  masks: readonly Mask[];
 }
 
 export interface Policy {
@@ -87,4 +104,24 @@ export interface Decision {
   policyVersion: string;
   /** All statements' actions joined, for audit logs. */
   summary: string;
+  /** Text to send to Postgres instead of the client's (row filters, masks, star expansion); null: unchanged. */
+  rewritten: string | null;
+  /** Checks the proxy must run on the Bind's text-format parameters before executing (writes under a row filter). */
+  bindChecks: BindCheck[];
 }
+
+/** Parameter `param` (1-based) must, as text, be one of `allowed`; otherwise refuse with 42501. */
+export interface BindCheck {
+  param: number;
+  column: string;
+  allowed: string[];
+}
+
+/** Table columns in catalog order, provided by the proxy (star expansion, masks). */
+export interface ColumnCatalog {
+  columns(schema: string, table: string): readonly string[] | undefined;
+  readonly version: string;
+}
+
+/** Token claims (decoded JWT payload or introspection result). */
+export type Claims = Readonly<Record<string, unknown>>;

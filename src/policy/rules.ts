@@ -1,0 +1,118 @@
+import { relGranted, matches } from './grants.js';
+import { displayName, sameName } from './names.js';
+import type { ColumnCatalog, Policy, QualName, ScopePolicy } from './types.js';
+
+export type WriteAction = 'insert' | 'update' | 'delete';
+export type RowAction = 'select' | WriteAction;
+
+/** A projected column of a wrapped relation: plain, or replaced by its mask expression. */
+export interface ProjectedColumn {
+  name: string;
+  mask: string | null;
+}
+
+/** Thrown by the rule lookups and the rewriter: the statement is denied with this error. */
+export class RowRuleDenied extends Error {
+  constructor(message: string, readonly hint: string) {
+    super(message);
+  }
+}
+
+export const RLS_HINT = 'scopegate checks writes under a row filter only for literal or parameter values of simple filters (col = claim(...), col = ANY (claim_array(...)), col IN (...)); use PostgreSQL row-level security (CREATE POLICY ... WITH CHECK) for the rest: see docs/row-rules.md';
+
+/** Whether any held scope can make the rewriter do something at all (else: no rewrite, as before). */
+export function hasRowRules(held: readonly ScopePolicy[]): boolean {
+  return held.some((s) => s.rowFilters.length > 0 || s.masks.length > 0 || s.rules.some((r) => r.starExpand));
+}
+
+/**
+ * The row and column rules in force for one client and statement: filters come from every
+ * held scope (OR-ed), projections and masks from the scope the statement runs under.
+ */
+export class EffectiveRules {
+  constructor(
+    private readonly policy: Policy,
+    private readonly held: readonly ScopePolicy[],
+    private readonly chosen: ScopePolicy,
+    private readonly catalog: ColumnCatalog | null,
+    /** Relations the statement reads with `*` / whole-row references. */
+    private readonly starRels: readonly QualName[],
+  ) {}
+
+  get defaultSchema(): string {
+    return this.policy.defaultSchema;
+  }
+
+  /** Filter texts to OR for `action` on `rel`; null = unfiltered (some granting scope has no filter). */
+  filters(rel: QualName, action: RowAction): string[] | null {
+    const granting = this.held.filter((s) => relGranted(s, this.policy, action, rel, null));
+    if (granting.length === 0) return null;
+    const out: string[] = [];
+    for (const s of granting) {
+      if (s.all) return null;
+      const f = s.rowFilters.find((r) => sameName(r.table, rel));
+      if (f === undefined) return null;
+      if (!out.includes(f.sql)) out.push(f.sql);
+    }
+    return out;
+  }
+
+  masks(rel: QualName): Map<string, string> {
+    const m = new Map<string, string>();
+    for (const x of this.chosen.masks) if (sameName(x.table, rel) && !m.has(x.column)) m.set(x.column, x.sql);
+    return m;
+  }
+
+  /** Columns the chosen scope may select on `rel` (policy order), or null for all of them. */
+  private allowedColumns(rel: QualName): string[] | null {
+    if (this.chosen.all) return null;
+    const cols: string[] = [];
+    for (const r of this.chosen.rules) {
+      if (!r.actions.has('select') || r.tables === null || !r.tables.some((p) => matches(p, rel))) continue;
+      if (r.columns === null) return null;
+      for (const c of r.columns) if (!cols.includes(c)) cols.push(c);
+    }
+    return cols;
+  }
+
+  private usesStar(rel: QualName): boolean {
+    return this.starRels.some((r) => sameName(r, rel));
+  }
+
+  /**
+   * What a read of `rel` is replaced by: null = the table as is (no filter, nothing hidden);
+   * else the filter texts (or null) and the projection (or null for `*`).
+   */
+  readWrap(rel: QualName): { filters: string[] | null; columns: ProjectedColumn[] | null } | null {
+    const filters = this.filters(rel, 'select');
+    const masks = this.masks(rel);
+    const allowed = this.allowedColumns(rel);
+    const star = this.usesStar(rel);
+    const project = masks.size > 0 || (allowed !== null && (star || filters !== null));
+    if (!project) return filters === null ? null : { filters, columns: null };
+    const known = this.catalog?.columns(rel.schema, rel.name);
+    let names: string[];
+    if (known !== undefined) {
+      names = allowed === null ? [...known] : known.filter((c) => allowed.includes(c) || masks.has(c));
+    } else if (allowed !== null && !star) {
+      // Nothing reads `*`: the policy's own column order will do.
+      names = [...allowed, ...[...masks.keys()].filter((c) => !allowed.includes(c))];
+    } else {
+      const why = this.catalog === null ? 'no column catalog is loaded' : 'the column catalog does not know the table';
+      throw new RowRuleDenied(`permission denied: cannot expand * on ${displayName(rel)}: ${why}`, 'list the columns explicitly, or make sure the proxy has loaded the column catalog');
+    }
+    return { filters, columns: names.map((name) => ({ name, mask: masks.get(name) ?? null })) };
+  }
+
+  /** Whether a reference the rewriter did not handle would bypass a rule. */
+  ruled(rel: QualName): boolean {
+    if ((['select', 'insert', 'update', 'delete'] as const).some((a) => this.filters(rel, a) !== null)) return true;
+    if (this.masks(rel).size > 0) return true;
+    const allowed = this.allowedColumns(rel);
+    return allowed !== null && this.usesStar(rel);
+  }
+
+  catalogColumns(rel: QualName): readonly string[] | undefined {
+    return this.catalog?.columns(rel.schema, rel.name);
+  }
+}
