@@ -610,35 +610,13 @@ export class ClientSession implements BackendOwner, StatementSender {
     const pool = this.pool!;
     this.acquiring = true;
     this.holding = true;
+    const idle = pool.takeIdle();
+    if (idle !== null) {
+      this.onAcquired(idle);
+      return;
+    }
     pool.acquire().then(
-      async (b) => {
-        if (this.state === State.Closed) {
-          await pool.release(b);
-          return;
-        }
-        this.backend = b;
-        b.attach(this);
-        b.errorSinceIdle = false;
-        try {
-          await this.prepareBackend(b);
-        } catch (err) {
-          this.backend = null;
-          const sqlErr = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
-          if (b.broken) await pool.destroy(b);
-          else await pool.release(b);
-          this.acquiring = false;
-          this.holding = false;
-          this.failQueued(sqlErr);
-          return;
-        }
-        this.acquiring = false;
-        this.holding = false;
-        if (this.isClosed()) {
-          this.abandonBackend();
-          return;
-        }
-        this.drainQueue(b);
-      },
+      (b) => this.onAcquired(b),
       (err: SqlError) => {
         this.acquiring = false;
         this.holding = false;
@@ -647,22 +625,62 @@ export class ClientSession implements BackendOwner, StatementSender {
     );
   }
 
-  /** Brings a freshly borrowed backend to this client's settings and role. */
-  private async prepareBackend(b: Backend): Promise<void> {
+  private onAcquired(b: Backend): void {
+    const pool = this.pool!;
+    if (this.isClosed()) {
+      this.acquiring = false;
+      pool.releaseNow(b);
+      return;
+    }
+    this.backend = b;
+    b.attach(this);
+    b.errorSinceIdle = false;
+    const prep = this.preparation(b);
+    if (prep === null) {
+      // Nothing to bring over: the queued messages go out in this same tick.
+      this.acquiring = false;
+      this.holding = false;
+      this.drainQueue(b);
+      return;
+    }
+    b.runInternal(prep.sql).then(
+      () => {
+        b.applied = new Map(this.settings);
+        if (prep.want !== undefined) this.contextApplied(b, prep.want);
+        this.acquiring = false;
+        this.holding = false;
+        if (this.isClosed()) {
+          this.abandonBackend();
+          return;
+        }
+        this.drainQueue(b);
+      },
+      (err: unknown) => {
+        this.backend = null;
+        this.acquiring = false;
+        this.holding = false;
+        const sqlErr = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
+        if (b.broken) void pool.destroy(b);
+        else void pool.release(b);
+        this.failQueued(sqlErr);
+      },
+    );
+  }
+
+  /**
+   * What a freshly borrowed backend needs to act for this client: settings that differ and,
+   * for the first statement, the role and claims. Null when nothing (the common case).
+   */
+  private preparation(b: Backend): { sql: string; want: string | null | undefined } | null {
     const stmts = settingsDiff(b.applied, this.settings);
-    // The first statement's context goes into the same round trip as the settings.
     let want: string | null | undefined;
     if (this.enforcing) {
       const first = this.queue.find((q) => q.role !== undefined);
       want = this.contextNeeded(b, first?.role);
       if (want !== undefined) stmts.push(this.contextStatement(b, want));
     }
-    if (stmts.length === 0) return;
-    await b.runInternal(stmts.join('; '));
-    b.applied = new Map(this.settings);
-    if (want !== undefined) this.contextApplied(b, want);
+    return stmts.length === 0 ? null : { sql: stmts.join('; '), want };
   }
-
 
   /** Answers queued messages with an error when no backend could be had; the client may retry. */
   private failQueued(err: SqlError): void {
@@ -771,7 +789,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       if (this.poolMode === 'transaction' && b.quiet && this.queue.length === 0 && this.runBuf === null) {
         this.backend = null;
         if (this.backendPausedForClient) { this.backendPausedForClient = false; b.resume(); }
-        void this.pool!.release(b);
+        this.pool!.releaseNow(b);
         if (this.ctx.shuttingDown) this.closeWith(new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'terminating connection: scopegate is shutting down', { severity: 'FATAL' }));
       }
       return;
@@ -839,7 +857,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.backend = null;
     if (this.needsReset || this.poolMode === 'session') b.dirty = true;
     if (b.quiet) {
-      void this.pool!.release(b);
+      this.pool!.releaseNow(b);
     } else {
       drainAndRelease(b, this.pool!, this.log);
     }
