@@ -11,3 +11,8 @@ export function examplePolicyPath(): string {
   }
   return resolve('config/policy.yaml');
 }
+
+/** config/policy-tenants.yaml (row filters and masks), found like the example policy. */
+export function tenantPolicyPath(): string {
+  return join(dirname(examplePolicyPath()), 'policy-tenants.yaml');
+}
