@@ -610,22 +610,16 @@ export class ClientSession implements BackendOwner, StatementSender {
     const pool = this.pool!;
     this.acquiring = true;
     this.holding = true;
-    const idle = pool.takeIdle();
-    if (idle !== null) {
-      this.onAcquired(idle);
-      return;
-    }
-    pool.acquire().then(
-      (b) => this.onAcquired(b),
-      (err: SqlError) => {
-        this.acquiring = false;
-        this.holding = false;
-        this.failQueued(err);
-      },
-    );
+    pool.checkout(this.onAcquired, this.onCheckoutFailed);
   }
 
-  private onAcquired(b: Backend): void {
+  private readonly onCheckoutFailed = (err: SqlError): void => {
+    this.acquiring = false;
+    this.holding = false;
+    this.failQueued(err);
+  };
+
+  private readonly onAcquired = (b: Backend): void => {
     const pool = this.pool!;
     if (this.isClosed()) {
       this.acquiring = false;
@@ -665,7 +659,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.failQueued(sqlErr);
       },
     );
-  }
+  };
 
   /**
    * What a freshly borrowed backend needs to act for this client: settings that differ and,

@@ -8,6 +8,8 @@ interface Waiter {
   settled: boolean;
   resolve: (b: Backend) => void;
   reject: (e: SqlError) => void;
+  /** When the client started waiting, for query_wait_timeout. */
+  since: number;
 }
 
 export interface PoolStats {
@@ -27,6 +29,11 @@ export interface PoolStats {
 export class DatabasePool {
   private pool: Pool<Backend>;
   private readonly waiters = new Set<Waiter>();
+  /**
+   * Clients waiting while every connection is busy, first come first served. A released
+   * backend goes straight to the head, in the same tick, as in PgBouncer.
+   */
+  private readonly queue: Waiter[] = [];
   /** Which generic-pool a backend came from: after a reload the old one drains. */
   private readonly origin = new WeakMap<Backend, Pool<Backend>>();
   /**
@@ -47,7 +54,10 @@ export class DatabasePool {
     private readonly log: Logger,
   ) {
     this.pool = this.makePool();
-    this.tick = setInterval(() => this.returnIdle(false), 5_000);
+    this.tick = setInterval(() => {
+      this.returnIdle(false);
+      this.expireWaiters();
+    }, 1_000);
     this.tick.unref();
   }
 
@@ -118,6 +128,7 @@ export class DatabasePool {
       // query_wait_timeout.
       if (this.pool.size === 0 || this.pool.borrowed + this.pool.available === 0) {
         for (const w of this.waiters) this.settle(w, e);
+        for (const w of this.queue.splice(0)) this.settle(w, e);
       }
     });
     return pool;
@@ -130,31 +141,73 @@ export class DatabasePool {
     w.reject(err);
   }
 
+  /**
+   * Checks out a backend: an idle one at once, a new connection while the pool has room,
+   * otherwise a place in the queue. Callbacks rather than a promise keep the common paths
+   * free of allocations and timers.
+   */
+  checkout(resolve: (b: Backend) => void, reject: (e: SqlError) => void): void {
+    const idle = this.takeIdle();
+    if (idle !== null) {
+      resolve(idle);
+      return;
+    }
+    const w: Waiter = { settled: false, resolve, reject, since: Date.now() };
+    if (this.pool.spareResourceCapacity > 0 || this.pool.size === 0) {
+      this.acquireFromPool(w);
+    } else {
+      this.queue.push(w);
+    }
+  }
+
   acquire(): Promise<Backend> {
+    return new Promise((resolve, reject) => this.checkout(resolve, reject));
+  }
+
+  private acquireFromPool(w: Waiter): void {
     const pool = this.pool;
-    return new Promise<Backend>((resolve, reject) => {
-      const w: Waiter = { settled: false, resolve, reject };
-      this.waiters.add(w);
-      pool.acquire().then(
-        (b) => {
-          if (w.settled) {
-            // The client already got an error; hand the connection straight back.
-            void this.returnToPool(pool, b);
-            return;
-          }
-          w.settled = true;
-          this.waiters.delete(w);
-          this.origin.set(b, pool);
-          resolve(b);
-        },
-        (err: Error) => {
-          const e = err.name === 'TimeoutError'
-            ? new SqlError(SQLSTATE.TOO_MANY_CONNECTIONS, `query_wait_timeout: no server connection for database "${this.db.name}" became free within ${this.settings.query_wait_timeout / 1000}s`, { hint: 'The pool is exhausted; retry, or raise pool_size.' })
-            : this.lastLoginError ?? new SqlError(SQLSTATE.CONNECTION_FAILURE, err.message);
-          this.settle(w, e);
-        },
-      );
-    });
+    this.waiters.add(w);
+    pool.acquire().then(
+      (b) => {
+        this.origin.set(b, pool);
+        if (w.settled) {
+          // The client already got an error; hand the connection straight back.
+          void this.returnToPool(pool, b);
+          return;
+        }
+        w.settled = true;
+        this.waiters.delete(w);
+        w.resolve(b);
+      },
+      (err: Error) => {
+        this.settle(w, err.name === 'TimeoutError' ? this.waitTimeout() : this.lastLoginError ?? new SqlError(SQLSTATE.CONNECTION_FAILURE, err.message));
+      },
+    );
+  }
+
+  private waitTimeout(): SqlError {
+    return new SqlError(SQLSTATE.TOO_MANY_CONNECTIONS, `query_wait_timeout: no server connection for database "${this.db.name}" became free within ${this.settings.query_wait_timeout / 1000}s`, { hint: 'The pool is exhausted; retry, or raise pool_size.' });
+  }
+
+  /** Fails queued clients that waited past query_wait_timeout (checked every second). */
+  private expireWaiters(): void {
+    const limit = this.settings.query_wait_timeout;
+    if (limit <= 0) return;
+    const now = Date.now();
+    while (this.queue.length !== 0 && now - this.queue[0]!.since >= limit) this.settle(this.queue.shift()!, this.waitTimeout());
+  }
+
+  /** Gives a clean backend to the longest-waiting client; false when nobody waits. */
+  private handToWaiter(b: Backend): boolean {
+    while (this.queue.length !== 0) {
+      const w = this.queue.shift()!;
+      if (w.settled) continue;
+      w.settled = true;
+      b.lastUsed = Date.now();
+      w.resolve(b);
+      return true;
+    }
+    return false;
   }
 
   /**
@@ -193,6 +246,7 @@ export class DatabasePool {
     }
     b.lastUsed = Date.now();
     b.responses.clear();
+    if (pool === this.pool && this.handToWaiter(b)) return;
     if (pool === this.pool && pool.pending === 0 && this.waiters.size === 0) {
       this.idle.push(b);
       return;
@@ -206,13 +260,15 @@ export class DatabasePool {
    */
   releaseNow(b: Backend): void {
     if (b.cancelsInFlight === 0 && !b.dirty && !b.broken && b.quiet && this.origin.get(b) === this.pool
-      && this.pool.pending === 0 && this.waiters.size === 0
       && (this.settings.server_lifetime <= 0 || Date.now() - b.createdAt <= this.settings.server_lifetime)) {
       b.detach();
       b.lastUsed = Date.now();
       b.responses.clear();
-      this.idle.push(b);
-      return;
+      if (this.handToWaiter(b)) return;
+      if (this.pool.pending === 0 && this.waiters.size === 0) {
+        this.idle.push(b);
+        return;
+      }
     }
     void this.release(b);
   }
@@ -242,7 +298,7 @@ export class DatabasePool {
       size: this.pool.size,
       available: this.pool.available + this.idle.length,
       borrowed: this.pool.borrowed - this.idle.length,
-      pending: this.pool.pending,
+      pending: this.pool.pending + this.queue.length,
       max: this.pool.max,
     };
   }
@@ -250,7 +306,9 @@ export class DatabasePool {
   async close(): Promise<void> {
     clearInterval(this.tick);
     this.returnIdle(true);
-    for (const w of this.waiters) this.settle(w, new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'scopegate is shutting down', { severity: 'FATAL' }));
+    const bye = new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'scopegate is shutting down', { severity: 'FATAL' });
+    for (const w of this.waiters) this.settle(w, bye);
+    for (const w of this.queue.splice(0)) this.settle(w, bye);
     await this.pool.drain();
     await this.pool.clear();
   }
