@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { parseSync } from 'libpg-query';
 import { ConfigError } from '../src/errors.js';
-import { initParser, parseCount, parsePolicyText, PolicyStore, type Claims, type ColumnCatalog, type Decision } from '../src/policy/index.js';
+import { initParser, parseCount, parsePolicyText, PolicyStore, runCheck, type Claims, type ColumnCatalog, type Decision } from '../src/policy/index.js';
 import { examplePolicyPath, tenantPolicyPath } from './policy.helpers.js';
 
 type N = Record<string, unknown>;
@@ -412,5 +412,20 @@ describe('caching', () => {
     const two = s.check('SELECT * FROM customers', R, T1);
     assert.notEqual(one.rewritten, two.rewritten);
     assert.match(two.rewritten!, /SELECT country, name, id FROM/);
+  });
+});
+
+describe('messages and the check command', () => {
+  test('a multi-statement message is rewritten statement by statement', () => {
+    assert.equal(allowed('SELECT 1; SELECT id FROM orders'), "SELECT 1;\nSELECT id FROM ( SELECT * FROM public.orders WHERE tenant_id = 't1' ) AS orders");
+    denied("SELECT id FROM orders; INSERT INTO orders (id, tenant_id) VALUES (1, 'x')", /write outside/, W);
+  });
+  test('scopegate check --claims shows the rewrite and the Bind checks', async () => {
+    const out: string[] = [];
+    const code = await runCheck(['--policy', tenantPolicyPath(), '--scopes', 'orders:write', '--claims', '{"tenant":"t1"}', 'UPDATE orders SET tenant_id = $1 WHERE id = 2'], { out: (l: string) => out.push(l), err: (l: string) => out.push(l) });
+    assert.equal(code, 0);
+    assert.ok(out.includes("rewritten: UPDATE orders SET tenant_id = $1 WHERE id = 2 AND orders.tenant_id = 't1'"), out.join('\n'));
+    assert.ok(out.includes('bind check: $1 (tenant_id) must be one of "t1"'), out.join('\n'));
+    assert.equal(await runCheck(['--policy', tenantPolicyPath(), '--claims', '[1]', 'SELECT 1'], { out: () => undefined, err: () => undefined }), 2);
   });
 });

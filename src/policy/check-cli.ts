@@ -8,7 +8,7 @@ export interface CheckIo {
   err: (line: string) => void;
 }
 
-const USAGE = 'usage: scopegate check --policy FILE [--scopes "s1 s2"]... [--json] "SQL"';
+const USAGE = 'usage: scopegate check --policy FILE [--scopes "s1 s2"]... [--claims JSON] [--json] "SQL"';
 
 const defaultIo: CheckIo = {
   out: (l) => process.stdout.write(l + '\n'),
@@ -27,6 +27,8 @@ function formatDecision(d: Decision): string[] {
     if (s.actions.length > 0) lines.push(`  needs: ${s.actions.join(', ')}`);
     if (s.error !== undefined) lines.push(`  ${s.error.message} (${s.error.hint})`);
   });
+  if (d.rewritten !== null) lines.push(`rewritten: ${d.rewritten}`);
+  for (const b of d.bindChecks) lines.push(`bind check: $${b.param} (${b.column}) must be one of ${b.allowed.map((x) => JSON.stringify(x)).join(', ')}`);
   lines.push(`policy version: ${d.policyVersion}`);
   if (d.fingerprint !== '') lines.push(`fingerprint: ${d.fingerprint}`);
   return lines;
@@ -41,6 +43,7 @@ export async function runCheck(args: string[], io: CheckIo = defaultIo): Promise
   const scopes: string[] = [];
   const sql: string[] = [];
   let json = false;
+  let claims: Record<string, unknown> | undefined;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const valueOf = (flag: string): string | null => {
@@ -56,6 +59,16 @@ export async function runCheck(args: string[], io: CheckIo = defaultIo): Promise
       const v = valueOf(a.startsWith('--scopes') ? '--scopes' : '--scope');
       if (v === null) { io.err(USAGE); return 2; }
       scopes.push(...v.split(/[\s,]+/).filter((x) => x !== ''));
+    } else if (a === '--claims' || a.startsWith('--claims=')) {
+      const v = valueOf('--claims');
+      let parsed: unknown;
+      try {
+        parsed = v === null ? null : JSON.parse(v);
+      } catch {
+        parsed = null;
+      }
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) { io.err('scopegate check: --claims takes a JSON object'); return 2; }
+      claims = parsed as Record<string, unknown>;
     } else if (a === '--json') {
       json = true;
     } else if (a === '-h' || a === '--help') {
@@ -86,7 +99,7 @@ export async function runCheck(args: string[], io: CheckIo = defaultIo): Promise
   const unknown = scopes.filter((s) => !store.policy.scopes.some((p) => p.name === s));
   if (unknown.length > 0) io.err(`note: the policy does not define scope(s) ${unknown.map((s) => `"${s}"`).join(', ')}; they grant nothing`);
   await initParser();
-  const d = store.check(sql.join(' '), scopes);
+  const d = store.check(sql.join(' '), scopes, claims);
   if (json) io.out(JSON.stringify(d, null, 2));
   else for (const l of formatDecision(d)) io.out(l);
   return d.allowed ? 0 : 1;
