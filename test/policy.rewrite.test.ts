@@ -318,6 +318,13 @@ describe('columns: star expansion and masks', () => {
     assert.match(allowed('SELECT c.* FROM customers c JOIN orders o ON o.customer_id = c.id'), /SELECT id, name, country FROM public\.customers/);
     denied('SELECT email FROM customers', /select on public\.customers\.email/);
   });
+  test('catalog tables stay readable with * (psql \\d) and are not rewritten', () => {
+    for (const sql of ['SELECT * FROM pg_class', 'SELECT * FROM information_schema.tables', 'SELECT c.* FROM pg_catalog.pg_attribute c']) {
+      const d = check(sql, R, {}, fresh(false));
+      assert.equal(d.allowed, true, `${sql}: ${d.error?.message ?? ''}`);
+      assert.equal(d.rewritten, null);
+    }
+  });
   test('star expansion without a catalog, or for a table it does not know, is denied', () => {
     denied('SELECT * FROM customers', /cannot expand \* on public\.customers: no column catalog/, R, T1, fresh(false));
     const s = fresh(false);

@@ -67,11 +67,15 @@ export class EffectiveRules {
   private allowedColumns(rel: QualName): string[] | null {
     if (this.chosen.all) return null;
     const cols: string[] = [];
+    let matched = false;
     for (const r of this.chosen.rules) {
       if (!r.actions.has('select') || r.tables === null || !r.tables.some((p) => matches(p, rel))) continue;
       if (r.columns === null) return null;
+      matched = true;
       for (const c of r.columns) if (!cols.includes(c)) cols.push(c);
     }
+    // Readable without a select rule: the catalog (catalog: read) or through masks only.
+    if (!matched && this.masks(rel).size === 0) return null;
     return cols;
   }
 
