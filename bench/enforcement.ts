@@ -1,0 +1,215 @@
+/**
+ * What scope enforcement costs: pgbench -S through scopegate with a policy (every statement
+ * parsed/decided, role switched to the scope's role) vs the same scopegate without a policy
+ * (plain pooler), same OAuth authentication (HS256 dev tokens, PGPASSWORD=token), side by
+ * side, interleaved, for the simple and extended protocols; then the policy engine alone,
+ * in-process: µs per cold parse+decision (N distinct texts) and per cached decision (one text
+ * repeated).
+ *
+ *   npx tsc -p tsconfig.json && node dist/bench/enforcement.js [--duration 8] [--clients 20]
+ *     [--pool 10] [--rounds 2] [--scale 10] [--modes simple,extended] [--n 5000]
+ *
+ * Reuses bench/runner.ts (pgbench), bench/cpu.ts (proxy CPU time) and the test harness.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startPostgres, type TestPostgres } from '../test/harness/postgres.js';
+import { CLI, startScopegate, type RunningScopegate } from '../test/harness/scopegate.js';
+import { cpuMicros } from './cpu.js';
+import type { QueryMode } from './options.js';
+import { initPgbench, killRunningPgbench, runPgbench, type PgbenchResult } from './runner.js';
+import { initParser, PolicyStore } from '../src/policy/index.js';
+
+const SECRET = 'bench-dev-secret-0123456789abcdef0123';
+const AUTH = { method: 'oauth', issuer: 'https://issuer.bench.test', audience: 'scopegate', secret: 'env:SG_SECRET', algorithms: ['HS256'] };
+const DBNAME = 'postgres';
+const TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'pgbench_history'];
+const POLICY = `default_schema: public
+catalog: read
+mode: enforce
+scopes:
+  "bench":
+    role: bench_reader
+    allow:
+      - { actions: [select], tables: [${TABLES.join(', ')}] }
+`;
+
+function log(m: string): void {
+  process.stderr.write(`[enforcement] ${m}\n`);
+}
+
+interface Sample { mode: QueryMode; target: 'plain' | 'enforced'; round: number; tps: number; cpuUsPerTxn: number | null; failed: number; errors: string[] }
+
+function token(configFile: string, scope: string, sub: string): string {
+  return execFileSync(process.execPath, [CLI, 'token', '--config', configFile, '--scope', scope, '--sub', sub], {
+    env: { ...process.env, SG_SECRET: SECRET },
+    encoding: 'utf8',
+    timeout: 30_000,
+  }).trim();
+}
+
+async function pgbenchThrough(sg: RunningScopegate, password: string, mode: QueryMode, clients: number, duration: number): Promise<{ res: PgbenchResult; cpu: number | null }> {
+  const pid = sg.proc.pid!;
+  const cpu0 = cpuMicros(pid);
+  const res = await runPgbench({
+    host: '127.0.0.1', port: sg.port, user: 'bench', password, dbname: DBNAME,
+    clients, jobs: 2, mode, duration, script: { kind: 'builtin', name: 'select-only' }, connect: false,
+  });
+  const cpu = cpuMicros(pid) - cpu0;
+  return { res, cpu: res.transactions ? cpu / res.transactions : null };
+}
+
+function micro(n: number): Array<{ what: string; count: number; usPerCall: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'enf-policy-'));
+  try {
+    const file = join(dir, 'policy.yaml');
+    writeFileSync(file, POLICY);
+    const out: Array<{ what: string; count: number; usPerCall: number }> = [];
+    const measure = (what: string, texts: (i: number) => string, count: number, scopes: readonly string[]): void => {
+      // A fresh store per measurement; parse cache sized so cold texts stay cold.
+      const store = PolicyStore.load(file, { cacheSize: count + 10, parseCacheSize: count + 10 });
+      let denied = 0;
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < count; i++) if (!store.check(texts(i), scopes).allowed) denied++;
+      const ns = Number(process.hrtime.bigint() - t0);
+      if (denied !== 0 && scopes.length > 0) throw new Error(`${what}: ${denied} unexpected denials`);
+      out.push({ what, count, usPerCall: ns / 1000 / count });
+    };
+    const scopes = ['bench'];
+    // Warm up the parser and JIT.
+    measure('warm-up', (i) => `SELECT abalance FROM pgbench_accounts WHERE aid = ${i}`, 2000, scopes);
+    out.length = 0;
+    measure('cold: pgbench -S text, distinct literal', (i) => `SELECT abalance FROM pgbench_accounts WHERE aid = ${1_000_000 + i}`, n, scopes);
+    measure('cold: 3-way join + CTE + subquery, distinct literal', (i) =>
+      `WITH t AS (SELECT tid, bid FROM pgbench_tellers WHERE tbalance > ${i}) SELECT a.aid, b.bbalance, (SELECT count(*) FROM pgbench_history h WHERE h.aid = a.aid) FROM pgbench_accounts a JOIN pgbench_branches b ON b.bid = a.bid JOIN t ON t.bid = b.bid WHERE a.aid = ${i} ORDER BY 1 LIMIT 5`, n, scopes);
+    measure('cached: pgbench -S text (simple), repeated', () => 'SELECT abalance FROM pgbench_accounts WHERE aid = 4242;', n * 20, scopes);
+    measure('cached: pgbench -S text (extended, $1), repeated', () => 'SELECT abalance FROM pgbench_accounts WHERE aid = $1;', n * 20, scopes);
+    return out;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      duration: { type: 'string', default: '8' },
+      clients: { type: 'string', default: '20' },
+      pool: { type: 'string', default: '10' },
+      rounds: { type: 'string', default: '2' },
+      scale: { type: 'string', default: '10' },
+      modes: { type: 'string', default: 'simple,extended' },
+      n: { type: 'string', default: '5000' },
+      'skip-pgbench': { type: 'boolean', default: false },
+    },
+  });
+  const duration = Number(values.duration);
+  const clients = Number(values.clients);
+  const pool = Number(values.pool);
+  const rounds = Number(values.rounds);
+  const modes = values.modes!.split(',') as QueryMode[];
+  const n = Number(values.n);
+
+  await initParser();
+  log('policy engine micro-benchmark');
+  const microRows = micro(n);
+
+  const samples: Sample[] = [];
+  const stops: Array<() => Promise<unknown>> = [];
+  const cleanup = async (): Promise<void> => {
+    killRunningPgbench();
+    for (const s of stops.reverse()) await s().catch(() => undefined);
+    stops.length = 0;
+  };
+  process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)); });
+  if (!values['skip-pgbench']) {
+    try {
+      log('starting PostgreSQL');
+      const pg: TestPostgres = await startPostgres({ flags: ['-c', 'max_connections=200'] });
+      stops.push(() => pg.stop());
+      log(`pgbench -i -s ${values.scale}`);
+      await initPgbench({ host: pg.host, port: pg.port, user: 'postgres', password: 'postgres-test-pw', dbname: DBNAME }, Number(values.scale));
+      await pg.sql(`
+        CREATE ROLE authenticator LOGIN NOINHERIT PASSWORD 'auth-pw';
+        CREATE ROLE bench_reader NOLOGIN;
+        GRANT bench_reader TO authenticator;
+        GRANT SELECT ON ${TABLES.join(', ')} TO bench_reader;
+        ALTER ROLE authenticator SET search_path = public;
+        CREATE ROLE bench_plain LOGIN PASSWORD 'plain-pw';
+        GRANT SELECT ON ${TABLES.join(', ')} TO bench_plain;`);
+      const dir = mkdtempSync(join(tmpdir(), 'enf-'));
+      stops.push(async () => rmSync(dir, { recursive: true, force: true }));
+      const policyFile = join(dir, 'policy.yaml');
+      writeFileSync(policyFile, POLICY);
+      const base = { pool: { mode: 'transaction', max_client_conn: 10_000, shutdown_timeout: '5s' }, auth: AUTH };
+      const enforced = await startScopegate({
+        ...base,
+        databases: { [DBNAME]: { url: pg.url(DBNAME, 'authenticator', 'auth-pw'), pool_size: pool } },
+        policy: policyFile,
+        log: { level: 'warn', audit: 'off' },
+      }, { SG_SECRET: SECRET });
+      stops.push(() => enforced.stop());
+      // The plain pooler: no policy, so no role switching either; its login role holds the grants.
+      const plain = await startScopegate({
+        ...base,
+        databases: { [DBNAME]: { url: pg.url(DBNAME, 'bench_plain', 'plain-pw'), pool_size: pool } },
+        log: { level: 'warn', audit: 'off' },
+      }, { SG_SECRET: SECRET });
+      stops.push(() => plain.stop());
+      const tok = token(enforced.configFile, 'bench', 'bench');
+      for (const mode of modes) {
+        for (let round = 1; round <= rounds; round++) {
+          // Alternate which goes first so drift on the machine hits both alike.
+          const order: Array<['plain' | 'enforced', RunningScopegate]> = round % 2 === 1 ? [['plain', plain], ['enforced', enforced]] : [['enforced', enforced], ['plain', plain]];
+          for (const [name, sg] of order) {
+            const { res, cpu } = await pgbenchThrough(sg, tok, mode, clients, duration);
+            const failed = (res.failed ?? 0) + res.abortedClients;
+            samples.push({ mode, target: name, round, tps: res.tps ?? 0, cpuUsPerTxn: cpu, failed, errors: res.errors });
+            log(`${mode} ${name} round ${round}: tps ${res.tps ?? 'n/a'} cpu µs/txn ${cpu?.toFixed(1) ?? 'n/a'}${failed ? ` FAILED ${failed} ${res.errors.join(' | ')}` : ''}`);
+          }
+        }
+      }
+    } finally {
+      await cleanup();
+    }
+  }
+
+  const out: string[] = [];
+  out.push(`# Scope enforcement cost (${new Date().toISOString()})`);
+  out.push('');
+  out.push(`machine: ${availableParallelism()} CPUs, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}; pgbench -S -c ${clients} -j 2 -T ${duration}, pool ${pool}, ${rounds} interleaved rounds per mode`);
+  out.push('');
+  if (samples.length > 0) {
+    out.push('| mode | plain tps | enforced tps | enforced ÷ plain | plain proxy CPU µs/txn | enforced proxy CPU µs/txn | failed |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|');
+    const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+    for (const mode of modes) {
+      const p = samples.filter((s) => s.mode === mode && s.target === 'plain');
+      const e = samples.filter((s) => s.mode === mode && s.target === 'enforced');
+      const pt = mean(p.map((s) => s.tps));
+      const et = mean(e.map((s) => s.tps));
+      const pc = mean(p.map((s) => s.cpuUsPerTxn ?? 0));
+      const ec = mean(e.map((s) => s.cpuUsPerTxn ?? 0));
+      const failed = [...p, ...e].reduce((a, s) => a + s.failed, 0);
+      out.push(`| ${mode} | ${pt.toFixed(0)} | ${et.toFixed(0)} | ${(et / pt).toFixed(3)} | ${pc.toFixed(1)} | ${ec.toFixed(1)} | ${failed} |`);
+    }
+    out.push('');
+    out.push('per round: ' + samples.map((s) => `${s.mode}/${s.target}#${s.round}=${s.tps.toFixed(0)}`).join(', '));
+    out.push('');
+  }
+  out.push('| policy engine, in-process (PolicyStore.check) | calls | µs per call |');
+  out.push('|---|---:|---:|');
+  for (const r of microRows) out.push(`| ${r.what} | ${r.count} | ${r.usPerCall.toFixed(2)} |`);
+  process.stdout.write(out.join('\n') + '\n');
+  const anyFailed = samples.some((s) => s.failed > 0 || s.tps === 0);
+  process.exitCode = anyFailed ? 1 : 0;
+}
+
+main().catch((err: unknown) => {
+  killRunningPgbench();
+  process.stderr.write(`enforcement bench failed: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});
