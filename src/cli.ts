@@ -7,6 +7,7 @@ import { SessionGate } from './gate.js';
 import { SessionStateTracker } from './session-state.js';
 import { initParser, PolicyStore } from './policy/index.js';
 import { checkLoginRole } from './startup-checks.js';
+import { DatabaseCatalog } from './catalog.js';
 import { createAuditLogger } from './log.js';
 import { watchFile } from 'node:fs';
 import type { Logger } from 'pino';
@@ -40,6 +41,7 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
     clockToleranceMs: auth.clockToleranceMs,
     sessionState: [...config.databases.values()].some((d) => d.pool_mode === 'transaction') ? new SessionStateTracker() : null,
     policy,
+    catalog: policy === null ? null : new DatabaseCatalog([...config.databases.values()][0]!, log),
     audit: policy === null || config.log.audit === 'off' ? null : createAuditLogger(config.log.audit),
     auditSample: config.log.audit_sample,
   });
@@ -76,6 +78,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
     log.warn('no policy configured: scopegate runs as a plain pooler and checks no statements');
   } else {
     log.info({ policy: config.policy, version: policy.version }, 'policy loaded');
+    gate.refreshCatalog();
     const roles = [...new Set(policy.policy.scopes.map((s) => s.role))];
     for (const db of config.databases.values()) void checkLoginRole(db, roles, log);
   }
@@ -84,7 +87,10 @@ export async function runServer(configFile: string, anchor: string = configFile)
     const before = policy.version;
     try {
       policy.reload();
-      if (policy.version !== before) log.info({ version: policy.version, previous: before, why }, 'policy reloaded');
+      if (policy.version !== before) {
+        log.info({ version: policy.version, previous: before, why }, 'policy reloaded');
+        gate.refreshCatalog();
+      }
     } catch (err) {
       log.error({ err: (err as Error).message, version: before }, 'policy reload failed; keeping the running policy');
     }

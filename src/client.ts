@@ -11,10 +11,10 @@ import { Framer, readCString } from './protocol/framer.js';
 import * as msg from './protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from './protocol/startup.js';
 import { settingsDiff, startupSettings, type SettingMap } from './settings.js';
-import type { RoleChoice, StatementGate } from './gate.js';
+import { Rewrite, type RoleChoice, type StatementGate } from './gate.js';
 import { ROLE_UNKNOWN } from './backend/backend.js';
 import type { Identity } from './auth/index.js';
-import { ClientStatements, CLOSE_NOTHING, ensurePrepared, PARSE_COMPLETE, renameStatement, type ClientStatement, type StatementSender } from './prepared.js';
+import { ClientStatements, CLOSE_NOTHING, ensurePrepared, NO_CHECKS, PARSE_COMPLETE, parseMessage, renameStatement, type ClientStatement, type StatementSender } from './prepared.js';
 
 /** Largest message a client may send (a whole COPY row or a big INSERT fits easily). */
 const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
@@ -66,6 +66,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   startupSettings: SettingMap = new Map();
   /** Settings changed by the transaction in flight; kept once it ends without error. */
   pendingSettings: Array<[string, string | null]> = [];
+  /** DDL went through: re-read the column catalog when the transaction ends. */
+  catalogStale = false;
   /** The transaction in flight ended with ROLLBACK: its SETs are undone. */
   settingsRolledBack = false;
   /** The transaction in flight left state behind that only a server reset removes. */
@@ -276,36 +278,67 @@ export class ClientSession implements BackendOwner, StatementSender {
         const [sql] = readCString(buf, start + 5, end);
         const verdict = this.ctx.gate.checkQuery(this, sql);
         if (verdict instanceof SqlError) { this.reject(verdict, false); return; }
+        if (verdict instanceof Rewrite) {
+          if (verdict.sql === null) {
+            this.forwardToBackend(type, buf, start, end, null, verdict.role);
+          } else {
+            const m = msg.query(verdict.sql);
+            this.forwardToBackend(type, m, 0, m.length, null, verdict.role);
+          }
+          return;
+        }
         this.forwardToBackend(type, buf, start, end, null, verdict);
         return;
       }
       case FE.Parse: {
         this.checkSessionStillValid();
         const [name, afterName] = readCString(buf, start + 5, end);
-        const [sql] = readCString(buf, afterName, end);
+        const [sql, afterSql] = readCString(buf, afterName, end);
         const verdict = this.ctx.gate.checkQuery(this, sql);
         if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
-        if (this.trackStatements && name !== '') {
-          if (this.statements.byName.has(name)) {
-            this.reject(new SqlError(SQLSTATE.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${name}" already exists`), true);
-            return;
+        if (this.trackStatements && name !== '' && this.statements.byName.has(name)) {
+          this.reject(new SqlError(SQLSTATE.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${name}" already exists`), true);
+          return;
+        }
+        let role: RoleChoice;
+        let tail = buf.subarray(afterName, end);
+        let message = buf.subarray(start, end);
+        let sentSql = sql;
+        if (verdict instanceof Rewrite) {
+          role = verdict.role;
+          if (verdict.sql !== null) {
+            // The server prepares the rewritten text; parameter types stay as the client sent them.
+            sentSql = verdict.sql;
+            tail = Buffer.concat([Buffer.from(`${sentSql}\0`, 'utf8'), buf.subarray(afterSql, end)]);
+            message = parseMessage(name, tail);
           }
-          const stmt = this.statements.add(name, sql, buf.subarray(afterName, end));
-          stmt.role = verdict;
+          this.statements.setChecks(name, verdict.bindChecks);
+        } else {
+          role = verdict;
+          this.statements.setChecks(name, NO_CHECKS);
+        }
+        if (this.trackStatements && name !== '') {
+          const stmt = this.statements.add(name, sql, tail);
+          stmt.role = role;
+          stmt.sentSql = sentSql;
           stmt.checkedVersion = this.ctx.gate.policyVersion();
           // The role is switched when the statement runs (Bind), not when it is parsed.
-          this.forwardToBackend(type, buf, start, end, stmt, undefined);
+          this.forwardToBackend(type, message, 0, message.length, stmt, undefined);
           return;
         }
         if (name === '') {
-          this.statements.unnamed = buf.subarray(start, end);
-          this.statements.unnamedRole = verdict;
+          this.statements.unnamed = message;
+          this.statements.unnamedRole = role;
         }
-        this.forwardToBackend(type, buf, start, end, null, verdict);
+        this.forwardToBackend(type, message, 0, message.length, null, role);
         return;
       }
       case FE.Bind:
       case FE.Describe: {
+        if (type === FE.Bind && this.statements.hasChecks) {
+          const refusal = this.statements.checkBind(buf, start, end);
+          if (refusal !== null) { this.reject(refusal, true); return; }
+        }
         if (!this.trackStatements) break;
         let nameStart = start + 6;
         if (type === FE.Bind) {
@@ -340,6 +373,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           // Only this client's name goes; the server statement stays for others (and LRU).
           const [name] = readCString(buf, start + 6, end);
           this.statements.byName.delete(name);
+          this.statements.setChecks(name, NO_CHECKS);
           this.forwardToBackend(type, CLOSE_NOTHING, 0, CLOSE_NOTHING.length);
           return;
         }
@@ -461,7 +495,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     b.roleInjected = true;
     b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
     b.unnamedOwner = null;
-    this.sendOwn(b, parseMessage(sql), true);
+    this.sendOwn(b, parseMessage('', Buffer.from(`${sql}\0\0\0`, 'utf8')), true);
     this.sendOwn(b, BIND_ROLE_PORTAL, true);
     this.sendOwn(b, EXECUTE_ROLE_PORTAL, true, (ok) => {
       if (!ok) { b.role = ROLE_UNKNOWN; b.contextKey = ROLE_UNKNOWN; }
@@ -721,7 +755,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         return;
       }
       // Parse, Bind and Execute of the DO block; only its error reaches the client.
-      for (const data of [parseMessage(raise), BIND_UNNAMED, EXECUTE_UNNAMED]) {
+      for (const data of [parseMessage('', Buffer.from(`${raise}\0\0\0`, 'utf8')), BIND_UNNAMED, EXECUTE_UNNAMED]) {
         if (this.holding || b === null) {
           this.queue.push({ type: data[0]!, data, stmt: null, role: undefined, own: true });
         } else {
@@ -887,12 +921,3 @@ const CLOSE_ROLE_PORTAL = Buffer.from([FE.Close, 0, 0, 0, 13, 0x50, ...Buffer.fr
 const BIND_UNNAMED = Buffer.from([FE.Bind, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
 const EXECUTE_UNNAMED = Buffer.from([FE.Execute, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
 
-/** An unnamed Parse message for `sql` with no parameter types. */
-function parseMessage(sql: string): Buffer {
-  const body = Buffer.from(`\0${sql}\0\0\0`, 'utf8');
-  const out = Buffer.allocUnsafe(5 + body.length);
-  out[0] = FE.Parse;
-  out.writeInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-}

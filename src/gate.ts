@@ -8,10 +8,24 @@ import { SqlError, SQLSTATE } from './errors.js';
 import { quoteIdent, quoteLiteral, settingValue } from './settings.js';
 import type { SessionStateTracker } from './session-state.js';
 import type { ClientStatement } from './prepared.js';
-import type { Decision, PolicyStore } from './policy/index.js';
+import type { BindCheck, Decision, PolicyStore } from './policy/index.js';
+import type { DatabaseCatalog } from './catalog.js';
 
 /** The role a statement runs under: a role name, null for the login role, undefined for no requirement. */
 export type RoleChoice = string | null | undefined;
+
+/** An allowed statement that goes to Postgres in rewritten form (row filters, masks, `*`). */
+export class Rewrite {
+  constructor(
+    /** The text to send instead of the client's, or null to send it unchanged. */
+    readonly sql: string | null,
+    readonly role: RoleChoice,
+    /** Parameters a write must keep inside the row filter, checked at Bind. */
+    readonly bindChecks: readonly BindCheck[],
+  ) {}
+}
+
+export type Verdict = SqlError | Rewrite | RoleChoice;
 
 /**
  * The checks a client session passes through: at connect (startup parameters, credentials)
@@ -28,7 +42,7 @@ export interface StatementGate {
    * Checks one simple Query or Parse: returns the error to send, or the role the statement
    * runs under (undefined when no policy decides roles).
    */
-  checkQuery(c: ClientSession, sql: string): SqlError | RoleChoice;
+  checkQuery(c: ClientSession, sql: string): Verdict;
   /** The version statements are checked under now ('' without a policy). */
   policyVersion(): string;
   /** Role for statements that touch nothing: the first scope (in policy order) the client holds. */
@@ -47,6 +61,8 @@ export interface GateParts {
   sessionState: SessionStateTracker | null;
   /** Scope policy; null runs scopegate as a plain pooler. */
   policy: PolicyStore | null;
+  /** Columns of the first database, for star expansion and masks (null without a policy). */
+  catalog: DatabaseCatalog | null;
   /** Where audit lines go (null: off). */
   audit: Logger | null;
   /** Fraction of allowed statements audited; denials always are. */
@@ -88,7 +104,7 @@ export class SessionGate implements StatementGate {
     return null;
   }
 
-  checkQuery(c: ClientSession, sql: string): SqlError | RoleChoice {
+  checkQuery(c: ClientSession, sql: string): Verdict {
     const tracker = this.parts.sessionState;
     if (tracker !== null && c.poolMode === 'transaction') {
       const fx = tracker.effects(sql);
@@ -110,7 +126,14 @@ export class SessionGate implements StatementGate {
     }
     const policy = this.parts.policy;
     if (policy === null) return undefined;
-    return this.decide(c, policy.check(sql, c.identity?.scopes ?? NO_SCOPES));
+    return this.decide(c, policy.check(sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims));
+  }
+
+  /** Re-reads table columns (after DDL through scopegate, or a policy reload). */
+  refreshCatalog(): void {
+    const { catalog, policy } = this.parts;
+    if (catalog === null || policy === null) return;
+    void catalog.reload().then((snapshot) => { if (snapshot !== null) policy.setCatalog(snapshot); });
   }
 
   policyVersion(): string {
@@ -129,7 +152,18 @@ export class SessionGate implements StatementGate {
     const policy = this.parts.policy;
     if (policy === null || stmt.checkedVersion === policy.version) return stmt.role;
     // The policy changed since Parse: the statement is judged again before it runs.
-    const verdict = this.decide(c, policy.check(stmt.sql, c.identity?.scopes ?? NO_SCOPES));
+    const verdict = this.decide(c, policy.check(stmt.sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims));
+    if (verdict instanceof Rewrite) {
+      // The server holds the statement as it was rewritten at Parse; a different rewrite
+      // now means the client must prepare it again.
+      if ((verdict.sql ?? stmt.sql) !== stmt.sentSql) {
+        return new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, 'permission denied: the policy changed how this prepared statement is filtered', { hint: 'Prepare the statement again.' });
+      }
+      stmt.role = verdict.role;
+      c.statements.setChecks(stmt.name, verdict.bindChecks);
+      stmt.checkedVersion = policy.version;
+      return verdict.role;
+    }
     if (!(verdict instanceof SqlError)) {
       stmt.role = verdict;
       stmt.checkedVersion = policy.version;
@@ -138,8 +172,9 @@ export class SessionGate implements StatementGate {
   }
 
   /** Turns a decision into the error to send or the role to run under, and audits it. */
-  private decide(c: ClientSession, d: Decision): SqlError | RoleChoice {
+  private decide(c: ClientSession, d: Decision): Verdict {
     this.audit(c, d, 'statement');
+    if (d.allowed && d.statements.some((s) => s.kind === 'ddl')) c.catalogStale = true;
     if (!d.allowed) {
       if (d.enforced) {
         const e = d.error ?? { code: SQLSTATE.INSUFFICIENT_PRIVILEGE, message: 'permission denied', hint: 'no scope grants it' };
@@ -148,6 +183,7 @@ export class SessionGate implements StatementGate {
     }
     // Statements that touch nothing (BEGIN, SELECT 1, SET LOCAL ...) run under whatever
     // role the backend has, so a transaction does not switch roles around them.
+    if (d.allowed && (d.rewritten !== null || d.bindChecks.length !== 0)) return new Rewrite(d.rewritten, d.role, d.bindChecks);
     // BEGIN does take the role, so the switch happens before the transaction, not inside it.
     if (d.summary === '' && d.reason !== 'empty' && !startsTransaction(d)) return undefined;
     return d.role;
@@ -170,10 +206,15 @@ export class SessionGate implements StatementGate {
       decision: d.allowed ? 'allow' : d.enforced ? 'deny' : 'would_deny',
       reason: d.error ? `${d.reason}: ${d.error.message}` : d.reason,
       policy_version: d.policyVersion,
+      ...(d.rewritten !== null ? { rewritten: d.rewritten } : {}),
     });
   }
 
   transactionEnded(c: ClientSession, b: Backend, ok: boolean): void {
+    if (c.catalogStale) {
+      c.catalogStale = false;
+      this.refreshCatalog();
+    }
     if (c.needsReset) {
       // Session locks survive even a failed transaction, so this does not depend on `ok`.
       b.dirty = true;
