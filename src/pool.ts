@@ -153,7 +153,7 @@ export class DatabasePool {
       return;
     }
     const w: Waiter = { settled: false, resolve, reject, since: Date.now() };
-    if (this.pool.spareResourceCapacity > 0 || this.pool.size === 0) {
+    if (this.pool.available > 0 || this.pool.spareResourceCapacity > 0 || this.pool.size === 0) {
       this.acquireFromPool(w);
     } else {
       this.queue.push(w);
@@ -277,6 +277,11 @@ export class DatabasePool {
     b.broken = true;
     b.close();
     if (pool.isBorrowedResource(b)) await pool.destroy(b).catch(() => undefined);
+    // The slot is free again: a queued client may open a new connection in it.
+    while (this.queue.length !== 0 && (this.pool.available > 0 || this.pool.spareResourceCapacity > 0)) {
+      const w = this.queue.shift()!;
+      if (!w.settled) this.acquireFromPool(w);
+    }
   }
 
   /** Applies new sizes and timeouts (SIGHUP): new checkouts use a new pool, the old one drains. */
