@@ -149,14 +149,14 @@ async function main(): Promise<void> {
         ...base,
         databases: { [DBNAME]: { url: pg.url(DBNAME, 'authenticator', 'auth-pw'), pool_size: pool } },
         policy: policyFile,
-        log: { level: 'warn', audit: 'off' },
+        log: { level: 'info', audit: 'off' },
       }, { SG_SECRET: SECRET });
       stops.push(() => enforced.stop());
       // The plain pooler: no policy, so no role switching either; its login role holds the grants.
       const plain = await startScopegate({
         ...base,
         databases: { [DBNAME]: { url: pg.url(DBNAME, 'bench_plain', 'plain-pw'), pool_size: pool } },
-        log: { level: 'warn', audit: 'off' },
+        log: { level: 'info', audit: 'off' },
       }, { SG_SECRET: SECRET });
       stops.push(() => plain.stop());
       const tok = token(enforced.configFile, 'bench', 'bench');
