@@ -12,6 +12,7 @@ import * as msg from './protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from './protocol/startup.js';
 import { settingsDiff, startupSettings, type SettingMap } from './settings.js';
 import { Rewrite, type RoleChoice, type StatementGate } from './gate.js';
+import { classifySql } from './policy/index.js';
 import { ROLE_UNKNOWN } from './backend/backend.js';
 import type { Identity } from './auth/index.js';
 import { ClientStatements, CLOSE_NOTHING, ensurePrepared, NO_CHECKS, PARSE_COMPLETE, parseMessage, renameStatement, type ClientStatement, type StatementSender } from './prepared.js';
@@ -317,11 +318,23 @@ export class ClientSession implements BackendOwner, StatementSender {
           role = verdict;
           this.statements.setChecks(name, NO_CHECKS);
         }
+        if (this.trackStatements && name !== '' && !parses(sentSql)) {
+          // Postgres will refuse it: let it say so in its own words, and keep no mapping.
+          this.forwardToBackend(type, message, 0, message.length, null, undefined);
+          return;
+        }
         if (this.trackStatements && name !== '') {
           const stmt = this.statements.add(name, sql, tail);
           stmt.role = role;
           stmt.sentSql = sentSql;
           stmt.checkedVersion = this.ctx.gate.policyVersion();
+          if (this.wireFree) {
+            // Nothing in flight and no backend: answer now and prepare on whichever backend
+            // the statement first runs on. A client blocked in PQprepare must not wait for
+            // a backend that clients on its own thread hold (pgbench -M prepared -j 2).
+            this.socket.write(PARSE_COMPLETE);
+            return;
+          }
           // The role is switched when the statement runs (Bind), not when it is parsed.
           this.forwardToBackend(type, message, 0, message.length, stmt, undefined);
           return;
@@ -374,12 +387,26 @@ export class ClientSession implements BackendOwner, StatementSender {
           const [name] = readCString(buf, start + 6, end);
           this.statements.byName.delete(name);
           this.statements.setChecks(name, NO_CHECKS);
+          if (this.wireFree) {
+            this.socket.write(CLOSE_COMPLETE);
+            return;
+          }
           this.forwardToBackend(type, CLOSE_NOTHING, 0, CLOSE_NOTHING.length);
           return;
         }
         break;
       }
-      case FE.Execute: case FE.Flush: case FE.Sync:
+      case FE.Sync:
+        if (this.wireFree) {
+          // Everything since the last Sync was answered here: so is this one.
+          this.socket.write(msg.readyForQuery('I'));
+          return;
+        }
+        break;
+      case FE.Flush:
+        if (this.wireFree) return;
+        break;
+      case FE.Execute:
       case FE.CopyData: case FE.CopyDone: case FE.CopyFail:
         break;
       case FE.FunctionCall:
@@ -392,6 +419,11 @@ export class ClientSession implements BackendOwner, StatementSender {
   };
 
   // ---- client -> backend ------------------------------------------------------------
+
+  /** No backend, nothing queued or in flight: a message can be answered here, in order. */
+  private get wireFree(): boolean {
+    return this.backend === null && !this.holding && this.queue.length === 0 && !this.skipUntilSync;
+  }
 
   /** A new transaction starts only while the client's token is still valid. */
   private checkSessionStillValid(): void {
@@ -568,9 +600,14 @@ export class ClientSession implements BackendOwner, StatementSender {
         }
       } else if (type === FE.Query && this.forgetServerStatements) {
         this.forgetServerStatements = false;
-        b.prepared.clear();
-        b.uncertain.clear();
-        b.unnamedOwner = null;
+        b.forgetPrepared();
+      }
+      if (type === FE.Parse && this.forgetServerStatements) {
+        // DEALLOCATE ALL through the extended protocol runs at its Execute: whatever the
+        // server holds by then is unknown, so every name is closed before it is parsed again.
+        this.forgetServerStatements = false;
+        b.forgetPrepared();
+        b.forgetAtIdle = true;
       }
     }
     this.countSent(b, type);
@@ -917,6 +954,13 @@ function lit(s: string): string {
 const BIND_ROLE_PORTAL = Buffer.from([FE.Bind, 0, 0, 0, 19, ...Buffer.from('sg_role\0'), 0, 0, 0, 0, 0, 0, 0]);
 const EXECUTE_ROLE_PORTAL = Buffer.from([FE.Execute, 0, 0, 0, 16, ...Buffer.from('sg_role\0'), 0, 0, 0, 0]);
 const CLOSE_ROLE_PORTAL = Buffer.from([FE.Close, 0, 0, 0, 13, 0x50, ...Buffer.from('sg_role\0')]);
+
+const CLOSE_COMPLETE = Buffer.from([0x33, 0, 0, 0, 4]);
+
+/** Whether Postgres's parser accepts the text (cached per text by the policy module). */
+function parses(sql: string): boolean {
+  return classifySql(sql).every((s) => s.kind !== 'unparseable');
+}
 
 const BIND_UNNAMED = Buffer.from([FE.Bind, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
 const EXECUTE_UNNAMED = Buffer.from([FE.Execute, 0, 0, 0, 9, 0, 0, 0, 0, 0]);

@@ -237,6 +237,7 @@ export class DatabasePool {
         b.contextKey = '';
         b.prepared.clear();
         b.uncertain.clear();
+        b.pendingEvictions = [];
         b.unnamedOwner = null;
       } catch (err) {
         this.log.warn({ db: this.db.name, backend: b.id, err: (err as Error).message }, 'server reset failed; closing');

@@ -176,6 +176,7 @@ export function ensurePrepared(b: Backend, stmt: ClientStatement, limit: number,
   while (limit > 0 && held.size >= limit) {
     const oldest = held.keys().next().value as string;
     held.delete(oldest);
+    b.pendingEvictions.push({ epoch: b.sendEpoch, name: oldest });
     out.sendOwn(b, closeStatement(oldest), true);
   }
   if (b.uncertain.delete(stmt.serverName)) out.sendOwn(b, closeStatement(stmt.serverName), true);

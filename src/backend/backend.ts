@@ -83,6 +83,17 @@ export class Backend {
   recvEpoch = 0;
   /** The client whose unnamed statement this server holds. */
   unnamedOwner: object | null = null;
+  /** Evictions (Close) sent whose outcome is not known yet: an error before them skips them. */
+  pendingEvictions: Array<{ epoch: number; name: string }> = [];
+  /** A DEALLOCATE ALL is in flight: forget the statement map again once it has run. */
+  forgetAtIdle = false;
+
+  /** Marks every statement as maybe-present: the next use closes it, then parses it again. */
+  forgetPrepared(): void {
+    for (const name of this.prepared.keys()) this.uncertain.add(name);
+    this.prepared.clear();
+    this.unnamedOwner = null;
+  }
 
   owner: BackendOwner | null = null;
   private mode = Mode.Idle;
@@ -279,6 +290,10 @@ export class Backend {
       case BE.ErrorResponse:
         this.errorSinceIdle = true;
         this.copyIn = false;
+        if (this.prepared.size !== 0 && isStalePlanError(buf, start, end)) {
+          // A table changed under a prepared statement: parse everything afresh on next use.
+          this.forgetPrepared();
+        }
         break;
       case BE.CopyInResponse:
         this.copyIn = true;
@@ -296,6 +311,11 @@ export class Backend {
    * when this response answers a request the client never sent.
    */
   private trackResponse(type: number): boolean {
+    if (type === BE.ErrorResponse && this.pendingEvictions.length !== 0) {
+      const epoch = this.recvEpoch;
+      for (const e of this.pendingEvictions) if (e.epoch === epoch) this.uncertain.add(e.name);
+      this.pendingEvictions = this.pendingEvictions.filter((e) => e.epoch !== epoch);
+    }
     if (this.pendingParses.length !== 0) {
       if (type === BE.ParseComplete) {
         this.pendingParses.shift();
@@ -317,6 +337,11 @@ export class Backend {
 
   private onReady(status: number): void {
     this.recvEpoch++;
+    if (this.pendingEvictions.length !== 0) this.pendingEvictions = this.pendingEvictions.filter((e) => e.epoch >= this.recvEpoch);
+    if (this.forgetAtIdle && this.pendingSyncs <= 1) {
+      this.forgetAtIdle = false;
+      this.forgetPrepared();
+    }
     this.txStatus = status;
     this.copyIn = false;
     if (this.pendingSyncs > 0) this.pendingSyncs--;
@@ -353,4 +378,10 @@ export class Backend {
       this.inspect(type, buf, start, end);
     }
   }
+}
+
+/** 0A000 "cached plan must not change result type": the server's statement is stale. */
+function isStalePlanError(buf: Buffer, start: number, end: number): boolean {
+  const f = parseErrorFields(buf, start, end);
+  return f.get('C') === '0A000' && (f.get('M') ?? '').startsWith('cached plan must not change result type');
 }
