@@ -38,7 +38,11 @@ const enum State { Startup, Auth, Ready, Closed }
 
 interface Queued {
   type: number;
-  data: Buffer;
+  /** The message is buf[start, end): kept as a view of the client's chunk, so a message
+   * queued while a backend is attached in the same tick still joins that chunk's write. */
+  buf: Buffer;
+  start: number;
+  end: number;
   stmt: ClientStatement | null;
   /** The role the message must run under (undefined: no requirement). */
   role: RoleChoice;
@@ -101,6 +105,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   private waitQuiet = false;
   private queue: Queued[] = [];
   private queuedBytes = 0;
+  /** The client's chunk is being processed: runs are flushed once at its end. */
+  private inInput = false;
   /** Messages of an extended-protocol batch we failed are dropped up to its Sync. */
   private skipUntilSync = false;
   private idleTxTimer: NodeJS.Timeout | null = null;
@@ -141,7 +147,12 @@ export class ClientSession implements BackendOwner, StatementSender {
       }
       const b = this.backend;
       if (b === null) {
-        this.framer.push(chunk, this.onMessage);
+        this.inInput = true;
+        try {
+          this.framer.push(chunk, this.onMessage);
+        } finally {
+          this.inInput = false;
+        }
         this.flushRun();
         return;
       }
@@ -303,7 +314,10 @@ export class ClientSession implements BackendOwner, StatementSender {
         }
         let role: RoleChoice;
         let tail = buf.subarray(afterName, end);
-        let message = buf.subarray(start, end);
+        // The client's own bytes unless rewritten: then it joins the run of this chunk.
+        let message = buf;
+        let mStart = start;
+        let mEnd = end;
         let sentSql = sql;
         if (verdict instanceof Rewrite) {
           role = verdict.role;
@@ -312,6 +326,8 @@ export class ClientSession implements BackendOwner, StatementSender {
             sentSql = verdict.sql;
             tail = Buffer.concat([Buffer.from(`${sentSql}\0`, 'utf8'), buf.subarray(afterSql, end)]);
             message = parseMessage(name, tail);
+            mStart = 0;
+            mEnd = message.length;
           }
           this.statements.setChecks(name, verdict.bindChecks);
         } else {
@@ -320,7 +336,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         }
         if (this.trackStatements && name !== '' && !parses(sentSql)) {
           // Postgres will refuse it: let it say so in its own words, and keep no mapping.
-          this.forwardToBackend(type, message, 0, message.length, null, undefined);
+          this.forwardToBackend(type, message, mStart, mEnd, null, undefined);
           return;
         }
         if (this.trackStatements && name !== '') {
@@ -336,14 +352,14 @@ export class ClientSession implements BackendOwner, StatementSender {
             return;
           }
           // The role is switched when the statement runs (Bind), not when it is parsed.
-          this.forwardToBackend(type, message, 0, message.length, stmt, undefined);
+          this.forwardToBackend(type, message, mStart, mEnd, stmt, undefined);
           return;
         }
         if (name === '') {
-          this.statements.unnamed = message;
+          this.statements.unnamed = message.subarray(mStart, mEnd);
           this.statements.unnamedRole = role;
         }
-        this.forwardToBackend(type, message, 0, message.length, null, role);
+        this.forwardToBackend(type, message, mStart, mEnd, null, role);
         return;
       }
       case FE.Bind:
@@ -440,7 +456,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       if (type === FE.CopyData || type === FE.CopyDone || type === FE.CopyFail) {
         return; // COPY data without a COPY in progress: Postgres ignores it too.
       }
-      this.queue.push({ type, data: buf.subarray(start, end), stmt, role });
+      this.queue.push({ type, buf, start, end, stmt, role });
       this.queuedBytes += end - start;
       // Pausing costs two epoll changes per transaction, so only a client that keeps
       // sending while it waits for a backend is throttled.
@@ -453,22 +469,27 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /** Sends queued messages in order until one has to wait (a role switch). */
   private drainQueue(b: Backend): void {
-    b.socket.cork();
+    const corked = !this.inInput;
+    if (corked) b.socket.cork();
     while (this.queue.length !== 0 && !this.holding && this.backend === b) {
       const q = this.queue.shift()!;
-      this.queuedBytes -= q.data.length;
+      this.queuedBytes -= q.end - q.start;
       if (q.own !== undefined) {
         if (q.type === FE.Parse) {
           // A refusal's DO block: it takes the unnamed statement.
           b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
           b.unnamedOwner = null;
         }
-        this.sendOwn(b, q.data, q.own);
+        this.sendOwn(b, q.buf, q.own);
+      } else {
+        this.dispatch(b, q.type, q.buf, q.start, q.end, q.stmt, q.role);
       }
-      else this.dispatch(b, q.type, q.data, 0, q.data.length, q.stmt, q.role);
     }
-    this.flushRun();
-    b.socket.uncork();
+    // Inside the input loop the run stays open: the rest of the chunk joins the same write.
+    if (corked) {
+      this.flushRun();
+      b.socket.uncork();
+    }
     if (!this.holding) this.resumeClient();
   }
 
@@ -479,14 +500,14 @@ export class ClientSession implements BackendOwner, StatementSender {
    * queued behind it.
    */
   private switchContext(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice, want: string | null): boolean {
-    const item: Queued = { type, data: buf.subarray(start, end), stmt, role };
+    const item: Queued = { type, buf, start, end, stmt, role };
     const sql = this.contextStatement(b, want);
     if (b.idleWire && this.runBuf === null) {
       // Nothing in flight: switch in a round trip of its own, so a failed switch can never
       // let the statement run in the previous context.
       this.holding = true;
       this.queue.unshift(item);
-      this.queuedBytes += item.data.length;
+      this.queuedBytes += end - start;
       if (b.txStatus !== TX_IDLE) b.roleUncertain = true; // undone if the transaction rolls back
       b.runInternal(sql).then(
         () => {
@@ -500,7 +521,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           this.holding = false;
           if (this.backend !== b) return;
           const failed = this.queue.shift();
-          if (failed) this.queuedBytes -= failed.data.length;
+          if (failed) this.queuedBytes -= failed.end - failed.start;
           const e = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
           this.log.warn({ role: want, err: e.message }, 'role switch failed');
           this.reject(new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `scopegate could not switch to role "${want}": ${e.message}`), type !== FE.Query);
@@ -514,7 +535,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.holding = true;
       this.waitQuiet = true;
       this.queue.unshift(item);
-      this.queuedBytes += item.data.length;
+      this.queuedBytes += end - start;
       return false;
     }
     // Inside a pipelined extended batch: the switch goes through a portal of our own,
@@ -794,7 +815,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       // Parse, Bind and Execute of the DO block; only its error reaches the client.
       for (const data of [parseMessage('', Buffer.from(`${raise}\0\0\0`, 'utf8')), BIND_UNNAMED, EXECUTE_UNNAMED]) {
         if (this.holding || b === null) {
-          this.queue.push({ type: data[0]!, data, stmt: null, role: undefined, own: true });
+          this.queue.push({ type: data[0]!, buf: data, start: 0, end: data.length, stmt: null, role: undefined, own: true });
         } else {
           if (data[0] === FE.Parse) {
             b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
