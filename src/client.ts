@@ -237,7 +237,8 @@ export class ClientSession implements BackendOwner, StatementSender {
     const ownValues = new Map<string, string>();
     for (const [k, v] of params) ownValues.set(k.toLowerCase(), v);
     for (const [name, value] of pool.serverParams!) {
-      out.push(msg.parameterStatus(name, ownValues.get(name.toLowerCase()) ?? value));
+      const own = ownValues.get(name.toLowerCase());
+      out.push(own === undefined ? pool.parameterStatus(name, value) : msg.parameterStatus(name, own));
     }
     const key = ctx.cancels.allocate();
     this.pid = key.pid;

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { Backend } from './backend/backend.js';
 import type { DatabaseConfig, PoolSettings } from './config.js';
 import { SqlError, SQLSTATE } from './errors.js';
+import { parameterStatus as parameterStatusMessage } from './protocol/messages.js';
 
 interface Waiter {
   settled: boolean;
@@ -47,6 +48,18 @@ export class DatabasePool {
   private lastLoginError: SqlError | null = null;
   /** ParameterStatus values of the first server login, reported to clients at startup. */
   serverParams: Map<string, string> | null = null;
+  /** ParameterStatus messages of the server's values, built once, sent to every new client. */
+  private readonly statusMessages = new Map<string, Buffer>();
+
+  parameterStatus(name: string, value: string): Buffer {
+    const key = `${name}\0${value}`;
+    let m = this.statusMessages.get(key);
+    if (m === undefined) {
+      m = parameterStatusMessage(name, value);
+      if (this.statusMessages.size < 256) this.statusMessages.set(key, m);
+    }
+    return m;
+  }
 
   constructor(
     public db: DatabaseConfig,
