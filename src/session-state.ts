@@ -1,4 +1,5 @@
 import { classifySql } from './policy/index.js';
+import { LruCache } from './policy/cache.js';
 
 /**
  * What one simple Query or Parse does to session state that would outlive its transaction
@@ -35,16 +36,18 @@ const ANYWHERE = /advisory|set_config|;\s*\S|--|\/\*/i;
  * runs once per distinct text that passes the prefilter.
  */
 export class SessionStateTracker {
-  private readonly cache = new Map<string, SessionEffects>();
-  constructor(private readonly maxEntries = 5000) {}
+  private readonly cache: LruCache<string, SessionEffects>;
+  constructor(maxEntries = 5000) {
+    this.cache = new LruCache(maxEntries);
+  }
 
   effects(sql: string): SessionEffects {
     if (!LEADING.test(sql) && !ANYWHERE.test(sql)) return NONE;
-    const hit = this.cache.get(sql);
-    if (hit !== undefined) return hit;
-    const fx = classify(sql);
-    if (this.cache.size >= this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(sql, fx);
+    let fx = this.cache.get(sql);
+    if (fx === undefined) {
+      fx = classify(sql);
+      this.cache.set(sql, fx);
+    }
     return fx;
   }
 }
