@@ -95,6 +95,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   private enforcing = false;
   /** Which client's claims a backend carries: the token hash ('' without a token). */
   contextKey = '';
+  /** The token's scopes, sorted: part of decision cache keys. */
+  scopeKey = '';
   /** Role for statements that need none of their own: the first held scope's. */
   defaultRole: string | null = null;
   /** A backend is being acquired for this client. */
@@ -224,6 +226,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.identity = await ctx.gate.authenticate(this);
     if (this.isClosed()) return;
     this.contextKey = this.identity?.tokenHash ?? '';
+    this.scopeKey = [...new Set(this.identity?.scopes ?? [])].sort().join(' ');
     this.enforcing = ctx.gate.policyVersion() !== '';
     this.defaultRole = ctx.gate.defaultRole(this);
     await ctx.gate.checkStartup(this);

@@ -10,6 +10,7 @@ import type { SessionStateTracker } from './session-state.js';
 import type { ClientStatement } from './prepared.js';
 import type { BindCheck, Decision, PolicyStore } from './policy/index.js';
 import type { DatabaseCatalog } from './catalog.js';
+import { ShapeCache } from './policy-shapes.js';
 
 /** The role a statement runs under: a role name, null for the login role, undefined for no requirement. */
 export type RoleChoice = string | null | undefined;
@@ -75,7 +76,11 @@ const ROLLBACK = /^\s*(rollback|abort)\b/i;
 
 /** Composes the configured parts; with none of them scopegate is a plain pooler. */
 export class SessionGate implements StatementGate {
-  constructor(private readonly parts: GateParts) {}
+  private readonly shapes: ShapeCache | null;
+
+  constructor(private readonly parts: GateParts) {
+    this.shapes = parts.policy === null ? null : new ShapeCache(parts.policy);
+  }
 
   /** Startup settings are statements too: `options=-c search_path=...` needs the same grant as SET. */
   async checkStartup(c: ClientSession): Promise<void> {
@@ -126,6 +131,8 @@ export class SessionGate implements StatementGate {
     }
     const policy = this.parts.policy;
     if (policy === null) return undefined;
+    const shapes = this.shapes;
+    if (shapes !== null && shapes.enabled) return this.decide(c, shapes.check(sql, c.identity?.scopes ?? NO_SCOPES, c.scopeKey));
     return this.decide(c, policy.check(sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims));
   }
 

@@ -1,0 +1,46 @@
+import { LruCache } from './policy/cache.js';
+import type { Decision, PolicyStore } from './policy/index.js';
+
+/**
+ * Reuses a decision for texts that differ only in numeric literals, as simple-protocol
+ * clients send them (`... WHERE aid = 48213`): the parser would otherwise run for every
+ * statement. Only for texts without quotes, dollar signs, backslashes or comments, where a
+ * digit run after whitespace or an operator can only be a number; and only for decisions
+ * that do not depend on the text beyond its shape (no rewrite, no Bind checks).
+ */
+const INELIGIBLE = /['"$\\]|--|\/\*/;
+const NUMBER = /(^|[\s(,=<>+\-*/%^|&!~[])(?:0[xXoObB][0-9A-Fa-f_]+|\d[\d_]*(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)(?![\w\u0080-\uffff.])/g;
+
+/** The text with every numeric literal replaced by `?`, or null when not eligible or unchanged. */
+export function numericShape(sql: string): string | null {
+  if (sql.length > 4096 || INELIGIBLE.test(sql)) return null;
+  let changed = false;
+  const shape = sql.replace(NUMBER, (_m, pre: string) => {
+    changed = true;
+    return `${pre}?`;
+  });
+  return changed ? shape : null;
+}
+
+export class ShapeCache {
+  private readonly cache = new LruCache<string, Decision>(10_000);
+
+  constructor(private readonly policy: PolicyStore) {}
+
+  /** Policies with row rules rewrite literals into the text they send: no sharing then. */
+  get enabled(): boolean {
+    return !this.policy.policy.scopes.some((s) => s.rowFilters.length !== 0 || s.masks.length !== 0);
+  }
+
+  check(sql: string, scopes: readonly string[], scopeKey: string): Decision {
+    const shape = numericShape(sql);
+    if (shape === null) return this.policy.check(sql, scopes);
+    const key = `${shape}\u0000${scopeKey}\u0000${this.policy.version}`;
+    let d = this.cache.get(key);
+    if (d === undefined) {
+      d = this.policy.check(sql, scopes);
+      if (d.rewritten === null && d.bindChecks.length === 0) this.cache.set(key, d);
+    }
+    return d;
+  }
+}
