@@ -142,6 +142,11 @@ async function main(argv: string[]): Promise<void> {
   await runServer(argValue(argv, '--config') ?? 'config/scopegate.yaml');
 }
 
+// `scopegate check ... | head`: a closed pipe ends the output, not the process with a stack.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+});
+
 main(process.argv.slice(2)).catch((err: unknown) => {
   process.stderr.write(`scopegate: ${(err as Error)?.stack ?? String(err)}\n`);
   process.exit(1);

@@ -122,7 +122,9 @@ export class DatabasePool {
         validate: async (b) => !b.broken,
       },
       {
-        max: this.db.pool_size,
+        // The reserve is part of generic-pool's bound; checkout() opens it only to clients
+        // that have waited reserve_pool_timeout, as PgBouncer does.
+        max: this.db.pool_size + this.db.reserve_pool_size,
         min: this.db.min_pool_size,
         acquireTimeoutMillis: this.settings.query_wait_timeout > 0 ? this.settings.query_wait_timeout : undefined,
         idleTimeoutMillis: this.settings.server_idle_timeout > 0 ? this.settings.server_idle_timeout : Number.MAX_SAFE_INTEGER,
@@ -166,7 +168,7 @@ export class DatabasePool {
       return;
     }
     const w: Waiter = { settled: false, resolve, reject, since: Date.now() };
-    if (this.pool.available > 0 || this.pool.spareResourceCapacity > 0 || this.pool.size === 0) {
+    if (this.pool.available > 0 || this.roomInPool() || this.pool.size === 0) {
       this.acquireFromPool(w);
     } else {
       this.queue.push(w);
@@ -203,10 +205,23 @@ export class DatabasePool {
   }
 
   /** Fails queued clients that waited past query_wait_timeout (checked every second). */
+  /** Room for another connection within pool_size (the reserve is not counted). */
+  private roomInPool(): boolean {
+    return this.pool.size < this.db.pool_size && this.pool.spareResourceCapacity > 0;
+  }
+
   private expireWaiters(): void {
+    const now = Date.now();
+    // reserve_pool_size: a client that waited reserve_pool_timeout may open an extra connection.
+    const reserveAfter = this.settings.reserve_pool_timeout;
+    while (this.db.reserve_pool_size > 0 && this.queue.length !== 0 && this.pool.spareResourceCapacity > 0 && now - this.queue[0]!.since >= reserveAfter) {
+      const w = this.queue.shift()!;
+      if (w.settled) continue;
+      this.log.info({ db: this.db.name, waited_ms: now - w.since }, 'opening a reserve server connection');
+      this.acquireFromPool(w);
+    }
     const limit = this.settings.query_wait_timeout;
     if (limit <= 0) return;
-    const now = Date.now();
     while (this.queue.length !== 0 && now - this.queue[0]!.since >= limit) this.settle(this.queue.shift()!, this.waitTimeout());
   }
 
@@ -292,7 +307,7 @@ export class DatabasePool {
     b.close();
     if (pool.isBorrowedResource(b)) await pool.destroy(b).catch(() => undefined);
     // The slot is free again: a queued client may open a new connection in it.
-    while (this.queue.length !== 0 && (this.pool.available > 0 || this.pool.spareResourceCapacity > 0)) {
+    while (this.queue.length !== 0 && (this.pool.available > 0 || this.roomInPool())) {
       const w = this.queue.shift()!;
       if (!w.settled) this.acquireFromPool(w);
     }
@@ -300,7 +315,7 @@ export class DatabasePool {
 
   /** Applies new sizes and timeouts (SIGHUP): new checkouts use a new pool, the old one drains. */
   reconfigure(db: DatabaseConfig, settings: PoolSettings): void {
-    const changed = db.pool_size !== this.db.pool_size || db.min_pool_size !== this.db.min_pool_size
+    const changed = db.pool_size !== this.db.pool_size || db.min_pool_size !== this.db.min_pool_size || db.reserve_pool_size !== this.db.reserve_pool_size
       || settings.query_wait_timeout !== this.settings.query_wait_timeout || settings.server_idle_timeout !== this.settings.server_idle_timeout;
     this.db = db;
     this.settings = settings;
