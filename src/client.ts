@@ -71,6 +71,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   startupSettings: SettingMap = new Map();
   /** Settings changed by the transaction in flight; kept once it ends without error. */
   pendingSettings: Array<[string, string | null]> = [];
+  /** The last rewritten Parse built: drivers re-send the same unnamed Parse per statement. */
+  private lastRewrite: { verdict: Rewrite; name: string; types: Buffer; tail: Buffer; message: Buffer } | null = null;
   /** DDL went through: re-read the column catalog when the transaction ends. */
   catalogStale = false;
   /** The transaction in flight ended with ROLLBACK: its SETs are undone. */
@@ -328,8 +330,16 @@ export class ClientSession implements BackendOwner, StatementSender {
           if (verdict.sql !== null) {
             // The server prepares the rewritten text; parameter types stay as the client sent them.
             sentSql = verdict.sql;
-            tail = Buffer.concat([Buffer.from(`${sentSql}\0`, 'utf8'), buf.subarray(afterSql, end)]);
-            message = parseMessage(name, tail);
+            const types = buf.subarray(afterSql, end);
+            const last = this.lastRewrite;
+            if (last !== null && last.verdict === verdict && last.name === name && last.types.equals(types)) {
+              tail = last.tail;
+              message = last.message;
+            } else {
+              tail = Buffer.concat([Buffer.from(`${sentSql}\0`, 'utf8'), types]);
+              message = parseMessage(name, tail);
+              this.lastRewrite = { verdict, name, types: Buffer.from(types), tail, message };
+            }
             mStart = 0;
             mEnd = message.length;
           }

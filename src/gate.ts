@@ -77,6 +77,8 @@ const ROLLBACK = /^\s*(rollback|abort)\b/i;
 /** Composes the configured parts; with none of them scopegate is a plain pooler. */
 export class SessionGate implements StatementGate {
   private readonly shapes: ShapeCache | null;
+  /** One verdict object per cached decision: no allocation per statement. */
+  private readonly rewrites = new WeakMap<Decision, Rewrite>();
 
   constructor(private readonly parts: GateParts) {
     this.shapes = parts.policy === null ? null : new ShapeCache(parts.policy);
@@ -190,7 +192,11 @@ export class SessionGate implements StatementGate {
     }
     // Statements that touch nothing (BEGIN, SELECT 1, SET LOCAL ...) run under whatever
     // role the backend has, so a transaction does not switch roles around them.
-    if (d.allowed && (d.rewritten !== null || d.bindChecks.length !== 0)) return new Rewrite(d.rewritten, d.role, d.bindChecks);
+    if (d.allowed && (d.rewritten !== null || d.bindChecks.length !== 0)) {
+      let r = this.rewrites.get(d);
+      if (r === undefined) this.rewrites.set(d, (r = new Rewrite(d.rewritten, d.role, d.bindChecks)));
+      return r;
+    }
     // BEGIN does take the role, so the switch happens before the transaction, not inside it.
     if (d.summary === '' && d.reason !== 'empty' && !startsTransaction(d)) return undefined;
     return d.role;

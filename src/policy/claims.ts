@@ -82,7 +82,23 @@ export class ClaimResolver {
 }
 
 /** Digest of the claim values a decision depended on (paths in the given order). */
+// A token's claims object lives as long as its cached identity: digests are kept with it,
+// so a cached decision costs no hashing per statement.
+const digests = new WeakMap<object, Map<string, string>>();
+
 export function claimsDigest(paths: readonly string[], claims: Claims | undefined): string {
+  if (claims === undefined) return computeDigest(paths, claims);
+  const key = paths.join('\u0000');
+  let m = digests.get(claims);
+  const hit = m?.get(key);
+  if (hit !== undefined) return hit;
+  const d = computeDigest(paths, claims);
+  if (m === undefined) digests.set(claims, (m = new Map()));
+  if (m.size < 64) m.set(key, d);
+  return d;
+}
+
+function computeDigest(paths: readonly string[], claims: Claims | undefined): string {
   const h = createHash('sha256');
   for (const p of paths) {
     const r = claimValue(claims, p);
