@@ -1,8 +1,8 @@
 import { loadConfig } from './config.js';
 import { ConfigError } from './errors.js';
-import { parseAuthConfig } from './auth/index.js';
+import { isLoopback, parseAuthConfig } from './auth/index.js';
 import { ClientAuthenticator } from './client-auth.js';
-import { isLoopback, type Config } from './config.js';
+import type { Config } from './config.js';
 import { SessionGate } from './gate.js';
 import { SessionStateTracker } from './session-state.js';
 import { initParser, PolicyStore } from './policy/index.js';

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.js';
+import { parseDuration } from './auth/config.js';
 
 /** Seconds-based durations, PgBouncer style; stored in milliseconds. */
 export type Millis = number;
@@ -79,20 +80,8 @@ function checkKeys(o: Obj, allowed: readonly string[], at: string): void {
   }
 }
 
-/** Parses `120s`, `15m`, `1h`, `500ms`, `0` or a bare number of seconds (PgBouncer's unit). */
-export function parseDuration(v: unknown, key: string): Millis {
-  if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return Math.round(v * 1000);
-  if (typeof v === 'string') {
-    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$/.exec(v);
-    if (m) {
-      const n = Number(m[1]);
-      const unit = m[2] ?? 's';
-      const mult = unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' || unit === 'min' ? 60_000 : unit === 'h' ? 3_600_000 : 86_400_000;
-      return Math.round(n * mult);
-    }
-  }
-  throw new ConfigError(key, `expected a duration like 30s, 5m, 1h or a number of seconds, got ${JSON.stringify(v)}`);
-}
+/** Durations (`120s`, `15m`, `1h`, `500ms`, or a bare number of seconds, PgBouncer's unit). */
+export { parseDuration };
 
 function int(v: unknown, key: string, min = 0, max = 1_000_000): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
@@ -255,8 +244,4 @@ export function loadConfig(file: string, anchor: string = file): Config {
   const cfg = parseConfig(doc, anchor);
   cfg.file = file;
   return cfg;
-}
-
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host) || host.startsWith('::ffff:127.');
 }
