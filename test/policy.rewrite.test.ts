@@ -50,7 +50,7 @@ function rangeVars(tree: unknown, f: (rv: N, select: N | null) => void, select: 
   }
   if (!isN(tree)) return;
   if (typeof tree.relname === 'string' && typeof tree.relpersistence === 'string') f(tree, select);
-  for (const [k, v] of Object.entries(tree)) rangeVars(v, f, k === 'SelectStmt' && isN(v) ? v : select);
+  for (const [k, v] of Object.entries(tree)) rangeVars(v, f, (k === 'SelectStmt' || k === 'larg' || k === 'rarg') && isN(v) ? v : select);
 }
 
 const consts = (tree: unknown, out: string[] = []): string[] => {
@@ -62,7 +62,7 @@ const consts = (tree: unknown, out: string[] = []): string[] => {
   return out;
 };
 
-/** Every reference to `table` in the (re-parsed) SQL reads it through a SELECT whose WHERE holds `value`. */
+/** Every reference to `table` in the (re-parsed) SQL is alone in a SELECT level whose WHERE holds `value` (inlined or wrapped). */
 function everyRefFiltered(sql: string, table: string, value: string, cte = false): number {
   let n = 0;
   rangeVars(parseSync(sql), (rv, sel) => {
@@ -116,7 +116,58 @@ describe('policy file: row rules', () => {
 describe('row filters on reads', () => {
   test('a plain read gets the tenant filter (golden)', () => {
     assert.equal(allowed('SELECT id, total FROM orders WHERE status = $1'),
-      "SELECT id, total FROM ( SELECT * FROM public.orders WHERE tenant_id = 't1' ) AS orders WHERE status = $1");
+      "SELECT id, total FROM public.orders WHERE status = $1 AND orders.tenant_id = 't1'");
+  });
+  test('a filtered table alone in a SELECT level gets the filter in that level\'s WHERE, not a subquery', () => {
+    const has = (tree: unknown, key: string): boolean =>
+      Array.isArray(tree) ? tree.some((x) => has(x, key)) : isN(tree) && (key in tree || Object.values(tree).some((x) => has(x, key)));
+    const where = (sql: string): N => {
+      const stmts = (parseSync(sql) as { stmts: { stmt: N }[] }).stmts;
+      return stmts[0]!.stmt.SelectStmt as N;
+    };
+    // Unaliased: qualified by the table name; the client's WHERE is kept and ANDed.
+    const plain = allowed('SELECT total FROM orders WHERE id = $1');
+    assert.equal(plain, "SELECT total FROM public.orders WHERE id = $1 AND orders.tenant_id = 't1'");
+    assert.equal(has(parseSync(plain), 'RangeSubselect'), false);
+    const st = where(plain);
+    assert.ok(consts(st.whereClause).includes('t1'));
+    assert.match(JSON.stringify(st.whereClause), /"fields":\[\{"String":\{"sval":"orders"\}\},\{"String":\{"sval":"tenant_id"\}\}\]/);
+    // No WHERE yet: one is created. An alias qualifies the filter.
+    const aliased = allowed('SELECT o.id FROM orders AS o ORDER BY o.id');
+    assert.equal(aliased, "SELECT o.id FROM public.orders AS o WHERE o.tenant_id = 't1' ORDER BY o.id");
+    assert.equal(has(parseSync(aliased), 'RangeSubselect'), false);
+    // Subquery and CTE body levels too; the outer join still wraps.
+    const nested = allowed('WITH r AS (SELECT id FROM orders WHERE id > 10) SELECT r.id FROM r WHERE r.id IN (SELECT o.id FROM orders o)');
+    assert.equal(has(parseSync(nested), 'RangeSubselect'), false);
+    assert.equal(everyRefFiltered(nested, 'orders', 't1'), 2);
+    assert.match(nested, /FROM public\.orders WHERE id > 10 AND orders\.tenant_id = 't1'/);
+    assert.match(nested, /FROM public\.orders AS o WHERE o\.tenant_id = 't1'/);
+  });
+  test('joins, several FROM items, renamed columns, masks and column lists still wrap', () => {
+    const sub = (sql: string): void => assert.match(sql, /\( SELECT .* FROM public\.\w+ .*\) AS/, `${sql} should wrap`);
+    const join = allowed('SELECT o.id FROM orders o JOIN order_items i ON i.order_id = o.id');
+    sub(join);
+    assert.equal(everyRefFiltered(join, 'orders', 't1'), 1);
+    sub(allowed('SELECT o.id FROM orders o, order_items i WHERE i.order_id = o.id'));
+    sub(allowed('SELECT a FROM orders AS o(a, b)'));
+    // Masked table: the mask must replace the column, so the reference stays a subquery.
+    assert.equal(allowed('SELECT email FROM customers WHERE email LIKE $1', W),
+      `SELECT email FROM ( SELECT "left"(email, 2) || '***' AS email FROM public.customers ) AS customers WHERE email LIKE $1`);
+    const masked = PolicyStore.fromText(`scopes:
+  m:
+    role: r
+    allow:
+      - { actions: [select], tables: [customers] }
+    row_filters:
+      customers: "country = claim('country')"
+    masks:
+      customers.email: "'***'"
+`);
+    masked.setCatalog(catalog());
+    const m = allowed('SELECT email FROM customers WHERE id = 1', ['m'], { country: 'FR' }, masked);
+    assert.equal(m, "SELECT email FROM ( SELECT id, name, '***' AS email, country FROM public.customers WHERE country = 'FR' ) AS customers WHERE id = 1");
+    // A column-restricted table keeps listing only its allowed columns.
+    sub(allowed('SELECT name FROM customers'));
   });
   test('joins: both sides filtered, aliases kept', () => {
     const sql = allowed('SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id LEFT JOIN order_items i ON i.order_id = o.id');
@@ -293,11 +344,11 @@ describe('claims', () => {
       d: "tag = ANY (claim_array('tags'))"
 `);
     const claims = { org: { id: 42 }, admin: false, meta: { k: 'v' }, tags: [] };
-    assert.match(allowed('SELECT * FROM a', ['s'], claims, s), /WHERE n = 42 /);
-    assert.match(allowed('SELECT * FROM b', ['s'], claims, s), /WHERE flag = false /);
-    assert.match(allowed('SELECT * FROM c', ['s'], claims, s), /WHERE doc = '\{"k":"v"\}' /);
+    assert.match(allowed('SELECT * FROM a', ['s'], claims, s), /WHERE a\.n = 42$/);
+    assert.match(allowed('SELECT * FROM b', ['s'], claims, s), /WHERE b\.flag = false$/);
+    assert.match(allowed('SELECT * FROM c', ['s'], claims, s), /WHERE c\.doc = '\{"k":"v"\}'$/);
     assert.match(allowed('SELECT * FROM d', ['s'], claims, s), /tag = ANY \(CAST\(ARRAY\[\] AS text\[\]\)\)/);
-    assert.match(allowed('SELECT * FROM a', ['s'], { 'org.id': 'x' }, s), /WHERE n = 'x' /);
+    assert.match(allowed('SELECT * FROM a', ['s'], { 'org.id': 'x' }, s), /WHERE a\.n = 'x'$/);
     denied('SELECT * FROM d', /claim "tags" is not an array/, ['s'], { tags: 'x' }, s);
   });
   test('a missing claim denies, naming it; no claims at all too', () => {
@@ -379,7 +430,10 @@ describe('several scopes', () => {
     const s = PolicyStore.fromText(TWO);
     const d = check('SELECT id FROM orders', ['b', 'a'], { tenant: 't1', region: 'eu' }, s);
     assert.equal(d.role, 'ra');
-    assert.equal(d.rewritten, "SELECT id FROM ( SELECT * FROM public.orders WHERE tenant_id = 't1' OR region = 'eu' ) AS orders");
+    assert.equal(d.rewritten, "SELECT id FROM public.orders WHERE orders.tenant_id = 't1' OR orders.region = 'eu'");
+    // The OR of the filters stays one operand of the AND with the client's own condition.
+    const w = check('SELECT id FROM orders WHERE id = 1 OR id = 2', ['b', 'a'], { tenant: 't1', region: 'eu' }, s);
+    assert.equal(w.rewritten, "SELECT id FROM public.orders WHERE (id = 1 OR id = 2) AND (orders.tenant_id = 't1' OR orders.region = 'eu')");
   });
   test('a scope granting the table without a filter means no filter', () => {
     const s = PolicyStore.fromText(TWO);
@@ -424,7 +478,7 @@ describe('caching', () => {
 
 describe('messages and the check command', () => {
   test('a multi-statement message is rewritten statement by statement', () => {
-    assert.equal(allowed('SELECT 1; SELECT id FROM orders'), "SELECT 1;\nSELECT id FROM ( SELECT * FROM public.orders WHERE tenant_id = 't1' ) AS orders");
+    assert.equal(allowed('SELECT 1; SELECT id FROM orders'), "SELECT 1;\nSELECT id FROM public.orders WHERE orders.tenant_id = 't1'");
     denied("SELECT id FROM orders; INSERT INTO orders (id, tenant_id) VALUES (1, 'x')", /write outside/, W);
   });
   test('scopegate check --claims shows the rewrite and the Bind checks', async () => {

@@ -45,7 +45,7 @@ function isRangeVarBody(v: M): boolean {
 const and = (a: unknown, b: Node): Node => (a === undefined || a === null ? b : { BoolExpr: { boolop: 'AND_EXPR', args: [a, b] } });
 const or = (xs: Node[]): Node => (xs.length === 1 ? xs[0]! : { BoolExpr: { boolop: 'OR_EXPR', args: xs } });
 
-/** Qualifies a filter's bare column names with the write target's name (not inside its subqueries). */
+/** Qualifies a filter's bare column names with the table's reference name (not inside its subqueries). */
 function qualify(v: unknown, refname: string): unknown {
   if (Array.isArray(v)) return v.map((x) => qualify(x, refname));
   if (!isM(v)) return v;
@@ -65,9 +65,10 @@ export interface RewriteResult {
 }
 
 /**
- * Applies row filters, masks and star expansion to one statement's parse tree:
- * every read of a ruled table becomes `(SELECT <columns> FROM schema.table WHERE <filter>) AS
- * <alias>`, write targets get the filter ANDed into their conditions, and written values are
+ * Applies row filters, masks and star expansion to one statement's parse tree: a filtered
+ * table alone in a SELECT level's FROM (read as is) gets the filter ANDed into that level's WHERE;
+ * every other read of a ruled table becomes `(SELECT <columns> FROM schema.table WHERE <filter>)
+ * AS <alias>`; write targets get the filter ANDed into their conditions, and written values are
  * checked against it. Throws RowRuleDenied.
  */
 export class Rewriter {
@@ -170,8 +171,35 @@ export class Rewriter {
       this.walk([st.sortClause, st.limitOffset, st.limitCount], c);
       return;
     }
-    if (Array.isArray(st.fromClause)) st.fromClause = st.fromClause.map((f) => this.fromItem(f, c));
+    const inline = this.inlineFilter(st.fromClause, c);
+    if (inline === null && Array.isArray(st.fromClause)) st.fromClause = st.fromClause.map((f) => this.fromItem(f, c));
     for (const [k, x] of Object.entries(st)) if (k !== 'withClause' && k !== 'fromClause') this.walk(x, c);
+    // After the walk: the policy's own expression is trusted, not rewritten.
+    if (inline !== null) st.whereClause = and(st.whereClause, inline);
+  }
+
+  /**
+   * `SELECT ... FROM t [AS x] [WHERE ...]` with `t` the level's only FROM item, filtered and read
+   * as is (no projection: no masks, no star expansion, no column list): the filter, qualified by
+   * `x` (or `t`), to AND into this level's WHERE instead of wrapping `t`; else null.
+   */
+  private inlineFilter(from: unknown, c: CteFrame | null): Node | null {
+    if (!Array.isArray(from) || from.length !== 1) return null;
+    const u = unwrap(from[0]);
+    if (u === null || u[0] !== 'RangeVar') return null;
+    const rv = u[1];
+    if (this.isCte(rv, c)) return null;
+    // `t AS x(a, b)` renames the columns the filter is written against.
+    if (isM(rv.alias) && list(rv.alias.colnames).length > 0) return null;
+    const rel = this.resolve(rv);
+    const w = this.rules.readWrap(rel);
+    if (w === null || w.filters === null || w.columns !== null) return null;
+    const refname = (isM(rv.alias) ? str(rv.alias.aliasname) : null) ?? rel.name;
+    const f = qualify(or(w.filters.map((x) => this.expr('filter', x, rel))), refname) as Node;
+    this.handled.add(rv);
+    rv.schemaname = rel.schema;
+    this.changed = true;
+    return f;
   }
 
   private fromItem(node: unknown, c: CteFrame | null): unknown {
