@@ -343,7 +343,9 @@ export class DatabasePool {
     const bye = new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'scopegate is shutting down', { severity: 'FATAL' });
     for (const w of this.waiters) this.settle(w, bye);
     for (const w of this.queue.splice(0)) this.settle(w, bye);
-    await this.pool.drain();
+    // drain() also waits for acquires still retrying a login to a server that is down: those
+    // would hold shutdown until query_wait_timeout, so it gets a short bound.
+    await Promise.race([this.pool.drain(), delay(2_000)]);
     await this.pool.clear();
   }
 }

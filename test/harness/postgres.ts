@@ -23,7 +23,7 @@ export const SUPERPASS = 'postgres-test-pw';
  * As root, initdb runs as the `postgres` user, so the data directory lives under a
  * world-writable parent of its own.
  */
-export async function startPostgres(opts: { flags?: string[] } = {}): Promise<TestPostgres> {
+export async function startPostgres(opts: { flags?: string[]; authMethod?: 'scram-sha-256' | 'md5' | 'password' } = {}): Promise<TestPostgres> {
   const port = await freePort();
   const parent = mkdtempSync(join(tmpdir(), 'scopegate-pg-'));
   chmodSync(parent, 0o777);
@@ -34,7 +34,7 @@ export async function startPostgres(opts: { flags?: string[] } = {}): Promise<Te
     port,
     user: SUPERUSER,
     password: SUPERPASS,
-    authMethod: 'scram-sha-256',
+    authMethod: opts.authMethod ?? 'scram-sha-256',
     persistent: false,
     createPostgresUser: userInfo().uid === 0,
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', `unix_socket_directories=${parent}`, ...(opts.flags ?? [])],
