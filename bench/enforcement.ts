@@ -18,9 +18,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startPostgres, type TestPostgres } from '../test/harness/postgres.js';
 import { CLI, startScopegate, type RunningScopegate } from '../test/harness/scopegate.js';
-import { cpuMicros } from './cpu.js';
 import type { QueryMode } from './options.js';
-import { initPgbench, killRunningPgbench, runPgbench, type PgbenchResult } from './runner.js';
+import { initPgbench, killRunningPgbench, runPgbenchMeasured, type PgbenchResult } from './runner.js';
 import { initParser, PolicyStore } from '../src/policy/index.js';
 
 const SECRET = 'bench-dev-secret-0123456789abcdef0123';
@@ -52,14 +51,11 @@ function token(configFile: string, scope: string, sub: string): string {
 }
 
 async function pgbenchThrough(sg: RunningScopegate, password: string, mode: QueryMode, clients: number, duration: number): Promise<{ res: PgbenchResult; cpu: number | null }> {
-  const pid = sg.proc.pid!;
-  const cpu0 = cpuMicros(pid);
-  const res = await runPgbench({
+  const { res, cpuUsPerTxn } = await runPgbenchMeasured(sg.proc.pid ?? null, {
     host: '127.0.0.1', port: sg.port, user: 'bench', password, dbname: DBNAME,
     clients, jobs: 2, mode, duration, script: { kind: 'builtin', name: 'select-only' }, connect: false,
   });
-  const cpu = cpuMicros(pid) - cpu0;
-  return { res, cpu: res.transactions ? cpu / res.transactions : null };
+  return { res, cpu: cpuUsPerTxn };
 }
 
 function micro(n: number): Array<{ what: string; count: number; usPerCall: number }> {

@@ -10,11 +10,10 @@ import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os'
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPostgres, SUPERPASS, SUPERUSER } from '../test/harness/postgres.js';
-import { cpuMicros } from './cpu.js';
 import { parseOptions, type BenchOptions, type QueryMode, type Script } from './options.js';
 import { pgbouncerInstalled, pgbouncerVersion } from './pgbouncer.js';
 import { markdownReport, type MachineFacts, type Report, type Row } from './report.js';
-import { initPgbench, killRunningPgbench, PGBENCH_BIN, runPgbench } from './runner.js';
+import { initPgbench, killRunningPgbench, PGBENCH_BIN, runPgbenchMeasured } from './runner.js';
 import { directTarget, pgbouncerTarget, scopegateTarget, type Backend, type Target } from './targets.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -133,19 +132,17 @@ function unsupportedRow(mode: QueryMode, clients: number, t: Target, note: strin
 }
 
 async function measure(b: Backend, opts: BenchOptions, t: Target, mode: QueryMode, clients: number): Promise<Row> {
-  const cpuBefore = t.pid === null ? 0 : cpuMicros(t.pid);
-  const result = await runPgbench({
+  const { res: result, cpuUsPerTxn } = await runPgbenchMeasured(t.pid, {
     host: '127.0.0.1', port: t.port, user: b.user, password: b.password, dbname: b.dbname,
     clients, jobs: opts.jobs, mode, duration: opts.duration, script: opts.script, connect: opts.connect,
   });
-  const cpu = t.pid === null ? null : cpuMicros(t.pid) - cpuBefore;
   const txns = result.transactions;
   const ok = result.exitCode === 0 && result.errors.length === 0;
   return {
     mode, clients, target: t.name,
     tps: result.tps, latencyMs: result.latencyMs, transactions: txns, failed: result.failed,
     abortedClients: result.abortedClients,
-    proxyCpuUsPerTxn: cpu === null || txns === null || txns === 0 ? null : cpu / txns,
+    proxyCpuUsPerTxn: cpuUsPerTxn,
     note: ok ? null : `pgbench exit ${String(result.exitCode)}: ${result.errors.join(' / ').slice(0, 400)}`,
   };
 }

@@ -9,7 +9,6 @@
  */
 import { parseArgs } from 'node:util';
 import { startPostgres, SUPERPASS, SUPERUSER } from '../test/harness/postgres.js';
-import { cpuMicros } from './cpu.js';
 import { parseOptions } from './options.js';
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,7 +18,7 @@ import pg from 'pg';
 import { freePort } from '../test/harness/ports.js';
 import { PGBOUNCER_BIN, pgbouncerInstalled, pgbouncerVersion } from './pgbouncer.js';
 import { markdownTable, type Row } from './report.js';
-import { initPgbench, killRunningPgbench, runPgbench } from './runner.js';
+import { initPgbench, killRunningPgbench, runPgbenchMeasured } from './runner.js';
 import { directTarget, scopegateTarget, type Backend, type Target } from './targets.js';
 
 function log(message: string): void {
@@ -136,16 +135,14 @@ async function main(): Promise<void> {
         // Alternate the order each round so neither target always runs first.
         const order = round % 2 === 1 ? targets : [...targets].reverse();
         for (const t of order) {
-          const before = t.pid === null ? 0 : cpuMicros(t.pid);
-          const r = await runPgbench({
+          const { res: r, cpuUsPerTxn } = await runPgbenchMeasured(t.pid, {
             host: '127.0.0.1', port: t.port, user: b.user, password: b.password, dbname: b.dbname,
             clients, jobs: opts.jobs, mode: 'prepared', duration, script: { kind: 'builtin', name: 'select-only' }, connect: false,
           });
-          const cpu = t.pid === null ? null : cpuMicros(t.pid) - before;
           const ok = r.exitCode === 0 && r.errors.length === 0 && (r.failed ?? 0) === 0 && r.abortedClients === 0;
           const s: Sample = {
             tps: r.tps, latencyMs: r.latencyMs, txns: r.transactions, failed: r.failed, aborted: r.abortedClients,
-            cpuUs: cpu === null || !r.transactions ? null : cpu / r.transactions,
+            cpuUs: cpuUsPerTxn,
             error: ok ? null : `pgbench exit ${String(r.exitCode)}: ${r.errors.join(' / ').slice(0, 300)}`,
           };
           const key = `${clients}/${t.name}`;

@@ -21,9 +21,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startPostgres, type TestPostgres } from '../test/harness/postgres.js';
 import { CLI, startScopegate, type RunningScopegate } from '../test/harness/scopegate.js';
-import { cpuMicros } from './cpu.js';
 import type { QueryMode } from './options.js';
-import { killRunningPgbench, runPgbench, type PgbenchResult } from './runner.js';
+import { killRunningPgbench, runPgbenchMeasured, type PgbenchResult } from './runner.js';
 
 const SECRET = 'bench-dev-secret-0123456789abcdef0123';
 const AUTH = { method: 'oauth', issuer: 'https://issuer.bench.test', audience: 'scopegate', secret: 'env:SG_SECRET', algorithms: ['HS256'] };
@@ -56,14 +55,11 @@ function token(configFile: string): string {
 }
 
 async function through(sg: RunningScopegate, password: string, script: string, mode: QueryMode, clients: number, duration: number): Promise<{ res: PgbenchResult; cpu: number | null }> {
-  const pid = sg.proc.pid!;
-  const cpu0 = cpuMicros(pid);
-  const res = await runPgbench({
+  const { res, cpuUsPerTxn } = await runPgbenchMeasured(sg.proc.pid ?? null, {
     host: '127.0.0.1', port: sg.port, user: 'bench', password, dbname: DBNAME,
     clients, jobs: 2, mode, duration, script: { kind: 'file', path: script }, connect: false,
   });
-  const cpu = cpuMicros(pid) - cpu0;
-  return { res, cpu: res.transactions ? cpu / res.transactions : null };
+  return { res, cpu: cpuUsPerTxn };
 }
 
 async function main(): Promise<void> {

@@ -1,3 +1,4 @@
+import { cpuMicros } from './cpu.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { QueryMode, Script } from './options.js';
 
@@ -118,4 +119,12 @@ export function initPgbench(c: { host: string; port: number; user: string; passw
       else reject(new Error(`pgbench -i exited with ${code}: ${err.join('').slice(-2000)}`));
     });
   });
+}
+
+/** Runs pgbench and reads the proxy's CPU time around it: µs per transaction, or null. */
+export async function runPgbenchMeasured(pid: number | null, r: PgbenchRun): Promise<{ res: PgbenchResult; cpuUsPerTxn: number | null }> {
+  const before = pid === null ? 0 : cpuMicros(pid);
+  const res = await runPgbench(r);
+  const cpu = pid === null ? null : cpuMicros(pid) - before;
+  return { res, cpuUsPerTxn: cpu === null || !res.transactions ? null : cpu / res.transactions };
 }
