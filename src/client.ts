@@ -119,11 +119,16 @@ export class ClientSession implements BackendOwner, StatementSender {
   private runBuf: Buffer | null = null;
   private clientPaused = false;
   private backendPausedForClient = false;
-  private readonly log: Logger;
+  private logger: Logger | null = null;
+
+  /** A child logger with this client's bindings, made on first use: most sessions never log. */
+  private get log(): Logger {
+    this.logger ??= this.ctx.log.child({ client: this.id, user: this.user, db: this.database, addr: this.address });
+    return this.logger;
+  }
 
   constructor(readonly socket: Socket, private readonly ctx: ServerContext) {
     this.address = socket.remoteAddress ?? 'unknown';
-    this.log = ctx.log.child({ client: this.id });
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => this.onClose());
@@ -216,7 +221,6 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.user = params.get('user') ?? '';
     if (!this.user) throw new SqlError(SQLSTATE.INVALID_AUTHORIZATION, 'no PostgreSQL user name specified in startup packet', { severity: 'FATAL' });
     this.database = params.get('database') || this.user;
-    this.log.setBindings({ user: this.user, db: this.database, addr: this.address });
     const pool = ctx.pools.get(this.database);
     if (!pool) throw new SqlError(SQLSTATE.INVALID_CATALOG_NAME, `no such database: ${this.database}`, { severity: 'FATAL' });
     this.pool = pool;
@@ -252,7 +256,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     out.push(msg.backendKeyData(key.pid, key.secret), msg.readyForQuery('I'));
     this.socket.write(Buffer.concat(out));
     this.state = State.Ready;
-    this.log.debug('client ready');
+    if (ctx.log.isLevelEnabled('debug')) this.log.debug('client ready');
   }
 
   /** Writes raw protocol bytes to the client (the auth exchange uses this). */
