@@ -111,6 +111,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   private queuedBytes = 0;
   /** The client's chunk is being processed: runs are flushed once at its end. */
   private inInput = false;
+  /** The backend attached (and corked) while a chunk was being processed. */
+  private corkedInInput: Backend | null = null;
   /** Messages of an extended-protocol batch we failed are dropped up to its Sync. */
   private skipUntilSync = false;
   private idleTxTimer: NodeJS.Timeout | null = null;
@@ -159,10 +161,14 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.inInput = true;
         try {
           this.framer.push(chunk, this.onMessage);
+          this.flushRun();
         } finally {
           this.inInput = false;
+          // A backend attached during this chunk was corked: its writes go out as one.
+          const corked = this.corkedInInput;
+          this.corkedInInput = null;
+          if (corked !== null) corked.socket.uncork();
         }
-        this.flushRun();
         return;
       }
       b.socket.cork();
@@ -488,7 +494,13 @@ export class ClientSession implements BackendOwner, StatementSender {
   /** Sends queued messages in order until one has to wait (a role switch). */
   private drainQueue(b: Backend): void {
     const corked = !this.inInput;
-    if (corked) b.socket.cork();
+    if (corked) {
+      b.socket.cork();
+    } else if (this.corkedInInput === null) {
+      // Inside the input loop: the rest of the chunk follows; uncorked when the chunk is done.
+      b.socket.cork();
+      this.corkedInInput = b;
+    }
     while (this.queue.length !== 0 && !this.holding && this.backend === b) {
       const q = this.queue.shift()!;
       this.queuedBytes -= q.end - q.start;
