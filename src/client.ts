@@ -69,6 +69,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   settings: SettingMap = new Map();
   /** Settings from the startup packet: what RESET returns to. */
   startupSettings: SettingMap = new Map();
+  /** The startup settings' values as the client sent them. */
+  startupValues = new Map<string, string>();
   /** Settings changed by the transaction in flight; kept once it ends without error. */
   pendingSettings: Array<[string, string | null]> = [];
   /** The last rewritten Parse built: drivers re-send the same unnamed Parse per statement. */
@@ -233,7 +235,9 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.poolMode = pool.db.pool_mode;
     this.statementLimit = ctx.config.pool.max_prepared_statements;
     this.trackStatements = this.poolMode === 'transaction' && this.statementLimit > 0;
-    this.settings = startupSettings(params, params.has('options') ? parseOptions(params.get('options')!) : new Map());
+    const startup = startupSettings(params, params.has('options') ? parseOptions(params.get('options')!) : new Map());
+    this.settings = startup.settings;
+    this.startupValues = startup.values;
     this.startupSettings = new Map(this.settings);
     this.identity = await ctx.gate.authenticate(this);
     if (this.isClosed()) return;
@@ -505,11 +509,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       const q = this.queue.shift()!;
       this.queuedBytes -= q.end - q.start;
       if (q.own !== undefined) {
-        if (q.type === FE.Parse) {
-          // A refusal's DO block: it takes the unnamed statement.
-          b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
-          b.unnamedOwner = null;
-        }
+        if (q.type === FE.Parse) this.noteUnnamedParse(b, null); // a refusal's DO block
         this.sendOwn(b, q.buf, q.own);
       } else {
         this.dispatch(b, q.type, q.buf, q.start, q.end, q.stmt, q.role);
@@ -576,8 +576,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.contextApplied(b, want);
     b.roleUncertain = b.roleUncertain || b.txStatus !== TX_IDLE;
     b.roleInjected = true;
-    b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
-    b.unnamedOwner = null;
+    this.noteUnnamedParse(b, null);
     this.sendOwn(b, parseMessage('', Buffer.from(`${sql}\0\0\0`, 'utf8')), true);
     this.sendOwn(b, BIND_ROLE_PORTAL, true);
     this.sendOwn(b, EXECUTE_ROLE_PORTAL, true, (ok) => {
@@ -634,8 +633,13 @@ export class ClientSession implements BackendOwner, StatementSender {
           ensurePrepared(b, stmt, this.statementLimit, this, false, this.statements);
           return;
         }
-        b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
-        b.unnamedOwner = this;
+        if (buf[start + 5] === 0) {
+          this.noteUnnamedParse(b, this);
+        } else {
+          // A named Parse forwarded as sent (Postgres will refuse its syntax): it must still
+          // line up with its answer, but it does not touch the unnamed statement.
+          b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
+        }
       } else if (type === FE.Bind || (type === FE.Describe && buf[start + 5] === 0x53)) {
         if (stmt !== null) {
           ensurePrepared(b, stmt, this.statementLimit, this, true, null);
@@ -645,8 +649,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         }
         if (b.unnamedOwner !== this && this.statements.unnamed !== null) {
           // The unnamed statement on this backend is someone else's: restore ours first.
-          b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
-          b.unnamedOwner = this;
+          this.noteUnnamedParse(b, this);
           this.sendOwn(b, this.statements.unnamed, true);
         }
       } else if (type === FE.Query && this.forgetServerStatements) {
@@ -670,6 +673,16 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.runStart = start;
       this.runEnd = end;
     }
+  }
+
+  /**
+   * Bookkeeping for an unnamed Parse about to be sent: every Parse gets a pending entry so
+   * ParseComplete and errors line up, and the unnamed statement changes hands (`owner`
+   * null: scopegate's own, which no client may bind).
+   */
+  private noteUnnamedParse(b: Backend, owner: ClientSession | null): void {
+    b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
+    b.unnamedOwner = owner;
   }
 
   /** Sends a message outside the current run; `own` hides its answer from the client. */
@@ -847,10 +860,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         if (this.holding || b === null) {
           this.queue.push({ type: data[0]!, buf: data, start: 0, end: data.length, stmt: null, role: undefined, own: true });
         } else {
-          if (data[0] === FE.Parse) {
-            b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
-            b.unnamedOwner = null;
-          }
+          if (data[0] === FE.Parse) this.noteUnnamedParse(b, null);
           this.sendOwn(b, data, true);
         }
       }

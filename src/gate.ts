@@ -5,7 +5,7 @@ import type { Backend } from './backend/backend.js';
 import type { ClientAuthenticator } from './client-auth.js';
 import type { ClientSession } from './client.js';
 import { SqlError, SQLSTATE } from './errors.js';
-import { quoteIdent, quoteLiteral, settingValue } from './settings.js';
+import { quoteIdent, quoteLiteral } from './settings.js';
 import type { SessionStateTracker } from './session-state.js';
 import type { ClientStatement } from './prepared.js';
 import type { BindCheck, Decision, PolicyStore } from './policy/index.js';
@@ -88,8 +88,8 @@ export class SessionGate implements StatementGate {
   async checkStartup(c: ClientSession): Promise<void> {
     const policy = this.parts.policy;
     if (policy === null) return;
-    for (const [name, stmt] of c.settings) {
-      const d = policy.check(`SET ${quoteIdent(name)} TO ${quoteLiteral(settingValue(stmt))}`, c.identity?.scopes ?? NO_SCOPES);
+    for (const [name, value] of c.startupValues) {
+      const d = policy.check(`SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`, c.identity?.scopes ?? NO_SCOPES);
       this.audit(c, d, 'startup');
       if (!d.allowed && d.enforced) {
         throw new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `permission denied: startup parameter "${name}"`, { severity: 'FATAL', hint: d.error?.hint });

@@ -25,15 +25,13 @@ export function setStatement(name: string, value: string): string {
   return `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`;
 }
 
-/** The value a setting statement made by setStatement sets (for policy checks). */
-export function settingValue(stmt: string): string {
-  const m = /^SELECT pg_catalog\.set_config\('(?:[^']|'')*', '((?:[^']|'')*)', false\)$/.exec(stmt);
-  return m ? m[1]!.replace(/''/g, "'") : '';
-}
-
-/** Turns startup parameters (and `options=-c ...`) into settings; refuses role changes. */
-export function startupSettings(params: Map<string, string>, fromOptions: Map<string, string>): SettingMap {
+/**
+ * Turns startup parameters (and `options=-c ...`) into settings; refuses role changes.
+ * `values` keeps the values as sent, for the policy's startup check.
+ */
+export function startupSettings(params: Map<string, string>, fromOptions: Map<string, string>): { settings: SettingMap; values: Map<string, string> } {
   const out: SettingMap = new Map();
+  const values = new Map<string, string>();
   const add = (rawName: string, value: string): void => {
     const name = rawName.toLowerCase();
     if (REFUSED.has(name)) {
@@ -41,10 +39,11 @@ export function startupSettings(params: Map<string, string>, fromOptions: Map<st
     }
     if (!NAME.test(name)) throw new SqlError(SQLSTATE.INVALID_PARAMETER_VALUE, `invalid startup parameter name "${rawName}"`, { severity: 'FATAL' });
     out.set(name, setStatement(name, value));
+    values.set(name, value);
   };
   for (const [k, v] of params) if (!NOT_SETTINGS.has(k)) add(k, v);
   for (const [k, v] of fromOptions) add(k, v);
-  return out;
+  return { settings: out, values };
 }
 
 /**
