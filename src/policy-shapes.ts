@@ -27,9 +27,17 @@ export class ShapeCache {
 
   constructor(private readonly policy: PolicyStore) {}
 
+  private enabledFor = '';
+  private enabledValue = false;
+
   /** Policies with row rules rewrite literals into the text they send: no sharing then. */
   get enabled(): boolean {
-    return !this.policy.policy.scopes.some((s) => s.rowFilters.length !== 0 || s.masks.length !== 0);
+    // Asked per statement: worked out once per policy version.
+    if (this.enabledFor !== this.policy.version) {
+      this.enabledFor = this.policy.version;
+      this.enabledValue = !this.policy.policy.scopes.some((s) => s.rowFilters.length !== 0 || s.masks.length !== 0);
+    }
+    return this.enabledValue;
   }
 
   check(sql: string, scopes: readonly string[], scopeKey: string): Decision {

@@ -44,7 +44,7 @@ export interface PendingParse {
 
 export const PARSE_COMPLETE = Buffer.from([BE.ParseComplete, 0, 0, 0, 4]);
 /** Close of a name no server statement has: the server answers CloseComplete in order. */
-const CLOSE_NOTHING = closeStatement('sg_closed');
+export const CLOSE_NOTHING = closeStatement('sg_closed');
 
 /** The statements of one client. */
 export class ClientStatements {
@@ -185,4 +185,3 @@ export function ensurePrepared(b: Backend, stmt: ClientStatement, limit: number,
   out.sendOwn(b, stmt.parse, hidden);
 }
 
-export { CLOSE_NOTHING };
