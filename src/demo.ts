@@ -7,7 +7,7 @@ import { parse as parseYaml, stringify } from 'yaml';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { runServer } from './cli.js';
+import { runServer } from './server/run.js';
 import { loadConfig } from './config.js';
 import { mintDevToken, parseAuthConfig } from './auth/index.js';
 

@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initParser, PolicyStore } from '../src/policy/index.js';
-import { numericShape, ShapeCache } from '../src/policy-shapes.js';
+import { numericShape, ShapeCache } from '../src/policy/shapes.js';
 
 // Decisions shared between texts that differ only in numeric literals must never be shared
 // between texts that differ in anything else.

@@ -1,4 +1,5 @@
 import type { SqlError } from '../errors.js';
+import { FE } from './codes.js';
 
 /**
  * Builders for the messages scopegate itself sends to clients (as a server) and the few it
@@ -116,3 +117,42 @@ export function parseErrorFields(buf: Buffer, start: number, end: number): Map<s
   }
   return fields;
 }
+
+/** Parse message: name, then `tail` = query text NUL, int16 count, parameter type oids. */
+export function parseMessage(name: string, tail: Buffer): Buffer {
+  const nameLen = Buffer.byteLength(name);
+  const out = Buffer.allocUnsafe(5 + nameLen + 1 + tail.length);
+  out[0] = FE.Parse;
+  out.writeInt32BE(4 + nameLen + 1 + tail.length, 1);
+  out.write(name, 5);
+  out[5 + nameLen] = 0;
+  tail.copy(out, 6 + nameLen);
+  return out;
+}
+
+export function closeStatement(name: string): Buffer {
+  const nameLen = Buffer.byteLength(name);
+  const out = Buffer.allocUnsafe(5 + 1 + nameLen + 1);
+  out[0] = FE.Close;
+  out.writeInt32BE(4 + 1 + nameLen + 1, 1);
+  out[5] = 0x53; // 'S'
+  out.write(name, 6);
+  out[6 + nameLen] = 0;
+  return out;
+}
+
+/**
+ * Replaces the statement name of a Bind ('B': portal, statement, rest) or Describe
+ * ('D': 'S', statement) message. `nameStart`/`nameEnd` delimit the old name (NUL excluded).
+ */
+export function renameStatement(buf: Buffer, start: number, end: number, nameStart: number, nameEnd: number, serverName: string): Buffer {
+  const newLen = Buffer.byteLength(serverName);
+  const total = (end - start) - (nameEnd - nameStart) + newLen;
+  const out = Buffer.allocUnsafe(total);
+  buf.copy(out, 0, start, nameStart);
+  out.write(serverName, nameStart - start);
+  buf.copy(out, nameStart - start + newLen, nameEnd, end);
+  out.writeInt32BE(total - 1, 1);
+  return out;
+}
+

@@ -7,7 +7,7 @@ import { stringify } from 'yaml';
 import { freePort } from './ports.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const CLI = join(ROOT, 'dist', 'src', 'cli.js');
+export const CLI = join(ROOT, 'bin', 'scopegate.js');
 
 export interface LogLine { msg?: string; level?: number; [k: string]: unknown }
 

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { DatabaseConfig } from './config.js';
-import type { ColumnCatalog } from './policy/index.js';
+import type { DatabaseConfig } from '../config.js';
+import type { ColumnCatalog } from './index.js';
 
 /**
  * Table columns in catalog order, read from pg_attribute (visible whatever the login

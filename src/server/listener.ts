@@ -1,12 +1,12 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { CancelRegistry } from './cancel.js';
-import { ClientSession, type ServerContext } from './client.js';
-import type { Config } from './config.js';
-import { SqlError, SQLSTATE } from './errors.js';
-import type { StatementGate } from './gate.js';
-import { DatabasePool } from './pool.js';
-import * as msg from './protocol/messages.js';
+import { CancelRegistry } from './cancel-registry.js';
+import { ClientSession, type ServerContext } from '../session/client-session.js';
+import type { Config } from '../config.js';
+import { SqlError, SQLSTATE } from '../errors.js';
+import type { StatementGate } from '../policy/gate.js';
+import { DatabasePool } from '../pool/database-pool.js';
+import * as msg from '../protocol/messages.js';
 
 /**
  * The listening socket and everything shared by client sessions: pools per database,

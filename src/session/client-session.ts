@@ -1,21 +1,23 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import type { Backend, BackendOwner } from './backend/backend.js';
-import { CancelRegistry } from './cancel.js';
-import type { Config } from './config.js';
-import { SqlError, SQLSTATE } from './errors.js';
-import { drainAndRelease } from './janitor.js';
-import type { DatabasePool } from './pool.js';
-import { FE, TX_FAILED, TX_IDLE } from './protocol/codes.js';
-import { Framer, readCString } from './protocol/framer.js';
-import * as msg from './protocol/messages.js';
-import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from './protocol/startup.js';
+import type { Backend, BackendOwner } from '../backend/backend.js';
+import { CancelRegistry } from '../server/cancel-registry.js';
+import type { Config } from '../config.js';
+import { SqlError, SQLSTATE } from '../errors.js';
+import { drainAndRelease } from '../pool/janitor.js';
+import type { DatabasePool } from '../pool/database-pool.js';
+import { FE, TX_FAILED, TX_IDLE } from '../protocol/codes.js';
+import { Framer, readCString } from '../protocol/framer.js';
+import * as msg from '../protocol/messages.js';
+import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from '../protocol/startup.js';
 import { settingsDiff, startupSettings, type SettingMap } from './settings.js';
-import { Rewrite, type RoleChoice, type StatementGate } from './gate.js';
-import { classifySql } from './policy/index.js';
-import { ROLE_UNKNOWN } from './backend/backend.js';
-import type { Identity } from './auth/index.js';
-import { ClientStatements, CLOSE_NOTHING, ensurePrepared, NO_CHECKS, PARSE_COMPLETE, parseMessage, renameStatement, type ClientStatement, type StatementSender } from './prepared.js';
+import { Rewrite, type RoleChoice, type StatementGate } from '../policy/gate.js';
+import { classifySql } from '../policy/index.js';
+import { ROLE_UNKNOWN } from '../backend/backend.js';
+import type { Identity } from '../auth/index.js';
+import { ClientStatements, NO_CHECKS, type ClientStatement } from './statements.js';
+import { CLOSE_NOTHING, ensurePrepared, PARSE_COMPLETE, type StatementSender } from '../backend/server-statements.js';
+import { parseMessage, renameStatement } from '../protocol/messages.js';
 
 /** Largest message a client may send (a whole COPY row or a big INSERT fits easily). */
 const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;

@@ -1,9 +1,9 @@
 import type { Logger } from 'pino';
-import type { Backend, BackendOwner } from './backend/backend.js';
-import type { SqlError } from './errors.js';
-import { TX_IDLE } from './protocol/codes.js';
-import { COPY_FAIL_CLIENT_GONE, SYNC } from './protocol/messages.js';
-import type { DatabasePool } from './pool.js';
+import type { Backend, BackendOwner } from '../backend/backend.js';
+import type { SqlError } from '../errors.js';
+import { TX_IDLE } from '../protocol/codes.js';
+import { COPY_FAIL_CLIENT_GONE, SYNC } from '../protocol/messages.js';
+import type { DatabasePool } from './database-pool.js';
 
 /** How long a backend may take to wind down an abandoned transaction before it is closed. */
 const DRAIN_TIMEOUT_MS = 30_000;

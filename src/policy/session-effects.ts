@@ -1,5 +1,5 @@
-import { classifySql } from './policy/index.js';
-import { LruCache } from './policy/cache.js';
+import { classifySql } from './index.js';
+import { LruCache } from './cache.js';
 
 /**
  * What one simple Query or Parse does to session state that would outlive its transaction

@@ -1,9 +1,9 @@
 import genericPool, { type Pool } from 'generic-pool';
 import type { Logger } from 'pino';
-import { Backend } from './backend/backend.js';
-import type { DatabaseConfig, PoolSettings } from './config.js';
-import { SqlError, SQLSTATE } from './errors.js';
-import { parameterStatus as parameterStatusMessage } from './protocol/messages.js';
+import { Backend } from '../backend/backend.js';
+import type { DatabaseConfig, PoolSettings } from '../config.js';
+import { SqlError, SQLSTATE } from '../errors.js';
+import { parameterStatus as parameterStatusMessage } from '../protocol/messages.js';
 
 interface Waiter {
   settled: boolean;

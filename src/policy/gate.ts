@@ -1,16 +1,16 @@
 import type { Logger } from 'pino';
-import type { Identity } from './auth/index.js';
-import { isExpired } from './auth/index.js';
-import type { Backend } from './backend/backend.js';
-import type { ClientAuthenticator } from './client-auth.js';
-import type { ClientSession } from './client.js';
-import { SqlError, SQLSTATE } from './errors.js';
-import { quoteIdent, quoteLiteral } from './settings.js';
-import type { SessionStateTracker } from './session-state.js';
-import type { ClientStatement } from './prepared.js';
-import type { BindCheck, Decision, PolicyStore } from './policy/index.js';
+import type { Identity } from '../auth/index.js';
+import { isExpired } from '../auth/index.js';
+import type { Backend } from '../backend/backend.js';
+import type { ClientAuthenticator } from '../session/auth-exchange.js';
+import type { ClientSession } from '../session/client-session.js';
+import { SqlError, SQLSTATE } from '../errors.js';
+import { quoteIdent, quoteLiteral } from '../session/settings.js';
+import type { SessionStateTracker } from './session-effects.js';
+import type { ClientStatement } from '../session/statements.js';
+import type { BindCheck, Decision, PolicyStore } from './index.js';
 import type { DatabaseCatalog } from './catalog.js';
-import { ShapeCache } from './policy-shapes.js';
+import { ShapeCache } from './shapes.js';
 
 /** The role a statement runs under: a role name, null for the login role, undefined for no requirement. */
 export type RoleChoice = string | null | undefined;

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { DatabaseConfig } from './config.js';
+import type { DatabaseConfig } from '../config.js';
 
 /**
  * Looks at how the login role is set up and warns about what weakens the database's own

@@ -1,5 +1,5 @@
-import { LruCache } from './policy/cache.js';
-import type { Decision, PolicyStore } from './policy/index.js';
+import { LruCache } from './cache.js';
+import type { Decision, PolicyStore } from './index.js';
 
 /**
  * Reuses a decision for texts that differ only in numeric literals, as simple-protocol

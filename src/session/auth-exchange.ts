@@ -2,9 +2,9 @@ import type { Logger } from 'pino';
 import {
   AuthError, checkOAuthBearerErrorAck, checkUser, chooseMechanism, FailureLimiter, isTransportAllowed,
   oauthBearerFailure, OAUTHBEARER, parseOAuthBearerInitial, TokenVerifier, type AuthConfig, type Identity,
-} from './auth/index.js';
-import { SqlError, SQLSTATE } from './errors.js';
-import * as msg from './protocol/messages.js';
+} from '../auth/index.js';
+import { SqlError, SQLSTATE } from '../errors.js';
+import * as msg from '../protocol/messages.js';
 
 /** The client asked for the issuer's metadata (empty `auth=`); answered, then refused. */
 class DiscoveryRequest extends AuthError {

@@ -1,4 +1,4 @@
-import { SqlError, SQLSTATE } from './errors.js';
+import { SqlError, SQLSTATE } from '../errors.js';
 
 /**
  * Per-client session settings, kept as the SET statement that establishes each one, so

@@ -1,0 +1,66 @@
+/** Statements a server connection holds: which exist, re-preparing on demand, LRU eviction. */
+import { createHash } from 'node:crypto';
+import type { Backend } from './backend.js';
+import { BE } from '../protocol/codes.js';
+import { closeStatement } from '../protocol/messages.js';
+
+/** What a server connection needs to know of a client's statement to prepare it. */
+export interface PreparableStatement {
+  readonly name: string;
+  readonly serverName: string;
+  /** A complete Parse message carrying `serverName`. */
+  readonly parse: Buffer;
+}
+
+/** The client's statement map: told when a Parse made on its behalf failed. */
+export interface StatementOwner {
+  dropIfSame(stmt: PreparableStatement): void;
+}
+
+/** A Parse that went to the server and whose ParseComplete or error has not come back. */
+export interface PendingParse {
+  epoch: number;
+  serverName: string | null;
+  /** The client's own Parse: on failure the client's name mapping is dropped too. */
+  owner: StatementOwner | null;
+  stmt: PreparableStatement | null;
+}
+
+export const PARSE_COMPLETE = Buffer.from([BE.ParseComplete, 0, 0, 0, 4]);
+/** Close of a name no server statement has: the server answers CloseComplete in order. */
+export const CLOSE_NOTHING = closeStatement('sg_closed');
+
+/** sg_ + 20 characters of the SHA-256 of query text and parameter types. */
+export function serverNameFor(tail: Buffer): string {
+  return 'sg_' + createHash('sha256').update(tail).digest('base64url').slice(0, 20);
+}
+
+/** What the per-backend bookkeeping needs to send on the client's behalf. */
+export interface StatementSender {
+  /** Sends a message scopegate made; `own` hides its answer from the client. */
+  sendOwn(b: Backend, data: Buffer, own: boolean, onDone?: (ok: boolean) => void): void;
+}
+
+/**
+ * Makes sure `b` holds `stmt`: evicts the least recently used statement past the limit,
+ * clears a name whose earlier Parse may or may not have happened, and re-prepares.
+ */
+export function ensurePrepared(b: Backend, stmt: PreparableStatement, limit: number, out: StatementSender, hidden: boolean, owner: StatementOwner | null): void {
+  const held = b.prepared;
+  if (held.has(stmt.serverName)) {
+    held.delete(stmt.serverName);
+    held.set(stmt.serverName, 1);
+    return;
+  }
+  while (limit > 0 && held.size >= limit) {
+    const oldest = held.keys().next().value as string;
+    held.delete(oldest);
+    b.pendingEvictions.push({ epoch: b.sendEpoch, name: oldest });
+    out.sendOwn(b, closeStatement(oldest), true);
+  }
+  if (b.uncertain.delete(stmt.serverName)) out.sendOwn(b, closeStatement(stmt.serverName), true);
+  b.pendingParses.push({ epoch: b.sendEpoch, serverName: stmt.serverName, owner, stmt });
+  held.set(stmt.serverName, 1);
+  out.sendOwn(b, stmt.parse, hidden);
+}
+

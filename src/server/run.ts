@@ -1,0 +1,109 @@
+/** Starting a scopegate from its config file: the gate, the listener, policy reload, signals. */
+import { loadConfig } from '../config.js';
+import { ConfigError } from '../errors.js';
+import { isLoopback, parseAuthConfig } from '../auth/index.js';
+import { ClientAuthenticator } from '../session/auth-exchange.js';
+import type { Config } from '../config.js';
+import { SessionGate } from '../policy/gate.js';
+import { SessionStateTracker } from '../policy/session-effects.js';
+import { initParser, PolicyStore } from '../policy/index.js';
+import { checkLoginRole } from '../backend/login-role-checks.js';
+import { DatabaseCatalog } from '../policy/catalog.js';
+import { createAuditLogger } from '../log.js';
+import { watchFile } from 'node:fs';
+import type { Logger } from 'pino';
+import { dirname, resolve } from 'node:path';
+import { createLogger } from '../log.js';
+import { Scopegate } from './listener.js';
+
+
+/** Builds authentication and statement checks from the config. */
+export function buildGate(config: Config, log: Logger, anchor: string, policy: PolicyStore | null): SessionGate {
+  const auth = parseAuthConfig(config.auth, dirname(resolve(anchor)));
+  if (auth.method === 'trust' && !isLoopback(config.listen.host)) {
+    throw new ConfigError('auth.method', 'trust is only allowed when listen.host is a loopback address');
+  }
+  if (auth.method === 'trust') log.warn('auth.method is trust: any client on loopback may connect without a token');
+  return new SessionGate({
+    log,
+    auth: auth.method === 'oauth' ? new ClientAuthenticator(auth, log) : null,
+    clockToleranceMs: auth.clockToleranceMs,
+    sessionState: [...config.databases.values()].some((d) => d.pool_mode === 'transaction') ? new SessionStateTracker() : null,
+    policy,
+    catalog: policy === null ? null : new DatabaseCatalog([...config.databases.values()][0]!, log),
+    audit: policy === null || config.log.audit === 'off' ? null : createAuditLogger(config.log.audit),
+    auditSample: config.log.audit_sample,
+  });
+}
+
+export async function runServer(configFile: string, anchor: string = configFile): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(configFile, anchor);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`scopegate: invalid config ${configFile}: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger(config.log.level);
+  await initParser();
+  let gate: SessionGate;
+  let policy: PolicyStore | null;
+  try {
+    policy = config.policy === null ? null : PolicyStore.load(config.policy);
+    gate = buildGate(config, log, anchor, policy);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`scopegate: invalid config ${configFile}: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const server = new Scopegate(config, log, gate);
+  await server.listen();
+  if (policy === null) {
+    log.warn('no policy configured: scopegate runs as a plain pooler and checks no statements');
+  } else {
+    log.info({ policy: config.policy, version: policy.version }, 'policy loaded');
+    gate.refreshCatalog();
+    const roles = [...new Set(policy.policy.scopes.map((s) => s.role))];
+    for (const db of config.databases.values()) void checkLoginRole(db, roles, log);
+  }
+  const reloadPolicy = (why: string): void => {
+    if (policy === null) return;
+    const before = policy.version;
+    try {
+      policy.reload();
+      if (policy.version !== before) {
+        log.info({ version: policy.version, previous: before, why }, 'policy reloaded');
+        gate.refreshCatalog();
+      }
+    } catch (err) {
+      log.error({ err: (err as Error).message, version: before }, 'policy reload failed; keeping the running policy');
+    }
+  };
+  if (policy !== null && config.policy !== null) {
+    // Edits take effect without a signal; the poll is cheap and survives editors that
+    // replace the file instead of writing it.
+    watchFile(config.policy, { interval: 500, persistent: false }, () => reloadPolicy('file changed'));
+  }
+  process.on('SIGHUP', () => {
+    try {
+      server.reload(loadConfig(configFile, anchor));
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration');
+    }
+    reloadPolicy('SIGHUP');
+  });
+  const stop = (): void => {
+    void server.shutdown().then(() => {
+      log.info('stopped');
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+

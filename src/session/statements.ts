@@ -1,0 +1,97 @@
+/** A client's prepared statements: its names, what each was checked as, row-filter checks at Bind. */
+import { serverNameFor, type PreparableStatement, type StatementOwner } from '../backend/server-statements.js';
+import { parseMessage } from '../protocol/messages.js';
+import { SqlError, SQLSTATE } from '../errors.js';
+import type { BindCheck } from '../policy/index.js';
+
+export const NO_CHECKS: readonly BindCheck[] = Object.freeze([]);
+
+/**
+ * Prepared statements across transaction pooling.
+ *
+ * A client's statement names map to proxy-chosen server names derived from a hash of the
+ * query text and parameter types, so clients preparing the same text share one server
+ * statement, and two clients using "S_1" for different texts never collide. Each backend
+ * remembers which server names it holds (LRU-bounded); a Bind or Describe for a statement
+ * the borrowed backend lacks gets its Parse sent first, in the same write, and the extra
+ * ParseComplete is swallowed.
+ */
+
+/** One statement a client prepared, as scopegate will (re-)prepare it on any backend. */
+export interface ClientStatement extends PreparableStatement {
+  readonly sql: string;
+  /** Policy version the statement was checked under ('' when no policy). */
+  checkedVersion: string;
+  /** The text the server prepares: the client's, or the policy's rewrite of it. */
+  sentSql: string;
+  /** Role chosen by the policy for this statement (undefined: no policy). */
+  role: string | null | undefined;
+}
+
+/** The statements of one client. */
+export class ClientStatements implements StatementOwner {
+  readonly byName = new Map<string, ClientStatement>();
+  /** The client's last unnamed Parse, to restore it on a backend that lost it. */
+  unnamed: Buffer | null = null;
+  /** The role the policy chose for the unnamed statement. */
+  unnamedRole: string | null | undefined = undefined;
+  /** Row-filter checks on parameter values, by statement name ('' = unnamed). */
+  private readonly checks = new Map<string, readonly BindCheck[]>();
+
+  get hasChecks(): boolean {
+    return this.checks.size !== 0;
+  }
+
+  setChecks(name: string, checks: readonly BindCheck[]): void {
+    if (checks.length === 0) this.checks.delete(name);
+    else this.checks.set(name, checks);
+  }
+
+  /**
+   * Verifies that a Bind writes only rows inside the client's row filter: each checked
+   * parameter must be sent as text and be one of the allowed values.
+   */
+  checkBind(buf: Buffer, start: number, end: number): SqlError | null {
+    const portalEnd = buf.indexOf(0, start + 5);
+    const nameEnd = buf.indexOf(0, portalEnd + 1);
+    if (portalEnd < 0 || nameEnd < 0 || nameEnd >= end) return null; // malformed: the server says so
+    const checks = this.checks.get(buf.toString('utf8', portalEnd + 1, nameEnd));
+    if (checks === undefined) return null;
+    let off = nameEnd + 1;
+    const nFormats = buf.readInt16BE(off);
+    const formats: number[] = [];
+    for (let i = 0; i < nFormats; i++) formats.push(buf.readInt16BE(off + 2 + 2 * i));
+    off += 2 + 2 * nFormats;
+    const nParams = buf.readInt16BE(off);
+    off += 2;
+    const values: Array<string | null> = [];
+    for (let i = 0; i < nParams && off + 4 <= end; i++) {
+      const len = buf.readInt32BE(off);
+      off += 4;
+      const format = nFormats === 0 ? 0 : nFormats === 1 ? formats[0]! : formats[i] ?? 0;
+      if (len < 0) values.push(null);
+      else values.push(format === 0 ? buf.toString('utf8', off, off + len) : '\0binary');
+      if (len > 0) off += len;
+    }
+    for (const c of checks) {
+      const v = values[c.param - 1];
+      if (v === undefined || v === null || v === '\0binary' || !c.allowed.includes(v)) {
+        return new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `permission denied: write outside row filter (${c.column} = ${v === '\0binary' ? 'binary value' : v === null || v === undefined ? 'NULL' : JSON.stringify(v)})`, {
+          hint: 'Rows may only be written inside the row filter of your scopes; send the value as text.',
+        });
+      }
+    }
+    return null;
+  }
+
+  add(name: string, sql: string, tail: Buffer): ClientStatement {
+    const stmt: ClientStatement = { name, serverName: serverNameFor(tail), parse: parseMessage(serverNameFor(tail), tail), sql, checkedVersion: '', sentSql: sql, role: undefined };
+    this.byName.set(name, stmt);
+    return stmt;
+  }
+
+  dropIfSame(stmt: PreparableStatement): void {
+    if (this.byName.get(stmt.name) === stmt) this.byName.delete(stmt.name);
+  }
+}
+
