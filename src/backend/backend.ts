@@ -56,6 +56,9 @@ export class Backend {
   errorSinceIdle = false;
   /** Session state was changed in a way the pooler must reset before reuse. */
   dirty = false;
+  /** A CommandComplete "ROLLBACK" (ROLLBACK, ROLLBACK TO, or COMMIT of a failed
+   * transaction) arrived since the last idle ReadyForQuery. */
+  rolledBack = false;
   /** Settings applied on behalf of the client that last held it: name -> SET statement. */
   applied = new Map<string, string>();
   /** Role set with SET ROLE, null for the login role, ROLE_UNKNOWN when not known. */
@@ -298,6 +301,10 @@ export class Backend {
       case BE.CopyInResponse:
         this.copyIn = true;
         break;
+      case BE.CommandComplete:
+        // 'ROLLBACK' is the tag of ROLLBACK, ROLLBACK TO SAVEPOINT and a COMMIT that failed.
+        if (end - start >= 13 && buf[start + 5] === 0x52 && buf[start + 6] === 0x4f && buf.toString('latin1', start + 5, start + 13) === 'ROLLBACK') this.rolledBack = true;
+        break;
       case BE.ParameterStatus: {
         const k = buf.indexOf(0, start + 5);
         if (k > 0 && k < end) this.params.set(buf.toString('utf8', start + 5, k), buf.toString('utf8', k + 1, end - 1));
@@ -346,6 +353,7 @@ export class Backend {
     this.copyIn = false;
     if (this.pendingSyncs > 0) this.pendingSyncs--;
     if (this.pendingSyncs === 0 && this.owner) this.owner.onIdle(status);
+    if (status === TX_IDLE && this.pendingSyncs === 0) this.rolledBack = false;
   }
 
   private internalMessage(type: number, buf: Buffer, start: number, end: number): void {

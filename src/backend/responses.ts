@@ -17,6 +17,8 @@ export class ResponseQueue {
   /** Callbacks for own requests, by absolute sequence number (rare: role switches). */
   private readonly done = new Map<number, (ok: boolean) => void>();
   private seq = 0;
+  /** The Query at the head got an ErrorResponse: its callback hears ok = false. */
+  private headFailed = false;
 
   get length(): number {
     return this.size;
@@ -35,6 +37,7 @@ export class ResponseQueue {
     this.head = 0;
     this.size = 0;
     this.done.clear();
+    this.headFailed = false;
   }
 
   /**
@@ -53,13 +56,16 @@ export class ResponseQueue {
       case BE.NotificationResponse:
         return false; // asynchronous: belongs to no request
       case BE.ErrorResponse:
-        if (req === FE.Query) return false; // ReadyForQuery still follows
+        if (req === FE.Query) { this.headFailed = true; return false; } // ReadyForQuery still follows
         // The server skips everything up to the next Sync.
         this.pop(false);
         while (this.size !== 0 && (this.ring[this.head]! & ~OWN) !== FE.Sync) this.pop(false);
         return false;
       case BE.ReadyForQuery:
-        if (req === FE.Query || req === FE.Sync) this.pop();
+        if (req === FE.Query || req === FE.Sync) {
+          this.pop(!this.headFailed);
+          this.headFailed = false;
+        }
         return own;
       case BE.ParseComplete:
       case BE.BindComplete:

@@ -1,16 +1,29 @@
+/** The checks between a client and Postgres: login, startup parameters, each statement's verdict, audit. */
 import type { Logger } from 'pino';
 import type { Identity } from '../auth/index.js';
 import { isExpired } from '../auth/index.js';
-import type { Backend } from '../backend/backend.js';
-import type { ClientAuthenticator } from '../session/auth-exchange.js';
-import type { ClientSession } from '../session/client-session.js';
+import type { AuthPeer, ClientAuthenticator } from '../auth/exchange.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import { quoteIdent, quoteLiteral } from '../session/settings.js';
-import type { SessionStateTracker } from './session-effects.js';
-import type { ClientStatement } from '../session/statements.js';
+import type { SessionEffects, SessionStateTracker } from './session-effects.js';
 import type { BindCheck, Decision, PolicyStore } from './index.js';
 import type { DatabaseCatalog } from './catalog.js';
 import { ShapeCache } from './shapes.js';
+
+/** What the gate reads of a client session; it never writes to it. */
+export interface GateClient extends AuthPeer {
+  readonly identity: Identity | null;
+  /** The token's scopes, sorted: part of decision cache keys. */
+  readonly scopeKey: string;
+  readonly poolMode: 'transaction' | 'session';
+  /** Startup parameters as the client sent them. */
+  readonly startupValues: ReadonlyMap<string, string>;
+}
+
+/** A prepared statement as the gate judged it at Parse. */
+export interface CheckedStatement {
+  readonly sql: string;
+}
 
 /** The role a statement runs under: a role name, null for the login role, undefined for no requirement. */
 export type RoleChoice = string | null | undefined;
@@ -23,6 +36,8 @@ export class Rewrite {
     readonly role: RoleChoice,
     /** Parameters a write must keep inside the row filter, checked at Bind. */
     readonly bindChecks: readonly BindCheck[],
+    /** DDL: the column catalog is re-read once the transaction that ran it has ended. */
+    readonly changesCatalog = false,
   ) {}
 }
 
@@ -34,24 +49,29 @@ export type Verdict = SqlError | Rewrite | RoleChoice;
  */
 export interface StatementGate {
   /** Refuses startup parameters the policy does not allow (throws a FATAL SqlError). */
-  checkStartup(c: ClientSession): Promise<void>;
+  checkStartup(c: GateClient): Promise<void>;
   /** Runs the authentication exchange; throws a FATAL SqlError on failure. */
-  authenticate(c: ClientSession): Promise<Identity | null>;
+  authenticate(c: GateClient): Promise<Identity | null>;
   /** Called before a client borrows a backend for a new transaction. */
-  checkTransactionStart(c: ClientSession): SqlError | null;
+  checkTransactionStart(c: GateClient): SqlError | null;
   /**
-   * Checks one simple Query or Parse: returns the error to send, or the role the statement
-   * runs under (undefined when no policy decides roles).
+   * What the text would do to the session if it ran (null: nothing the pooler tracks).
+   * Pure: the session applies it, and only once the server has confirmed the statement.
    */
-  checkQuery(c: ClientSession, sql: string): Verdict;
+  effectsOf(c: GateClient, sql: string): SessionEffects | null;
+  /**
+   * Checks one simple Query or Parse (`fx` from effectsOf): returns the error to send, or
+   * the role the statement runs under (undefined when no policy decides roles).
+   */
+  checkQuery(c: GateClient, sql: string, fx: SessionEffects | null): Verdict;
   /** The version statements are checked under now ('' without a policy). */
   policyVersion(): string;
   /** Role for statements that touch nothing: the first scope (in policy order) the client holds. */
-  defaultRole(c: ClientSession): string | null;
-  /** Re-checks a prepared statement at Bind when the policy changed since Parse. */
-  recheck(c: ClientSession, stmt: ClientStatement): SqlError | RoleChoice;
-  /** A transaction (or autocommit statement) ended on `b`; `ok` when no error happened in it. */
-  transactionEnded(c: ClientSession, b: Backend, ok: boolean): void;
+  defaultRole(c: GateClient): string | null;
+  /** Judges a prepared statement again (at Bind, when the policy changed since Parse). */
+  recheck(c: GateClient, stmt: CheckedStatement): Verdict;
+  /** Re-reads table columns (after DDL through scopegate, or a policy reload). */
+  refreshCatalog(): void;
 }
 
 export interface GateParts {
@@ -71,8 +91,6 @@ export interface GateParts {
 }
 
 const NO_SCOPES: readonly string[] = Object.freeze([]);
-/** A transaction's own SETs are undone by its ROLLBACK (not by ROLLBACK TO SAVEPOINT). */
-const ROLLBACK = /^\s*(rollback|abort)\b/i;
 
 /** Composes the configured parts; with none of them scopegate is a plain pooler. */
 export class SessionGate implements StatementGate {
@@ -85,7 +103,7 @@ export class SessionGate implements StatementGate {
   }
 
   /** Startup settings are statements too: `options=-c search_path=...` needs the same grant as SET. */
-  async checkStartup(c: ClientSession): Promise<void> {
+  async checkStartup(c: GateClient): Promise<void> {
     const policy = this.parts.policy;
     if (policy === null) return;
     for (const [name, value] of c.startupValues) {
@@ -97,13 +115,13 @@ export class SessionGate implements StatementGate {
     }
   }
 
-  async authenticate(c: ClientSession): Promise<Identity | null> {
+  async authenticate(c: GateClient): Promise<Identity | null> {
     const auth = this.parts.auth;
     if (auth === null) return null;
     return auth.authenticate(c);
   }
 
-  checkTransactionStart(c: ClientSession): SqlError | null {
+  checkTransactionStart(c: GateClient): SqlError | null {
     const id = c.identity;
     if (id !== null && isExpired(id, Date.now(), this.parts.clockToleranceMs)) {
       return new SqlError(SQLSTATE.INVALID_AUTHORIZATION, 'access token expired', { severity: 'FATAL', hint: 'Reconnect with a fresh token.' });
@@ -111,25 +129,21 @@ export class SessionGate implements StatementGate {
     return null;
   }
 
-  checkQuery(c: ClientSession, sql: string): Verdict {
+  effectsOf(c: GateClient, sql: string): SessionEffects | null {
     const tracker = this.parts.sessionState;
-    if (tracker !== null && c.poolMode === 'transaction') {
-      const fx = tracker.effects(sql);
+    if (tracker === null || c.poolMode !== 'transaction') return null;
+    const fx = tracker.effects(sql);
+    return fx.tracked ? fx : null;
+  }
+
+  checkQuery(c: GateClient, sql: string, fx: SessionEffects | null): Verdict {
+    if (fx !== null) {
       if (fx.listen) {
         return new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'LISTEN is not supported in transaction pooling mode', { hint: 'Notifications need a session of their own: connect listeners to a database entry with pool_mode: session.' });
       }
       if (fx.sqlPrepared) {
         return new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'SQL-level PREPARE, EXECUTE and DEALLOCATE are not supported in transaction pooling mode', { hint: "Use your driver's prepared statements (protocol-level Parse/Bind), which scopegate carries across server connections." });
       }
-      if (fx.deallocateAll) {
-        c.statements.byName.clear();
-        c.statements.unnamed = null;
-        c.forgetServerStatements = true;
-      }
-      if (fx.needsReset) c.needsReset = true;
-      if (c.pendingSettings.length !== 0 && ROLLBACK.test(sql) && !/\bto\b/i.test(sql)) c.settingsRolledBack = true;
-      if (fx.resetAll) c.pendingSettings.push(['*', null]);
-      for (const s of fx.settings) c.pendingSettings.push(s);
     }
     const policy = this.parts.policy;
     if (policy === null) return undefined;
@@ -149,7 +163,7 @@ export class SessionGate implements StatementGate {
     return this.parts.policy?.version ?? '';
   }
 
-  defaultRole(c: ClientSession): string | null {
+  defaultRole(c: GateClient): string | null {
     const policy = this.parts.policy;
     const held = c.identity?.scopes ?? NO_SCOPES;
     if (policy === null) return null;
@@ -157,33 +171,15 @@ export class SessionGate implements StatementGate {
     return null;
   }
 
-  recheck(c: ClientSession, stmt: ClientStatement): SqlError | RoleChoice {
+  recheck(c: GateClient, stmt: CheckedStatement): Verdict {
     const policy = this.parts.policy;
-    if (policy === null || stmt.checkedVersion === policy.version) return stmt.role;
-    // The policy changed since Parse: the statement is judged again before it runs.
-    const verdict = this.decide(c, policy.check(stmt.sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims));
-    if (verdict instanceof Rewrite) {
-      // The server holds the statement as it was rewritten at Parse; a different rewrite
-      // now means the client must prepare it again.
-      if ((verdict.sql ?? stmt.sql) !== stmt.sentSql) {
-        return new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, 'permission denied: the policy changed how this prepared statement is filtered', { hint: 'Prepare the statement again.' });
-      }
-      stmt.role = verdict.role;
-      c.statements.setChecks(stmt.name, verdict.bindChecks);
-      stmt.checkedVersion = policy.version;
-      return verdict.role;
-    }
-    if (!(verdict instanceof SqlError)) {
-      stmt.role = verdict;
-      stmt.checkedVersion = policy.version;
-    }
-    return verdict;
+    if (policy === null) return undefined;
+    return this.decide(c, policy.check(stmt.sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims));
   }
 
   /** Turns a decision into the error to send or the role to run under, and audits it. */
-  private decide(c: ClientSession, d: Decision): Verdict {
+  private decide(c: GateClient, d: Decision): Verdict {
     this.audit(c, d, 'statement');
-    if (d.allowed && d.statements.some((s) => s.kind === 'ddl')) c.catalogStale = true;
     if (!d.allowed) {
       if (d.enforced) {
         const e = d.error ?? { code: SQLSTATE.INSUFFICIENT_PRIVILEGE, message: 'permission denied', hint: 'no scope grants it' };
@@ -192,9 +188,9 @@ export class SessionGate implements StatementGate {
     }
     // Statements that touch nothing (BEGIN, SELECT 1, SET LOCAL ...) run under whatever
     // role the backend has, so a transaction does not switch roles around them.
-    if (d.allowed && (d.rewritten !== null || d.bindChecks.length !== 0)) {
+    if (d.allowed && (d.rewritten !== null || d.bindChecks.length !== 0 || d.statements.some(isDdl))) {
       let r = this.rewrites.get(d);
-      if (r === undefined) this.rewrites.set(d, (r = new Rewrite(d.rewritten, d.role, d.bindChecks)));
+      if (r === undefined) this.rewrites.set(d, (r = new Rewrite(d.rewritten, d.role, d.bindChecks, d.statements.some(isDdl))));
       return r;
     }
     // BEGIN does take the role, so the switch happens before the transaction, not inside it.
@@ -202,7 +198,7 @@ export class SessionGate implements StatementGate {
     return d.role;
   }
 
-  private audit(c: ClientSession, d: Decision, what: string): void {
+  private audit(c: GateClient, d: Decision, what: string): void {
     const log = this.parts.audit;
     if (log === null) return;
     if (d.allowed && this.parts.auditSample < 1 && Math.random() >= this.parts.auditSample) return;
@@ -222,38 +218,10 @@ export class SessionGate implements StatementGate {
       ...(d.rewritten !== null ? { rewritten: d.rewritten } : {}),
     });
   }
+}
 
-  transactionEnded(c: ClientSession, b: Backend, ok: boolean): void {
-    if (c.catalogStale) {
-      c.catalogStale = false;
-      this.refreshCatalog();
-    }
-    if (c.needsReset) {
-      // Session locks survive even a failed transaction, so this does not depend on `ok`.
-      b.dirty = true;
-      c.needsReset = false;
-    }
-    if (c.pendingSettings.length === 0) return;
-    const pending = c.pendingSettings;
-    c.pendingSettings = [];
-    const rolledBack = c.settingsRolledBack;
-    c.settingsRolledBack = false;
-    if (!ok || rolledBack) return;
-    for (const [name, stmt] of pending) {
-      if (name === '*') {
-        c.settings = new Map(c.startupSettings);
-        b.applied.clear();
-      } else if (stmt === null) {
-        const initial = c.startupSettings.get(name);
-        if (initial !== undefined) c.settings.set(name, initial);
-        else c.settings.delete(name);
-        b.applied.delete(name);
-      } else {
-        c.settings.set(name, stmt);
-        b.applied.set(name, stmt);
-      }
-    }
-  }
+function isDdl(s: { kind: string }): boolean {
+  return s.kind === 'ddl';
 }
 
 function startsTransaction(d: Decision): boolean {

@@ -1,3 +1,4 @@
+/** What a statement would do to a pooled server session (SET, RESET, temp objects, LISTEN ...), from its parse tree. */
 import { classifySql } from './index.js';
 import { LruCache } from './cache.js';
 
@@ -20,9 +21,11 @@ export interface SessionEffects {
   deallocateAll: boolean;
   /** The text did not parse: Postgres will reject it, nothing to track. */
   unparsed: boolean;
+  /** Any of the above asks something of the pooler. */
+  tracked: boolean;
 }
 
-const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false }) as SessionEffects;
+const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, tracked: false }) as SessionEffects;
 
 // The parser runs only when the text could change session state: a statement that starts
 // with one of these words, mentions one of the functions, or has comments or several
@@ -54,7 +57,7 @@ export class SessionStateTracker {
 
 /** Maps the policy module's statement classification onto what the pooler must do. */
 export function classify(sql: string): SessionEffects {
-  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false };
+  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, tracked: false };
   for (const info of classifySql(sql)) {
     if (info.kind === 'unparseable') fx.unparsed = true;
     for (const e of info.sessionEffects) {
@@ -80,5 +83,6 @@ export function classify(sql: string): SessionEffects {
     }
     if (info.nodeType === 'ExecuteStmt') fx.sqlPrepared = true;
   }
-  return fx;
+  fx.tracked = fx.settings.length !== 0 || fx.resetAll || fx.needsReset || fx.listen || fx.sqlPrepared || fx.deallocateAll;
+  return Object.freeze(fx);
 }

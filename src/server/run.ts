@@ -2,7 +2,7 @@
 import { loadConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { isLoopback, parseAuthConfig } from '../auth/index.js';
-import { ClientAuthenticator } from '../session/auth-exchange.js';
+import { ClientAuthenticator } from '../auth/exchange.js';
 import type { Config } from '../config.js';
 import { SessionGate } from '../policy/gate.js';
 import { SessionStateTracker } from '../policy/session-effects.js';

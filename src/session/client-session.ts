@@ -10,7 +10,9 @@ import { FE, TX_FAILED, TX_IDLE } from '../protocol/codes.js';
 import { Framer, readCString } from '../protocol/framer.js';
 import * as msg from '../protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from '../protocol/startup.js';
-import { settingsDiff, startupSettings, type SettingMap } from './settings.js';
+import { settingsDiff, startupSettings } from './settings.js';
+import { SessionLedger } from './effects.js';
+import type { SessionEffects } from '../policy/session-effects.js';
 import { Rewrite, type RoleChoice, type StatementGate } from '../policy/gate.js';
 import { classifySql } from '../policy/index.js';
 import { ROLE_UNKNOWN } from '../backend/backend.js';
@@ -48,6 +50,8 @@ interface Queued {
   stmt: ClientStatement | null;
   /** The role the message must run under (undefined: no requirement). */
   role: RoleChoice;
+  /** What running it does to the session, recorded once the server confirms it. */
+  fx: SessionEffects | null;
   /** A message scopegate made, its answer hidden from the client. */
   own?: boolean;
 }
@@ -67,22 +71,14 @@ export class ClientSession implements BackendOwner, StatementSender {
   user = '';
   database = '';
   private pool: DatabasePool | null = null;
-  /** The settings this client asked for: name -> SET statement. */
-  settings: SettingMap = new Map();
-  /** Settings from the startup packet: what RESET returns to. */
-  startupSettings: SettingMap = new Map();
-  /** The startup settings' values as the client sent them. */
-  startupValues = new Map<string, string>();
-  /** Settings changed by the transaction in flight; kept once it ends without error. */
-  pendingSettings: Array<[string, string | null]> = [];
+  /** The client's settings and its statements' effects: the only writer of either. */
+  private ledger = new SessionLedger(new Map());
+  /** The startup settings' values as the client sent them (for the policy's startup check). */
+  startupValues: ReadonlyMap<string, string> = new Map();
   /** The last rewritten Parse built: drivers re-send the same unnamed Parse per statement. */
   private lastRewrite: { verdict: Rewrite; name: string; types: Buffer; tail: Buffer; message: Buffer } | null = null;
   /** DDL went through: re-read the column catalog when the transaction ends. */
-  catalogStale = false;
-  /** The transaction in flight ended with ROLLBACK: its SETs are undone. */
-  settingsRolledBack = false;
-  /** The transaction in flight left state behind that only a server reset removes. */
-  needsReset = false;
+  private catalogStale = false;
   poolMode: 'transaction' | 'session' = 'transaction';
   /** Prepared statements by client name; tracking is off when max_prepared_statements is 0. */
   readonly statements = new ClientStatements();
@@ -238,9 +234,8 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.statementLimit = ctx.config.pool.max_prepared_statements;
     this.trackStatements = this.poolMode === 'transaction' && this.statementLimit > 0;
     const startup = startupSettings(params, params.has('options') ? parseOptions(params.get('options')!) : new Map());
-    this.settings = startup.settings;
+    this.ledger = new SessionLedger(startup.settings);
     this.startupValues = startup.values;
-    this.startupSettings = new Map(this.settings);
     this.identity = await ctx.gate.authenticate(this);
     if (this.isClosed()) return;
     this.contextKey = this.identity?.tokenHash ?? '';
@@ -310,30 +305,37 @@ export class ClientSession implements BackendOwner, StatementSender {
       case FE.Query: {
         this.checkSessionStillValid();
         const [sql] = readCString(buf, start + 5, end);
-        const verdict = this.ctx.gate.checkQuery(this, sql);
+        const fx = this.ctx.gate.effectsOf(this, sql);
+        const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, false); return; }
+        if (fx !== null) this.accepted(fx);
         if (verdict instanceof Rewrite) {
+          if (verdict.changesCatalog) this.catalogStale = true;
           if (verdict.sql === null) {
-            this.forwardToBackend(type, buf, start, end, null, verdict.role);
+            this.forwardToBackend(type, buf, start, end, null, verdict.role, fx);
           } else {
             const m = msg.query(verdict.sql);
-            this.forwardToBackend(type, m, 0, m.length, null, verdict.role);
+            this.forwardToBackend(type, m, 0, m.length, null, verdict.role, fx);
           }
           return;
         }
-        this.forwardToBackend(type, buf, start, end, null, verdict);
+        this.forwardToBackend(type, buf, start, end, null, verdict, fx);
         return;
       }
       case FE.Parse: {
         this.checkSessionStillValid();
         const [name, afterName] = readCString(buf, start + 5, end);
         const [sql, afterSql] = readCString(buf, afterName, end);
-        const verdict = this.ctx.gate.checkQuery(this, sql);
+        const fx = this.ctx.gate.effectsOf(this, sql);
+        const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
         if (this.trackStatements && name !== '' && this.statements.byName.has(name)) {
           this.reject(new SqlError(SQLSTATE.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${name}" already exists`), true);
           return;
         }
+        if (fx !== null) this.accepted(fx);
+        // Its effects happen when a portal bound to it is executed, each time.
+        this.statements.setEffects(name, fx);
         let role: RoleChoice;
         let tail = buf.subarray(afterName, end);
         // The client's own bytes unless rewritten: then it joins the run of this chunk.
@@ -343,6 +345,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         let sentSql = sql;
         if (verdict instanceof Rewrite) {
           role = verdict.role;
+          if (verdict.changesCatalog) this.catalogStale = true;
           if (verdict.sql !== null) {
             // The server prepares the rewritten text; parameter types stay as the client sent them.
             sentSql = verdict.sql;
@@ -398,6 +401,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           const refusal = this.statements.checkBind(buf, start, end);
           if (refusal !== null) { this.reject(refusal, true); return; }
         }
+        if (type === FE.Bind && (this.statements.hasEffects || this.ledger.hasPortals)) this.noteBind(buf, start, end);
         if (!this.trackStatements) break;
         let nameStart = start + 6;
         if (type === FE.Bind) {
@@ -419,7 +423,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           return;
         }
         if (type === FE.Bind) {
-          const verdict = this.ctx.gate.recheck(this, stmt);
+          const verdict = this.recheck(stmt);
           if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
           this.forwardToBackend(type, buf, start, end, stmt, verdict);
         } else {
@@ -433,6 +437,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           const [name] = readCString(buf, start + 6, end);
           this.statements.byName.delete(name);
           this.statements.setChecks(name, NO_CHECKS);
+          this.statements.setEffects(name, null);
           if (this.wireFree) {
             this.socket.write(CLOSE_COMPLETE);
             return;
@@ -453,6 +458,12 @@ export class ClientSession implements BackendOwner, StatementSender {
         if (this.wireFree) return;
         break;
       case FE.Execute:
+        if (this.ledger.hasPortals) {
+          const [portal] = readCString(buf, start + 5, end);
+          this.forwardToBackend(type, buf, start, end, null, undefined, this.ledger.executing(portal));
+          return;
+        }
+        break;
       case FE.CopyData: case FE.CopyDone: case FE.CopyFail:
         break;
       case FE.FunctionCall:
@@ -463,6 +474,47 @@ export class ClientSession implements BackendOwner, StatementSender {
     }
     this.forwardToBackend(type, buf, start, end);
   };
+
+  // ---- session effects ---------------------------------------------------------------
+
+  /** Effects applied as soon as a statement is accepted, before it runs. */
+  private accepted(fx: SessionEffects): void {
+    if (fx.deallocateAll) {
+      // Later messages of this chunk may prepare names again: the map is cleared now, in order.
+      this.statements.byName.clear();
+      this.statements.unnamed = null;
+      this.forgetServerStatements = true;
+    }
+  }
+
+  /** A Bind: the portal carries the effects of the statement bound to it, if any. */
+  private noteBind(buf: Buffer, start: number, end: number): void {
+    const [portal, afterPortal] = readCString(buf, start + 5, end);
+    const [name] = readCString(buf, afterPortal, end);
+    this.ledger.bound(portal, this.statements.effectsOf(name));
+  }
+
+  /** A prepared statement is judged again at Bind when the policy changed since its Parse. */
+  private recheck(stmt: ClientStatement): SqlError | RoleChoice {
+    const version = this.ctx.gate.policyVersion();
+    if (stmt.checkedVersion === version) return stmt.role;
+    const verdict = this.ctx.gate.recheck(this, stmt);
+    if (verdict instanceof SqlError) return verdict;
+    if (verdict instanceof Rewrite) {
+      // The server holds the statement as it was rewritten at Parse; a different rewrite
+      // now means the client must prepare it again.
+      if ((verdict.sql ?? stmt.sql) !== stmt.sentSql) {
+        return new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, 'permission denied: the policy changed how this prepared statement is filtered', { hint: 'Prepare the statement again.' });
+      }
+      stmt.role = verdict.role;
+      this.statements.setChecks(stmt.name, verdict.bindChecks);
+      stmt.checkedVersion = version;
+      return verdict.role;
+    }
+    stmt.role = verdict;
+    stmt.checkedVersion = version;
+    return verdict;
+  }
 
   // ---- client -> backend ------------------------------------------------------------
 
@@ -480,13 +532,13 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (refusal !== null) throw refusal;
   }
 
-  private forwardToBackend(type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null = null, role: RoleChoice = undefined): void {
+  private forwardToBackend(type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null = null, role: RoleChoice = undefined, fx: SessionEffects | null = null): void {
     const b = this.backend;
     if (b === null || this.holding) {
       if (type === FE.CopyData || type === FE.CopyDone || type === FE.CopyFail) {
         return; // COPY data without a COPY in progress: Postgres ignores it too.
       }
-      this.queue.push({ type, buf, start, end, stmt, role });
+      this.queue.push({ type, buf, start, end, stmt, role, fx });
       this.queuedBytes += end - start;
       // Pausing costs two epoll changes per transaction, so only a client that keeps
       // sending while it waits for a backend is throttled.
@@ -494,7 +546,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       if (b === null && !this.acquiring) this.acquire();
       return;
     }
-    this.dispatch(b, type, buf, start, end, stmt, role);
+    this.dispatch(b, type, buf, start, end, stmt, role, fx);
   }
 
   /** Sends queued messages in order until one has to wait (a role switch). */
@@ -514,7 +566,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         if (q.type === FE.Parse) this.noteUnnamedParse(b, null); // a refusal's DO block
         this.sendOwn(b, q.buf, q.own);
       } else {
-        this.dispatch(b, q.type, q.buf, q.start, q.end, q.stmt, q.role);
+        this.dispatch(b, q.type, q.buf, q.start, q.end, q.stmt, q.role, q.fx);
       }
     }
     // Inside the input loop the run stays open: the rest of the chunk joins the same write.
@@ -531,8 +583,8 @@ export class ClientSession implements BackendOwner, StatementSender {
    * switch went into the same write (the message can follow), false when the message was
    * queued behind it.
    */
-  private switchContext(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice, want: string | null): boolean {
-    const item: Queued = { type, buf, start, end, stmt, role };
+  private switchContext(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice, fx: SessionEffects | null, want: string | null): boolean {
+    const item: Queued = { type, buf, start, end, stmt, role, fx };
     const sql = this.contextStatement(b, want);
     if (b.idleWire && this.runBuf === null) {
       // Nothing in flight: switch in a round trip of its own, so a failed switch can never
@@ -613,10 +665,10 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   /** Sends one client message to the attached backend, rewriting statement names. */
-  private dispatch(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice): void {
+  private dispatch(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice, fx: SessionEffects | null): void {
     if (this.enforcing) {
       const want = this.contextNeeded(b, role);
-      if (want !== undefined && !this.switchContext(b, type, buf, start, end, stmt, role, want)) return;
+      if (want !== undefined && !this.switchContext(b, type, buf, start, end, stmt, role, fx, want)) return;
     }
     if (this.trackStatements) {
       if (type === FE.Parse) {
@@ -666,7 +718,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         b.forgetAtIdle = true;
       }
     }
-    this.countSent(b, type);
+    this.countSent(b, type, false, fx === null ? undefined : this.ledger.sent(b, fx));
     if (this.runBuf === buf && this.runEnd === start) {
       this.runEnd = end;
     } else {
@@ -776,7 +828,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     }
     b.runInternal(prep.sql).then(
       () => {
-        b.applied = new Map(this.settings);
+        b.applied = new Map(this.ledger.settings);
         if (prep.want !== undefined) this.contextApplied(b, prep.want);
         this.acquiring = false;
         this.holding = false;
@@ -803,7 +855,7 @@ export class ClientSession implements BackendOwner, StatementSender {
    * for the first statement, the role and claims. Null when nothing (the common case).
    */
   private preparation(b: Backend): { sql: string; want: string | null | undefined } | null {
-    const stmts = settingsDiff(b.applied, this.settings);
+    const stmts = settingsDiff(b.applied, this.ledger.settings);
     let want: string | null | undefined;
     if (this.enforcing) {
       const first = this.queue.find((q) => q.role !== undefined);
@@ -860,7 +912,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       // Parse, Bind and Execute of the DO block; only its error reaches the client.
       for (const data of [parseMessage('', Buffer.from(`${raise}\0\0\0`, 'utf8')), BIND_UNNAMED, EXECUTE_UNNAMED]) {
         if (this.holding || b === null) {
-          this.queue.push({ type: data[0]!, buf: data, start: 0, end: data.length, stmt: null, role: undefined, own: true });
+          this.queue.push({ type: data[0]!, buf: data, start: 0, end: data.length, stmt: null, role: undefined, fx: null, own: true });
         } else {
           if (data[0] === FE.Parse) this.noteUnnamedParse(b, null);
           this.sendOwn(b, data, true);
@@ -912,7 +964,11 @@ export class ClientSession implements BackendOwner, StatementSender {
       return;
     }
     if (status === TX_IDLE) {
-      this.ctx.gate.transactionEnded(this, b, !b.errorSinceIdle);
+      this.ledger.transactionEnded(b, !b.errorSinceIdle && !b.rolledBack);
+      if (this.catalogStale) {
+        this.catalogStale = false;
+        this.ctx.gate.refreshCatalog();
+      }
       b.errorSinceIdle = false;
       if (this.poolMode === 'transaction' && b.quiet && this.queue.length === 0 && this.runBuf === null) {
         this.backend = null;
@@ -983,7 +1039,8 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.holding = false;
     this.waitQuiet = false;
     this.backend = null;
-    if (this.needsReset || this.poolMode === 'session') b.dirty = true;
+    this.ledger.abandoned(b);
+    if (this.poolMode === 'session') b.dirty = true;
     if (b.quiet) {
       this.pool!.releaseNow(b);
     } else {

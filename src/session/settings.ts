@@ -50,7 +50,7 @@ export function startupSettings(params: Map<string, string>, fromOptions: Map<st
  * The statements that bring a backend from `applied` to `wanted`. Empty when they match,
  * which is the common case: clients of one application send the same parameters.
  */
-export function settingsDiff(applied: SettingMap, wanted: SettingMap): string[] {
+export function settingsDiff(applied: ReadonlyMap<string, string>, wanted: ReadonlyMap<string, string>): string[] {
   const out: string[] = [];
   for (const [name, stmt] of wanted) if (applied.get(name) !== stmt) out.push(stmt);
   for (const name of applied.keys()) if (!wanted.has(name)) out.push(`RESET ${quoteIdent(name)}`);

@@ -3,6 +3,7 @@ import { serverNameFor, type PreparableStatement, type StatementOwner } from '..
 import { parseMessage } from '../protocol/messages.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import type { BindCheck } from '../policy/index.js';
+import type { SessionEffects } from '../policy/session-effects.js';
 
 export const NO_CHECKS: readonly BindCheck[] = Object.freeze([]);
 
@@ -37,6 +38,21 @@ export class ClientStatements implements StatementOwner {
   unnamedRole: string | null | undefined = undefined;
   /** Row-filter checks on parameter values, by statement name ('' = unnamed). */
   private readonly checks = new Map<string, readonly BindCheck[]>();
+  /** What executing the statement does to the session, by name ('' = unnamed); only those with effects. */
+  private readonly effects = new Map<string, SessionEffects>();
+
+  get hasEffects(): boolean {
+    return this.effects.size !== 0;
+  }
+
+  setEffects(name: string, fx: SessionEffects | null): void {
+    if (fx === null) this.effects.delete(name);
+    else this.effects.set(name, fx);
+  }
+
+  effectsOf(name: string): SessionEffects | null {
+    return this.effects.size === 0 ? null : this.effects.get(name) ?? null;
+  }
 
   get hasChecks(): boolean {
     return this.checks.size !== 0;

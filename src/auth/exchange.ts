@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import {
   AuthError, checkOAuthBearerErrorAck, checkUser, chooseMechanism, FailureLimiter, isTransportAllowed,
   oauthBearerFailure, OAUTHBEARER, parseOAuthBearerInitial, TokenVerifier, type AuthConfig, type Identity,
-} from '../auth/index.js';
+} from './index.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import * as msg from '../protocol/messages.js';
 
