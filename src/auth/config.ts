@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { parseCidr, type Cidr } from './net.js';
-import { algorithmsForKey } from './keys.js';
+import { algorithmsForKey } from './algorithms.js';
 
 export type Mechanism = 'password' | 'oauthbearer';
 export const MECHANISMS: readonly Mechanism[] = ['password', 'oauthbearer'];

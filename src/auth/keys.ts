@@ -7,6 +7,9 @@ import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { createLocalJWKSet, type JSONWebKeySet, type JWSHeaderParameters, type FlattenedJWSInput } from 'jose';
 import type { AuthConfig, KeySourceConfig } from './config.js';
 import { AuthError } from './errors.js';
+import { algorithmsForKey } from './algorithms.js';
+
+export { algorithmsForKey };
 
 type JoseKey = Awaited<ReturnType<ReturnType<typeof createLocalJWKSet>>>;
 export type GetKey = (header: JWSHeaderParameters, token: FlattenedJWSInput) => Promise<JoseKey | KeyObject | Uint8Array>;
@@ -185,25 +188,6 @@ export class DiscoveryKeys {
     }
     return remote.getKey(header, token);
   };
-}
-
-const RSA_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'];
-
-/** Which JWS algorithms a given asymmetric key can verify. */
-export function algorithmsForKey(key: KeyObject): string[] {
-  switch (key.asymmetricKeyType) {
-    case 'rsa': return RSA_ALGS;
-    case 'rsa-pss': return ['PS256', 'PS384', 'PS512'];
-    case 'ed25519': return ['EdDSA', 'Ed25519'];
-    case 'ec': {
-      const crv = key.asymmetricKeyDetails?.namedCurve;
-      if (crv === 'prime256v1' || crv === 'P-256') return ['ES256'];
-      if (crv === 'secp384r1' || crv === 'P-384') return ['ES384'];
-      if (crv === 'secp521r1' || crv === 'P-521') return ['ES512'];
-      return [];
-    }
-    default: return [];
-  }
 }
 
 /** The preferred signing algorithm for a development private key. */

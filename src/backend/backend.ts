@@ -5,7 +5,7 @@ import { SqlError, SQLSTATE } from '../errors.js';
 import { BE, TX_IDLE } from '../protocol/codes.js';
 import { cancelRequest, parseErrorFields, query, TERMINATE } from '../protocol/messages.js';
 import { login } from './login.js';
-import type { PendingParse } from './server-statements.js';
+import type { PendingParse } from './statement-types.js';
 import { ResponseQueue } from './responses.js';
 
 /** What a backend hands its responses to while a client has it checked out. */

@@ -3,28 +3,9 @@ import { createHash } from 'node:crypto';
 import type { Backend } from './backend.js';
 import { BE } from '../protocol/codes.js';
 import { closeStatement } from '../protocol/messages.js';
+import type { PreparableStatement, StatementOwner } from './statement-types.js';
 
-/** What a server connection needs to know of a client's statement to prepare it. */
-export interface PreparableStatement {
-  readonly name: string;
-  readonly serverName: string;
-  /** A complete Parse message carrying `serverName`. */
-  readonly parse: Buffer;
-}
-
-/** The client's statement map: told when a Parse made on its behalf failed. */
-export interface StatementOwner {
-  dropIfSame(stmt: PreparableStatement): void;
-}
-
-/** A Parse that went to the server and whose ParseComplete or error has not come back. */
-export interface PendingParse {
-  epoch: number;
-  serverName: string | null;
-  /** The client's own Parse: on failure the client's name mapping is dropped too. */
-  owner: StatementOwner | null;
-  stmt: PreparableStatement | null;
-}
+export type { PendingParse, PreparableStatement, StatementOwner } from './statement-types.js';
 
 export const PARSE_COMPLETE = Buffer.from([BE.ParseComplete, 0, 0, 0, 4]);
 /** Close of a name no server statement has: the server answers CloseComplete in order. */
