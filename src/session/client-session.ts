@@ -12,6 +12,7 @@ import * as msg from '../protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from '../protocol/startup.js';
 import { settingsDiff, startupSettings } from './settings.js';
 import { SessionLedger } from './effects.js';
+import { holdsMessages, Phase } from './phase.js';
 import type { SessionEffects } from '../policy/session-effects.js';
 import { Rewrite, type RoleChoice, type StatementGate } from '../policy/gate.js';
 import { classifySql } from '../policy/index.js';
@@ -38,7 +39,6 @@ export interface ServerContext {
   onClientClosed(c: ClientSession): void;
 }
 
-const enum State { Startup, Auth, Ready, Closed }
 
 interface Queued {
   type: number;
@@ -65,7 +65,8 @@ let nextClientId = 1;
 export class ClientSession implements BackendOwner, StatementSender {
   readonly id = nextClientId++;
   readonly address: string;
-  private state = State.Startup;
+  /** Where this session is (see phase.ts); written only by enter(). */
+  private phase: Phase = Phase.Startup;
   private startupBuf: Buffer | null = null;
   private readonly framer = new Framer(MAX_CLIENT_MESSAGE);
   user = '';
@@ -101,20 +102,12 @@ export class ClientSession implements BackendOwner, StatementSender {
   scopeKey = '';
   /** Role for statements that need none of their own: the first held scope's. */
   defaultRole: string | null = null;
-  /** A backend is being acquired for this client. */
-  private acquiring = false;
-  /** Messages queue instead of going out: acquiring, or a role switch in progress. */
-  private holding = false;
-  /** A simple Query waits until the backend has answered everything before its role switch. */
-  private waitQuiet = false;
   private queue: Queued[] = [];
   private queuedBytes = 0;
   /** The client's chunk is being processed: runs are flushed once at its end. */
   private inInput = false;
   /** The backend attached (and corked) while a chunk was being processed. */
   private corkedInInput: Backend | null = null;
-  /** Messages of an extended-protocol batch we failed are dropped up to its Sync. */
-  private skipUntilSync = false;
   private idleTxTimer: NodeJS.Timeout | null = null;
   private runStart = -1;
   private runEnd = -1;
@@ -146,13 +139,13 @@ export class ClientSession implements BackendOwner, StatementSender {
   // ---- input ------------------------------------------------------------------------
 
   private onData(chunk: Buffer): void {
-    if (this.state === State.Closed) return;
+    if (this.phase === Phase.Closed) return;
     try {
-      if (this.state === State.Startup) {
+      if (this.phase === Phase.Startup) {
         this.onStartupData(chunk);
         return;
       }
-      if (this.state === State.Auth) {
+      if (this.phase === Phase.Authenticating) {
         this.framer.push(chunk, this.onAuthMessage);
         return;
       }
@@ -187,7 +180,7 @@ export class ClientSession implements BackendOwner, StatementSender {
   private onStartupData(chunk: Buffer): void {
     let buf = this.startupBuf ? Buffer.concat([this.startupBuf, chunk]) : chunk;
     this.startupBuf = null;
-    while (buf.length >= 4 && this.state === State.Startup) {
+    while (buf.length >= 4 && this.phase === Phase.Startup) {
       const len = buf.readInt32BE(0);
       if (len < 8 || len > MAX_STARTUP_PACKET) {
         throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, `invalid length of startup packet: ${len}`, { severity: 'FATAL' });
@@ -203,7 +196,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       }
       if (p.kind === 'cancel') {
         this.ctx.cancels.cancel(p.pid, p.secret);
-        this.state = State.Closed;
+        this.enter(Phase.Closed);
         this.socket.end();
         return;
       }
@@ -214,7 +207,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       void this.startup(p.params, p.minor, p.protocolOptions).catch((err) => this.fatal(err));
       return;
     }
-    if (buf.length > 0 && this.state === State.Startup) this.startupBuf = Buffer.from(buf);
+    if (buf.length > 0 && this.phase === Phase.Startup) this.startupBuf = Buffer.from(buf);
   }
 
   private async startup(params: Map<string, string>, minor: number, protocolOptions: string[]): Promise<void> {
@@ -243,7 +236,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.enforcing = ctx.gate.policyVersion() !== '';
     this.defaultRole = ctx.gate.defaultRole(this);
     await ctx.gate.checkStartup(this);
-    if (this.state === State.Closed) return;
+    if (this.isClosed()) return;
     if (pool.serverParams === null) {
       // The first client of a database learns the server's parameters from a real login.
       const b = await pool.acquire();
@@ -262,20 +255,20 @@ export class ClientSession implements BackendOwner, StatementSender {
     ctx.cancels.add(this.pid, this);
     out.push(msg.backendKeyData(key.pid, key.secret), msg.readyForQuery('I'));
     this.socket.write(Buffer.concat(out));
-    this.state = State.Ready;
+    this.enter(Phase.Idle);
     if (ctx.log.isLevelEnabled('debug')) this.log.debug('client ready');
   }
 
   /** Writes raw protocol bytes to the client (the auth exchange uses this). */
   send(data: Buffer): void {
-    if (this.state !== State.Closed) this.socket.write(data);
+    if (this.phase !== Phase.Closed) this.socket.write(data);
   }
 
   private authWaiter: ((m: { type: number; body: Buffer }) => void) | null = null;
 
   /** Reads the client's next message during authentication (a password or SASL response). */
   readAuthMessage(): Promise<{ type: number; body: Buffer }> {
-    this.state = State.Auth;
+    if (this.phase === Phase.Startup) this.enter(Phase.Authenticating);
     return new Promise((resolve) => { this.authWaiter = resolve; });
   }
 
@@ -291,9 +284,9 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   private readonly onMessage = (type: number, buf: Buffer, start: number, end: number): void => {
     if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
-    if (this.skipUntilSync) {
+    if (this.phase === Phase.SkippingToSync) {
       if (type === FE.Sync) {
-        this.skipUntilSync = false;
+        this.enter(this.backend === null ? Phase.Idle : Phase.Linked);
         this.socket.write(msg.readyForQuery(this.backend ? txChar(this.backend.txStatus) : 'I'));
       }
       return;
@@ -520,21 +513,21 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /** No backend, nothing queued or in flight: a message can be answered here, in order. */
   private get wireFree(): boolean {
-    return this.backend === null && !this.holding && this.queue.length === 0 && !this.skipUntilSync;
+    return this.phase === Phase.Idle && this.queue.length === 0;
   }
 
   /** A new transaction starts only while the client's token is still valid. */
   private checkSessionStillValid(): void {
     if (this.identity === null) return;
     const b = this.backend;
-    if (b !== null && (this.holding || !b.quiet)) return; // a running transaction may finish
+    if (b !== null && (holdsMessages(this.phase) || !b.quiet)) return; // a running transaction may finish
     const refusal = this.ctx.gate.checkTransactionStart(this);
     if (refusal !== null) throw refusal;
   }
 
   private forwardToBackend(type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null = null, role: RoleChoice = undefined, fx: SessionEffects | null = null): void {
     const b = this.backend;
-    if (b === null || this.holding) {
+    if (b === null || holdsMessages(this.phase)) {
       if (type === FE.CopyData || type === FE.CopyDone || type === FE.CopyFail) {
         return; // COPY data without a COPY in progress: Postgres ignores it too.
       }
@@ -543,7 +536,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       // Pausing costs two epoll changes per transaction, so only a client that keeps
       // sending while it waits for a backend is throttled.
       if (this.queuedBytes > QUEUE_PAUSE_BYTES && !this.clientPaused) { this.clientPaused = true; this.socket.pause(); }
-      if (b === null && !this.acquiring) this.acquire();
+      if (b === null && this.phase !== Phase.Acquiring) this.acquire();
       return;
     }
     this.dispatch(b, type, buf, start, end, stmt, role, fx);
@@ -559,7 +552,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       b.socket.cork();
       this.corkedInInput = b;
     }
-    while (this.queue.length !== 0 && !this.holding && this.backend === b) {
+    while (this.queue.length !== 0 && !holdsMessages(this.phase) && this.backend === b) {
       const q = this.queue.shift()!;
       this.queuedBytes -= q.end - q.start;
       if (q.own !== undefined) {
@@ -574,7 +567,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.flushRun();
       b.socket.uncork();
     }
-    if (!this.holding) this.resumeClient();
+    if (!holdsMessages(this.phase)) this.resumeClient();
   }
 
   /**
@@ -589,21 +582,22 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (b.idleWire && this.runBuf === null) {
       // Nothing in flight: switch in a round trip of its own, so a failed switch can never
       // let the statement run in the previous context.
-      this.holding = true;
+      this.enter(Phase.Switching);
       this.queue.unshift(item);
       this.queuedBytes += end - start;
       if (b.txStatus !== TX_IDLE) b.roleUncertain = true; // undone if the transaction rolls back
       b.runInternal(sql).then(
         () => {
           this.contextApplied(b, want);
-          this.holding = false;
-          if (this.backend === b) this.drainQueue(b);
+          if (this.phase !== Phase.Switching || this.backend !== b) return;
+          this.enter(Phase.Linked);
+          this.drainQueue(b);
         },
         (err: unknown) => {
           b.role = ROLE_UNKNOWN;
           b.contextKey = ROLE_UNKNOWN;
-          this.holding = false;
-          if (this.backend !== b) return;
+          if (this.phase !== Phase.Switching || this.backend !== b) return;
+          this.enter(Phase.Linked);
           const failed = this.queue.shift();
           if (failed) this.queuedBytes -= failed.end - failed.start;
           const e = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
@@ -616,8 +610,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     }
     if (type === FE.Query && !b.unsynced) {
       // Pipelined simple queries: wait until the server has answered what is in flight.
-      this.holding = true;
-      this.waitQuiet = true;
+      this.enter(Phase.AwaitingQuiet);
       this.queue.unshift(item);
       this.queuedBytes += end - start;
       return false;
@@ -783,7 +776,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.socket.pause();
       b.socket.once('drain', () => {
         this.clientPaused = false;
-        if (this.state !== State.Closed) this.socket.resume();
+        if (!this.isClosed()) this.socket.resume();
       });
     }
   }
@@ -797,21 +790,19 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   private acquire(): void {
     const pool = this.pool!;
-    this.acquiring = true;
-    this.holding = true;
+    this.enter(Phase.Acquiring);
     pool.checkout(this.onAcquired, this.onCheckoutFailed);
   }
 
   private readonly onCheckoutFailed = (err: SqlError): void => {
-    this.acquiring = false;
-    this.holding = false;
+    if (this.isClosed()) return;
+    this.enter(Phase.Idle);
     this.failQueued(err);
   };
 
   private readonly onAcquired = (b: Backend): void => {
     const pool = this.pool!;
     if (this.isClosed()) {
-      this.acquiring = false;
       pool.releaseNow(b);
       return;
     }
@@ -821,30 +812,29 @@ export class ClientSession implements BackendOwner, StatementSender {
     const prep = this.preparation(b);
     if (prep === null) {
       // Nothing to bring over: the queued messages go out in this same tick.
-      this.acquiring = false;
-      this.holding = false;
+      this.enter(Phase.Linked);
       this.drainQueue(b);
       return;
     }
+    this.enter(Phase.Preparing);
     b.runInternal(prep.sql).then(
       () => {
         b.applied = new Map(this.ledger.settings);
         if (prep.want !== undefined) this.contextApplied(b, prep.want);
-        this.acquiring = false;
-        this.holding = false;
         if (this.isClosed()) {
-          this.abandonBackend();
+          this.abandonBackend(Phase.Linked);
           return;
         }
+        this.enter(Phase.Linked);
         this.drainQueue(b);
       },
       (err: unknown) => {
         this.backend = null;
-        this.acquiring = false;
-        this.holding = false;
         const sqlErr = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
         if (b.broken) void pool.destroy(b);
         else void pool.release(b);
+        if (this.isClosed()) return;
+        this.enter(Phase.Idle);
         this.failQueued(sqlErr);
       },
     );
@@ -889,7 +879,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     }
     if (inExtended) {
       out.push(msg.errorResponse(err));
-      this.skipUntilSync = true;
+      this.enter(Phase.SkippingToSync);
     }
     if (out.length > 0) this.socket.write(Buffer.concat(out));
     this.log.info({ err: err.message, code: err.code }, 'no server connection for client');
@@ -902,7 +892,7 @@ export class ClientSession implements BackendOwner, StatementSender {
    */
   private reject(err: SqlError, extended: boolean): void {
     const b = this.backend;
-    if (this.holding || (b !== null && (b.txStatus !== TX_IDLE || b.unsynced || b.pendingSyncs > 0))) {
+    if (holdsMessages(this.phase) || (b !== null && (b.txStatus !== TX_IDLE || b.unsynced || b.pendingSyncs > 0))) {
       const raise = `DO $scopegate$ BEGIN RAISE EXCEPTION USING ERRCODE = ${lit(err.code)}, MESSAGE = ${lit(err.message)}${err.hint ? `, HINT = ${lit(err.hint)}` : ''}; END $scopegate$`;
       if (!extended) {
         const m = msg.query(raise);
@@ -911,7 +901,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       }
       // Parse, Bind and Execute of the DO block; only its error reaches the client.
       for (const data of [parseMessage('', Buffer.from(`${raise}\0\0\0`, 'utf8')), BIND_UNNAMED, EXECUTE_UNNAMED]) {
-        if (this.holding || b === null) {
+        if (holdsMessages(this.phase) || b === null) {
           this.queue.push({ type: data[0]!, buf: data, start: 0, end: data.length, stmt: null, role: undefined, fx: null, own: true });
         } else {
           if (data[0] === FE.Parse) this.noteUnnamedParse(b, null);
@@ -923,7 +913,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (extended) {
       this.flushRun();
       this.socket.write(msg.errorResponse(err));
-      this.skipUntilSync = true;
+      this.enter(Phase.SkippingToSync);
     } else {
       this.socket.write(Buffer.concat([msg.errorResponse(err), msg.readyForQuery(b ? txChar(b.txStatus) : 'I')]));
     }
@@ -957,9 +947,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       b.roleUncertain = false;
       b.roleInjected = false;
     }
-    if (this.waitQuiet && b.quiet) {
-      this.waitQuiet = false;
-      this.holding = false;
+    if (this.phase === Phase.AwaitingQuiet && b.quiet) {
+      this.enter(Phase.Linked);
       this.drainQueue(b);
       return;
     }
@@ -972,6 +961,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       b.errorSinceIdle = false;
       if (this.poolMode === 'transaction' && b.quiet && this.queue.length === 0 && this.runBuf === null) {
         this.backend = null;
+        if (this.phase === Phase.Linked) this.enter(Phase.Idle);
         if (this.backendPausedForClient) { this.backendPausedForClient = false; b.resume(); }
         this.pool!.releaseNow(b);
         if (this.ctx.shuttingDown) this.closeWith(new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'terminating connection: scopegate is shutting down', { severity: 'FATAL' }));
@@ -999,21 +989,19 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /** True while this client holds no backend (used by shutdown). */
   get idle(): boolean {
-    return this.backend === null && !this.holding;
+    return this.backend === null && !holdsMessages(this.phase);
   }
 
   private terminate(): void {
-    this.state = State.Closed;
-    this.abandonBackend();
+    this.abandonBackend(this.enter(Phase.Closed));
     this.socket.end();
     this.finish();
   }
 
   closeWith(err: SqlError): void {
-    if (this.state === State.Closed) return;
+    if (this.phase === Phase.Closed) return;
     this.socket.end(msg.errorResponse(err));
-    this.state = State.Closed;
-    this.abandonBackend();
+    this.abandonBackend(this.enter(Phase.Closed));
     this.finish();
   }
 
@@ -1025,19 +1013,19 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   private onClose(): void {
-    if (this.state !== State.Closed) {
-      this.state = State.Closed;
-      this.abandonBackend();
-    }
+    if (this.phase !== Phase.Closed) this.abandonBackend(this.enter(Phase.Closed));
     this.finish();
   }
 
-  private abandonBackend(): void {
+  /**
+   * Gives the backend up after the client left. `from` is the phase the session was in:
+   * while the pool or the preparation still works on it, their callbacks see Closed and
+   * release it themselves.
+   */
+  private abandonBackend(from: Phase): void {
     if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
     const b = this.backend;
-    if (!b || this.acquiring) return;
-    this.holding = false;
-    this.waitQuiet = false;
+    if (!b || from === Phase.Acquiring || from === Phase.Preparing) return;
     this.backend = null;
     this.ledger.abandoned(b);
     if (this.poolMode === 'session') b.dirty = true;
@@ -1048,8 +1036,16 @@ export class ClientSession implements BackendOwner, StatementSender {
     }
   }
 
+  /** The one place the phase changes; returns the phase left. */
+  private enter(next: Phase): Phase {
+    const prev = this.phase;
+    if (prev === Phase.Closed) return prev; // nothing leaves Closed
+    this.phase = next;
+    return prev;
+  }
+
   private isClosed(): boolean {
-    return this.state === State.Closed;
+    return this.phase === Phase.Closed;
   }
 
   private finished = false;
