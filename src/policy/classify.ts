@@ -1,10 +1,13 @@
 import { analyzeStatement } from './analyze.js';
 import { SESSION_LOCK_FUNCTIONS } from './builtins.js';
 import { isNode, parseCached, type Node, type ParsedStatement } from './parse.js';
+import { isPinned } from './lexical.js';
 
 /** Session state a statement leaves behind on the server connection (matters in transaction pooling). */
 export type SessionEffect =
   | { type: 'set'; name: string; text: string }
+  /** SET LOCAL of a setting that decides how the server reads text (policy/lexical.ts). */
+  | { type: 'set_lexical'; name: string; value: string | null }
   | { type: 'reset'; name: string }
   | { type: 'reset_all' }
   | { type: 'session_characteristics'; text: string }
@@ -78,13 +81,32 @@ function isTemp(rel: unknown): boolean {
   return isNode(rel) && rel.relpersistence === 't';
 }
 
+/** The value of `SET name TO value` as text when it is one plain constant; null otherwise. */
+function firstValue(args: unknown): string | null {
+  if (!Array.isArray(args) || args.length !== 1) return null;
+  const c = (args[0] as Node)?.A_Const as Node | undefined;
+  if (c === undefined || c === null) return null;
+  const sval = (c.sval as Node | undefined)?.sval;
+  if (typeof sval === 'string') return sval;
+  const ival = (c.ival as Node | undefined)?.ival;
+  if (typeof ival === 'number') return String(ival);
+  if (c.ival !== undefined) return '0';
+  const bool = (c.boolval as Node | undefined)?.boolval;
+  if (c.boolval !== undefined) return bool === true ? 'on' : 'off';
+  return null;
+}
+
 function effectsOf(ps: ParsedStatement): SessionEffect[] {
   const b: Node = ps.body;
   const fx: SessionEffect[] = [];
   switch (ps.type) {
     case 'VariableSetStmt': {
-      if (b.is_local === true) break;
       const name = typeof b.name === 'string' ? b.name.toLowerCase() : '';
+      if (b.is_local === true) {
+        // Gone at the transaction's end, but a pinned setting must not change even so.
+        if (isPinned(name) && b.kind === 'VAR_SET_VALUE') fx.push({ type: 'set_lexical', name, value: firstValue(b.args) });
+        break;
+      }
       if (b.kind === 'VAR_RESET_ALL') fx.push({ type: 'reset_all' });
       else if (b.kind === 'VAR_SET_MULTI') {
         if (name === 'session characteristics') fx.push({ type: 'session_characteristics', text: ps.text });

@@ -78,7 +78,7 @@ export interface GateParts {
   log: Logger;
   auth: ClientAuthenticator | null;
   clockToleranceMs: number;
-  /** Tracks SET/temp tables/LISTEN in transaction mode; null when every pool is in session mode. */
+  /** What statements do to the session (SET, temp tables, LISTEN, pinned settings); null: nothing tracked. */
   sessionState: SessionStateTracker | null;
   /** Scope policy; null runs scopegate as a plain pooler. */
   policy: PolicyStore | null;
@@ -131,13 +131,16 @@ export class SessionGate implements StatementGate {
 
   effectsOf(c: GateClient, sql: string): SessionEffects | null {
     const tracker = this.parts.sessionState;
-    if (tracker === null || c.poolMode !== 'transaction') return null;
+    if (tracker === null) return null;
     const fx = tracker.effects(sql);
-    return fx.tracked ? fx : null;
+    if (!fx.tracked) return null;
+    // A session of its own keeps its state; only the pinned settings matter there.
+    return c.poolMode === 'transaction' || fx.pinned !== null ? fx : null;
   }
 
   checkQuery(c: GateClient, sql: string, fx: SessionEffects | null): Verdict {
-    if (fx !== null) {
+    if (fx !== null && fx.pinned !== null) return fx.pinned;
+    if (fx !== null && c.poolMode === 'transaction') {
       if (fx.listen) {
         return new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'LISTEN is not supported in transaction pooling mode', { hint: 'Notifications need a session of their own: connect listeners to a database entry with pool_mode: session.' });
       }

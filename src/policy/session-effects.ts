@@ -1,6 +1,8 @@
 /** What a statement would do to a pooled server session (SET, RESET, temp objects, LISTEN ...), from its parse tree. */
 import { classifySql } from './index.js';
 import { LruCache } from './cache.js';
+import { isPinned, pinnedRefusal } from './lexical.js';
+import type { SqlError } from '../errors.js';
 
 /**
  * What one simple Query or Parse does to session state that would outlive its transaction
@@ -21,11 +23,13 @@ export interface SessionEffects {
   deallocateAll: boolean;
   /** The text did not parse: Postgres will reject it, nothing to track. */
   unparsed: boolean;
+  /** A change of a setting that decides how the server reads text (refused). */
+  pinned: SqlError | null;
   /** Any of the above asks something of the pooler. */
   tracked: boolean;
 }
 
-const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, tracked: false }) as SessionEffects;
+const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false }) as SessionEffects;
 
 // The parser runs only when the text could change session state: a statement that starts
 // with one of these words, mentions one of the functions, or has comments or several
@@ -33,6 +37,20 @@ const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, need
 // (the hot path) costs two regex tests.
 const LEADING = /^\s*(set|reset|listen|create|prepare|execute|deallocate|declare|load|discard|select\s+set_config)\b/i;
 const ANYWHERE = /advisory|set_config|;\s*\S|--|\/\*/i;
+
+/** The value of a one-value SET text; null (refused when pinned) for anything less plain. */
+function setValue(text: string): string | null {
+  const m = /(?:=|\bto\b|\bnames\b)\s*('(?:[^'\\]|'')*'|[\w.-]+)\s*;?\s*$/i.exec(text.trim());
+  if (m === null) return null;
+  const v = m[1]!;
+  return v.startsWith("'") ? v.slice(1, -1).replace(/''/g, "'") : v;
+}
+
+/**
+ * Settings that cannot be carried to another server connection: transaction_* apply to the
+ * current transaction only, and `RESET seed` is an error. Their SET resets the connection.
+ */
+const NOT_REPLAYED = new Set(['transaction_isolation', 'transaction_read_only', 'transaction_deferrable', 'seed']);
 
 /**
  * Tracks session effects per statement text. Results are cached (bounded), so the parser
@@ -57,13 +75,20 @@ export class SessionStateTracker {
 
 /** Maps the policy module's statement classification onto what the pooler must do. */
 export function classify(sql: string): SessionEffects {
-  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, tracked: false };
+  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false };
   for (const info of classifySql(sql)) {
     if (info.kind === 'unparseable') fx.unparsed = true;
     for (const e of info.sessionEffects) {
       switch (e.type) {
-        case 'set': fx.settings.push([e.name.toLowerCase(), e.text.trim()]); break;
+        case 'set': {
+          const name = e.name.toLowerCase();
+          if (isPinned(name)) fx.pinned ??= pinnedRefusal(name, setValue(e.text) ?? '');
+          else if (NOT_REPLAYED.has(name)) fx.needsReset = true;
+          else fx.settings.push([name, e.text.trim()]);
+          break;
+        }
         case 'reset': fx.settings.push([e.name.toLowerCase(), null]); break;
+        case 'set_lexical': fx.pinned ??= pinnedRefusal(e.name, e.value ?? ''); break;
         case 'reset_all': fx.resetAll = true; fx.settings = []; break;
         case 'discard':
           fx.needsReset = true;
@@ -83,6 +108,6 @@ export function classify(sql: string): SessionEffects {
     }
     if (info.nodeType === 'ExecuteStmt') fx.sqlPrepared = true;
   }
-  fx.tracked = fx.settings.length !== 0 || fx.resetAll || fx.needsReset || fx.listen || fx.sqlPrepared || fx.deallocateAll;
+  fx.tracked = fx.pinned !== null || fx.settings.length !== 0 || fx.resetAll || fx.needsReset || fx.listen || fx.sqlPrepared || fx.deallocateAll;
   return Object.freeze(fx);
 }

@@ -28,7 +28,7 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
     log,
     auth: auth.method === 'oauth' ? new ClientAuthenticator(auth, log) : null,
     clockToleranceMs: auth.clockToleranceMs,
-    sessionState: [...config.databases.values()].some((d) => d.pool_mode === 'transaction') ? new SessionStateTracker() : null,
+    sessionState: new SessionStateTracker(),
     policy,
     catalog: policy === null ? null : new DatabaseCatalog([...config.databases.values()][0]!, log),
     audit: policy === null || config.log.audit === 'off' ? null : createAuditLogger(config.log.audit),

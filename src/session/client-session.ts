@@ -10,7 +10,7 @@ import { FE, TX_FAILED, TX_IDLE } from '../protocol/codes.js';
 import { Framer, readCString } from '../protocol/framer.js';
 import * as msg from '../protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from '../protocol/startup.js';
-import { settingsDiff, startupSettings } from './settings.js';
+import { quoteLiteral, settingsDiff, startupSettings } from './settings.js';
 import { SessionLedger } from './effects.js';
 import { holdsMessages, Phase } from './phase.js';
 import type { SessionEffects } from '../policy/session-effects.js';
@@ -635,11 +635,11 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /** One SELECT that sets the role and, when the client differs, the claims settings. */
   private contextStatement(b: Backend, role: string | null): string {
-    const parts = [`pg_catalog.set_config('role', ${lit(role ?? 'none')}, false)`];
+    const parts = [`pg_catalog.set_config('role', ${quoteLiteral(role ?? 'none')}, false)`];
     if (b.contextKey !== this.contextKey) {
       const id = this.identity;
-      parts.push(`pg_catalog.set_config('scopegate.claims', ${lit(id ? JSON.stringify(id.claims) : '')}, false)`);
-      parts.push(`pg_catalog.set_config('scopegate.sub', ${lit(id ? id.sub : '')}, false)`);
+      parts.push(`pg_catalog.set_config('scopegate.claims', ${quoteLiteral(id ? JSON.stringify(id.claims) : '')}, false)`);
+      parts.push(`pg_catalog.set_config('scopegate.sub', ${quoteLiteral(id ? id.sub : '')}, false)`);
     }
     return `SELECT ${parts.join(', ')}`;
   }
@@ -831,6 +831,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       (err: unknown) => {
         this.backend = null;
         const sqlErr = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
+        // What the server kept of a failed preparation is unknown: reset before reuse.
+        b.dirty = true;
         if (b.broken) void pool.destroy(b);
         else void pool.release(b);
         if (this.isClosed()) return;
@@ -852,7 +854,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       want = this.contextNeeded(b, first?.role);
       if (want !== undefined) stmts.push(this.contextStatement(b, want));
     }
-    return stmts.length === 0 ? null : { sql: stmts.join('; '), want };
+    // One statement a line: a recorded SET may end in a -- comment.
+    return stmts.length === 0 ? null : { sql: stmts.join('\n;\n'), want };
   }
 
   /** Answers queued messages with an error when no backend could be had; the client may retry. */
@@ -893,7 +896,7 @@ export class ClientSession implements BackendOwner, StatementSender {
   private reject(err: SqlError, extended: boolean): void {
     const b = this.backend;
     if (holdsMessages(this.phase) || (b !== null && (b.txStatus !== TX_IDLE || b.unsynced || b.pendingSyncs > 0))) {
-      const raise = `DO $scopegate$ BEGIN RAISE EXCEPTION USING ERRCODE = ${lit(err.code)}, MESSAGE = ${lit(err.message)}${err.hint ? `, HINT = ${lit(err.hint)}` : ''}; END $scopegate$`;
+      const raise = raiseStatement(err);
       if (!extended) {
         const m = msg.query(raise);
         this.forwardToBackend(FE.Query, m, 0, m.length);
@@ -1061,9 +1064,7 @@ function txChar(status: number): 'I' | 'T' | 'E' {
   return status === 0x54 ? 'T' : status === 0x45 ? 'E' : 'I';
 }
 
-function lit(s: string): string {
-  return `'${s.replace(/'/g, "''")}'`;
-}
+
 
 
 /** A portal of scopegate's own for SET ROLE inside a pipelined batch. */
@@ -1081,3 +1082,14 @@ function parses(sql: string): boolean {
 const BIND_UNNAMED = Buffer.from([FE.Bind, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
 const EXECUTE_UNNAMED = Buffer.from([FE.Execute, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
 
+/**
+ * A DO block that raises `err` on the server, so a transaction aborts exactly as Postgres
+ * would. The message carries client text: its literals are E'' (read the same whatever the
+ * session's settings) and the body's dollar tag is one the text does not contain.
+ */
+function raiseStatement(err: SqlError): string {
+  const body = `BEGIN RAISE EXCEPTION USING ERRCODE = ${quoteLiteral(err.code)}, MESSAGE = ${quoteLiteral(err.message)}${err.hint ? `, HINT = ${quoteLiteral(err.hint)}` : ''}; END`;
+  let tag = '$scopegate$';
+  for (let i = 0; body.includes(tag); i++) tag = `$scopegate${i}$`;
+  return `DO ${tag} ${body} ${tag}`;
+}

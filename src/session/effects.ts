@@ -1,5 +1,5 @@
 /** The one owner of a client's session state: its settings, and statements' effects until the server confirms them. */
-import type { Backend } from '../backend/backend.js';
+import { ROLE_UNKNOWN, type Backend } from '../backend/backend.js';
 import type { SessionEffects } from '../policy/session-effects.js';
 import type { SettingMap } from './settings.js';
 
@@ -56,6 +56,11 @@ export class SessionLedger {
   sent(b: Backend, fx: SessionEffects): ((ok: boolean) => void) | undefined {
     // Temp objects, session locks, set_config ...: only a reset removes them, whatever happens next.
     if (fx.needsReset) b.dirty = true;
+    if (fx.resetAll) {
+      // RESET ALL empties scopegate.claims (DISCARD ALL the role too) as soon as it runs.
+      b.role = ROLE_UNKNOWN;
+      b.contextKey = ROLE_UNKNOWN;
+    }
     if (fx.settings.length === 0 && !fx.resetAll) return undefined;
     this.inFlight++;
     return (ok) => {

@@ -1,4 +1,5 @@
 import { SqlError, SQLSTATE } from '../errors.js';
+import { pinnedRefusal } from '../policy/lexical.js';
 
 /**
  * Per-client session settings, kept as the SET statement that establishes each one, so
@@ -12,9 +13,16 @@ const NAME = /^[A-Za-z_][A-Za-z0-9_.]*$/;
 const NOT_SETTINGS = new Set(['user', 'database', 'options', 'replication']);
 const REFUSED = new Set(['role', 'session_authorization']);
 
+/**
+ * A string literal that Postgres reads the same whatever standard_conforming_strings says:
+ * quotes doubled, and a text with a backslash in the E'' form with backslashes doubled
+ * (never \', which backslash_quote may refuse).
+ */
 export function quoteLiteral(v: string): string {
-  return `'${v.replace(/'/g, "''")}'`;
+  const q = v.replace(/'/g, "''");
+  return v.includes('\\') ? `E'${q.replace(/\\/g, '\\\\')}'` : `'${q}'`;
 }
+
 
 export function quoteIdent(v: string): string {
   return `"${v.replace(/"/g, '""')}"`;
@@ -38,6 +46,8 @@ export function startupSettings(params: Map<string, string>, fromOptions: Map<st
       throw new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `permission denied: startup parameter "${rawName}" cannot be set through scopegate`, { severity: 'FATAL', hint: 'The role a statement runs under is chosen by scopegate from the scopes that grant it.' });
     }
     if (!NAME.test(name)) throw new SqlError(SQLSTATE.INVALID_PARAMETER_VALUE, `invalid startup parameter name "${rawName}"`, { severity: 'FATAL' });
+    const pinned = pinnedRefusal(name, value, 'FATAL');
+    if (pinned !== null) throw pinned;
     out.set(name, setStatement(name, value));
     values.set(name, value);
   };

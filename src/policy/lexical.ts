@@ -1,0 +1,27 @@
+/** The lexical environment scopegate pins on every server connection, and the refusal for changing it. */
+import { SqlError, SQLSTATE } from '../errors.js';
+
+/**
+ * Settings that decide how the server splits a text into tokens. libpg-query reads every
+ * statement as UTF8 with standard_conforming_strings on; a server that read it otherwise
+ * would run a different statement from the one checked. They keep these values.
+ */
+const PINNED: ReadonlyMap<string, { allowed: RegExp; supported: string }> = new Map([
+  ['standard_conforming_strings', { allowed: /^(on|true|yes|1)$/i, supported: 'on' }],
+  ['client_encoding', { allowed: /^(utf-?8|unicode)$/i, supported: 'UTF8' }],
+  ['backslash_quote', { allowed: /^safe_encoding$/i, supported: 'safe_encoding' }],
+]);
+
+/** The refusal for setting a pinned parameter to `value` (null for RESET: back to scopegate's), or null when allowed. */
+export function pinnedRefusal(name: string, value: string | null, severity: 'ERROR' | 'FATAL' = 'ERROR'): SqlError | null {
+  const pin = PINNED.get(name.toLowerCase());
+  if (pin === undefined || value === null || pin.allowed.test(value.trim())) return null;
+  return new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, `parameter "${name.toLowerCase()}" cannot be changed through scopegate`, {
+    severity,
+    hint: `scopegate reads every statement as the server will, so ${name.toLowerCase()} stays ${pin.supported}.`,
+  });
+}
+
+export function isPinned(name: string): boolean {
+  return PINNED.has(name.toLowerCase());
+}
