@@ -1,3 +1,4 @@
+/** The YAML config file: parsing, defaults named after PgBouncer's, one-line errors naming the key. */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';

@@ -1,3 +1,4 @@
+/** `scopegate demo`: an embedded PostgreSQL with a small shop schema, scopegate in front, tokens printed. */
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { userInfo } from 'node:os';

@@ -1,3 +1,4 @@
+/** Loggers: pino for operations, a separate JSON stream for audit lines. */
 import pino, { type Logger } from 'pino';
 
 /** The process log: pino JSON on stdout (stderr would mix with the demo's banner). */

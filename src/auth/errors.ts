@@ -1,3 +1,4 @@
+/** Authentication failures: what the client is told (SQLSTATE 28000 family) and what the log keeps. */
 import { SqlError, SQLSTATE, type SqlState } from '../errors.js';
 
 /**

@@ -1,3 +1,4 @@
+/** The wire side of OAuth login: cleartext-password or SASL OAUTHBEARER exchange with the client. */
 import type { Logger } from 'pino';
 import {
   AuthError, checkOAuthBearerErrorAck, checkUser, chooseMechanism, FailureLimiter, isTransportAllowed,

@@ -1,9 +1,12 @@
+/** One logged-in server connection: frames the server's stream, tracks its transaction state, hands answers to its owner. */
 import type { Socket } from 'node:net';
 import { connect } from 'node:net';
 import type { DatabaseConfig } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import { BE, TX_IDLE } from '../protocol/codes.js';
-import { cancelRequest, parseErrorFields, query, TERMINATE } from '../protocol/messages.js';
+import { cancelRequest, copyFail, parseErrorFields, query, TERMINATE } from '../protocol/messages.js';
+
+const INTERNAL_COPY_REFUSED = copyFail('');
 import { login } from './login.js';
 import type { PendingParse } from './statement-types.js';
 import { ResponseQueue } from './responses.js';
@@ -366,7 +369,7 @@ export class Backend {
       this.inspect(type, buf, start, end);
     } else if (type === BE.CopyInResponse) {
       // Internal statements never COPY; refuse so the server returns to ReadyForQuery.
-      this.socket.write(Buffer.from([0x66, 0, 0, 0, 5, 0]));
+      this.socket.write(INTERNAL_COPY_REFUSED);
     } else if (type === BE.ReadyForQuery) {
       this.txStatus = buf[end - 1]!;
       this.pendingSyncs = 0;

@@ -1,3 +1,4 @@
+/** Startup warnings about the authenticator role (superuser, INHERIT, own objects, missing scope roles). */
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config.js';

@@ -1,3 +1,4 @@
+/** Logging in to PostgreSQL as the configured user (SCRAM-SHA-256, md5, cleartext, trust). */
 import { connect, type Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
 import { Parser } from 'pg-protocol/dist/parser.js';

@@ -1,3 +1,4 @@
+/** The requests in flight on a server connection, so answers to scopegate's own messages stay hidden. */
 import { BE, FE } from '../protocol/codes.js';
 
 const OWN = 0x80;

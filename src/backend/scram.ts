@@ -1,3 +1,4 @@
+/** SCRAM-SHA-256 client side (RFC 5802/7677) for server logins. */
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /** Client side of SCRAM-SHA-256 (RFC 5802/7677) for scopegate's own backend logins. */

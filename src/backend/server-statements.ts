@@ -1,13 +1,12 @@
 /** Statements a server connection holds: which exist, re-preparing on demand, LRU eviction. */
 import { createHash } from 'node:crypto';
 import type { Backend } from './backend.js';
-import { BE } from '../protocol/codes.js';
 import { closeStatement } from '../protocol/messages.js';
 import type { PreparableStatement, StatementOwner } from './statement-types.js';
 
 export type { PendingParse, PreparableStatement, StatementOwner } from './statement-types.js';
 
-export const PARSE_COMPLETE = Buffer.from([BE.ParseComplete, 0, 0, 0, 4]);
+export { PARSE_COMPLETE } from '../protocol/messages.js';
 /** Close of a name no server statement has: the server answers CloseComplete in order. */
 export const CLOSE_NOTHING = closeStatement('sg_closed');
 

@@ -1,3 +1,4 @@
+/** Statement analysis: kind, transaction control and accessed objects of one parsed statement. */
 import { AccessCollector, statementTitle } from './ast-walk.js';
 import { isNode, type Node, type ParsedStatement } from './parse.js';
 import type { Access } from './types.js';

@@ -1,3 +1,4 @@
+/** The AST walk that collects every relation, column and function a statement touches. */
 import { CATALOG_RELATIONS, isForbiddenFunction, READ_ONLY_BUILTINS, SEQUENCE_FUNCTIONS } from './builtins.js';
 import { displayName, qualify, splitSqlName } from './names.js';
 import { isNode, type Node } from './parse.js';

@@ -1,3 +1,4 @@
+/** Reads table columns from pg_attribute for `*` expansion and masks. */
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config.js';

@@ -1,3 +1,4 @@
+/** `scopegate check`: one policy decision from the command line. */
 import { ConfigError } from '../errors.js';
 import { initParser } from './parse.js';
 import { PolicyStore } from './store.js';

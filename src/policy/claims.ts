@@ -1,3 +1,4 @@
+/** Token claims inside row filters and masks: claim() and claim_array() values. */
 import { createHash } from 'node:crypto';
 import { claimFunction, claimPathArg } from './exprs.js';
 import { isNode, type Node } from './parse.js';

@@ -1,3 +1,4 @@
+/** Statement kinds and session effects of a message, from the cached parse. */
 import { analyzeStatement } from './analyze.js';
 import { SESSION_LOCK_FUNCTIONS } from './builtins.js';
 import { isNode, parseCached, type Node, type ParsedStatement } from './parse.js';

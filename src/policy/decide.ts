@@ -1,3 +1,4 @@
+/** The scope decision for one text: allowed, rewritten or refused, with the granting scope's role. */
 import { describeAccess } from './ast-walk.js';
 import { analyzeStatement } from './analyze.js';
 import { displayName } from './names.js';

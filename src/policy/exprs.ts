@@ -1,3 +1,4 @@
+/** Policy expressions (row filters, masks) parsed and validated once at load. */
 import { parseSync } from 'libpg-query';
 import { isNode, type Node } from './parse.js';
 

@@ -1,3 +1,4 @@
+/** Matching a needed access against a scope's allow rules. */
 import { sameName } from './names.js';
 import type { Access, NamePattern, Policy, QualName, RelAction, Rule, ScopePolicy } from './types.js';
 

@@ -1,3 +1,4 @@
+/** Qualified names: resolution against default_schema, case rules, comparison. */
 import type { QualName } from './types.js';
 
 /**

@@ -1,3 +1,4 @@
+/** libpg-query wrapper: parse, fingerprint and normalize, cached per distinct text. */
 import { fingerprintSync, loadModule, normalizeSync, parseSync } from 'libpg-query';
 import { LruCache } from './cache.js';
 

@@ -1,3 +1,4 @@
+/** AST rewrites for row filters, column masks and `*` expansion, deparsed back to SQL. */
 import { deparseSync } from 'pgsql-deparser';
 import { CATALOG_RELATIONS } from './builtins.js';
 import type { ClaimResolver } from './claims.js';

@@ -1,3 +1,4 @@
+/** Row and column rules of the scopes a token holds. */
 import { relGranted, matches } from './grants.js';
 import { displayName, sameName } from './names.js';
 import type { ColumnCatalog, Policy, QualName, ScopePolicy } from './types.js';

@@ -1,3 +1,4 @@
+/** The policy file: YAML schema, validation, defaults. */
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';

@@ -1,3 +1,4 @@
+/** One decision for texts that differ only in numeric literals. */
 import { LruCache } from './cache.js';
 import type { Decision, PolicyStore } from './index.js';
 

@@ -1,3 +1,4 @@
+/** The loaded policy, its version, reloads and the decision cache. */
 import { LruCache } from './cache.js';
 import { ClaimResolver, claimsDigest } from './claims.js';
 import { decide } from './decide.js';

@@ -1,3 +1,4 @@
+/** Row-filter checks on written values (INSERT/UPDATE targets). */
 import { isNode, type Node } from './parse.js';
 import type { BindCheck } from './types.js';
 

@@ -1,3 +1,4 @@
+/** One pool of server connections per database: idle stack, waiting clients, reset, reserve pool. */
 import genericPool, { type Pool } from 'generic-pool';
 import type { Logger } from 'pino';
 import { Backend } from '../backend/backend.js';

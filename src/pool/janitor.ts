@@ -1,3 +1,4 @@
+/** Winding down a server connection whose client left mid-transaction before it is reused. */
 import type { Logger } from 'pino';
 import type { Backend, BackendOwner } from '../backend/backend.js';
 import type { SqlError } from '../errors.js';

@@ -1,3 +1,4 @@
+/** Type+length framing of a client's byte stream, with views into the socket's chunks. */
 import { SqlError, SQLSTATE } from '../errors.js';
 
 /** Called once per complete message: buf[start, end) is the whole message including its header. */

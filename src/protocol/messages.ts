@@ -1,3 +1,4 @@
+/** Builders for every protocol message scopegate writes itself: lengths are computed, never typed in. */
 import type { SqlError } from '../errors.js';
 import { FE } from './codes.js';
 
@@ -92,7 +93,33 @@ export function query(sql: string): Buffer {
 }
 
 export const SYNC = typed('S', Buffer.alloc(0));
-export const COPY_FAIL_CLIENT_GONE = typed('f', cstr('client disconnected'));
+
+/** Bind of `statement` to `portal` with no parameters, text results. */
+export function bind(portal: string, statement: string): Buffer {
+  // portal, statement, 0 parameter formats, 0 parameters, 0 result formats
+  return typed('B', Buffer.concat([cstr(portal), cstr(statement), Buffer.alloc(6)]));
+}
+
+/** Execute of `portal`, every row (maxRows 0). */
+export function execute(portal: string): Buffer {
+  return typed('E', Buffer.concat([cstr(portal), Buffer.alloc(4)]));
+}
+
+/** Close of a portal. */
+export function closePortal(name: string): Buffer {
+  return typed('C', Buffer.concat([Buffer.from('P'), cstr(name)]));
+}
+
+export function copyFail(reason: string): Buffer {
+  return typed('f', cstr(reason));
+}
+
+/** Backend-side answers scopegate gives the client itself. */
+export const PARSE_COMPLETE = typed('1', Buffer.alloc(0));
+export const CLOSE_COMPLETE = typed('3', Buffer.alloc(0));
+/** The one-byte answer to SSLRequest / GSSENCRequest: go on in plain text. */
+export const ENCRYPTION_REFUSED = Buffer.from('N');
+export const COPY_FAIL_CLIENT_GONE = copyFail('client disconnected');
 export const TERMINATE = typed('X', Buffer.alloc(0));
 
 export function cancelRequest(pid: number, secret: number): Buffer {

@@ -1,3 +1,4 @@
+/** The startup packet: SSLRequest, GSSENCRequest, CancelRequest, StartupMessage and options. */
 import { SqlError, SQLSTATE } from '../errors.js';
 import { CANCEL_REQUEST, GSSENC_REQUEST, SSL_REQUEST } from './codes.js';
 

@@ -1,3 +1,4 @@
+/** Cancel keys handed to clients, and routing a CancelRequest to the right client. */
 import { randomInt, timingSafeEqual } from 'node:crypto';
 
 /** What the cancel registry needs from a client session. */

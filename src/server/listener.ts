@@ -1,3 +1,4 @@
+/** The listening socket: accepts clients, owns the pools, reloads config, drains on shutdown. */
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { CancelRegistry } from './cancel-registry.js';

@@ -1,3 +1,4 @@
+/** One client connection: input loop, frontend dispatch and the transaction loop that links it to a backend. */
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Backend, BackendOwner } from '../backend/backend.js';
@@ -191,7 +192,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       const p = parseStartupPacket(packet);
       if (p.kind === 'ssl' || p.kind === 'gssenc') {
         // TLS termination arrives later; 'N' tells libpq to go on in plain text.
-        this.socket.write(Buffer.from('N'));
+        this.socket.write(msg.ENCRYPTION_REFUSED);
         continue;
       }
       if (p.kind === 'cancel') {
@@ -432,7 +433,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           this.statements.setChecks(name, NO_CHECKS);
           this.statements.setEffects(name, null);
           if (this.wireFree) {
-            this.socket.write(CLOSE_COMPLETE);
+            this.socket.write(msg.CLOSE_COMPLETE);
             return;
           }
           this.forwardToBackend(type, CLOSE_NOTHING, 0, CLOSE_NOTHING.length);
@@ -1068,19 +1069,18 @@ function txChar(status: number): 'I' | 'T' | 'E' {
 
 
 /** A portal of scopegate's own for SET ROLE inside a pipelined batch. */
-const BIND_ROLE_PORTAL = Buffer.from([FE.Bind, 0, 0, 0, 19, ...Buffer.from('sg_role\0'), 0, 0, 0, 0, 0, 0, 0]);
-const EXECUTE_ROLE_PORTAL = Buffer.from([FE.Execute, 0, 0, 0, 16, ...Buffer.from('sg_role\0'), 0, 0, 0, 0]);
-const CLOSE_ROLE_PORTAL = Buffer.from([FE.Close, 0, 0, 0, 13, 0x50, ...Buffer.from('sg_role\0')]);
+const BIND_ROLE_PORTAL = msg.bind('sg_role', '');
+const EXECUTE_ROLE_PORTAL = msg.execute('sg_role');
+const CLOSE_ROLE_PORTAL = msg.closePortal('sg_role');
 
-const CLOSE_COMPLETE = Buffer.from([0x33, 0, 0, 0, 4]);
 
 /** Whether Postgres's parser accepts the text (cached per text by the policy module). */
 function parses(sql: string): boolean {
   return classifySql(sql).every((s) => s.kind !== 'unparseable');
 }
 
-const BIND_UNNAMED = Buffer.from([FE.Bind, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
-const EXECUTE_UNNAMED = Buffer.from([FE.Execute, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
+const BIND_UNNAMED = msg.bind('', '');
+const EXECUTE_UNNAMED = msg.execute('');
 
 /**
  * A DO block that raises `err` on the server, so a transaction aborts exactly as Postgres

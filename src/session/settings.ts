@@ -1,3 +1,4 @@
+/** Per-client settings as SET statements, startup parameters, safe literals. */
 import { SqlError, SQLSTATE } from '../errors.js';
 import { pinnedRefusal } from '../policy/lexical.js';
 
