@@ -8,6 +8,7 @@ import { initParser } from '../src/policy/index.js';
 import { buildGate } from '../src/server/run.js';
 import { Scopegate } from '../src/server/listener.js';
 import { startPostgres, type TestPostgres } from './harness/postgres.js';
+import { fe, firstError, RawClient } from './harness/rawclient.js';
 
 let db: TestPostgres;
 let sg: Scopegate;
@@ -50,6 +51,33 @@ describe('scopegate in-process', () => {
     } finally {
       await a.end();
       await b.end();
+    }
+  });
+
+  it('a queued extended batch that starts with DISCARD ALL runs each statement once, in order', async () => {
+    await db.sql('CREATE TABLE IF NOT EXISTS inproc_once (v text)');
+    const holder = new pg.Client({ host: '127.0.0.1', port, user: 'h', database: 'app' });
+    await holder.connect();
+    const raw = await RawClient.connect(port);
+    try {
+      await raw.startup({ user: 'r', database: 'app' });
+      // The only server connection is held, so the whole batch waits in the client's queue.
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1');
+      raw.write(Buffer.concat([
+        fe.parse('DISCARD ALL'), fe.bind(), fe.execute(),
+        fe.parse("INSERT INTO inproc_once VALUES ('once') RETURNING v"), fe.bind(), fe.execute(),
+        fe.sync(),
+      ]));
+      await holder.query('COMMIT');
+      const msgs = await raw.readUntilReady();
+      assert.equal(firstError(msgs), undefined);
+      const tags = msgs.filter((m) => m.type === 'C').map((m) => m.body.toString('utf8', 0, m.body.length - 1));
+      assert.deepEqual(tags, ['DISCARD ALL', 'INSERT 0 1']);
+      assert.equal((await db.sql("SELECT count(*)::int AS n FROM inproc_once WHERE v = 'once'")).rows[0].n, 1);
+    } finally {
+      raw.close();
+      await holder.end();
     }
   });
 });

@@ -161,4 +161,14 @@ describe('SQL that scopegate writes itself', () => {
       await a.end();
     }
   });
+
+  it('seed and transaction_* as startup parameters are refused: they cannot follow the client', async () => {
+    for (const options of ['-c seed=0.5', '-c SEED=0.5', '-c transaction_read_only=on']) {
+      const e = await errorOf(() => reader({ options }));
+      assert.equal(e.code, '0A000', options);
+    }
+    const seen = await bystander();
+    assert.equal(seen.u, 'app_reader');
+    assert.equal(seen.sub, 'bystander');
+  });
 });

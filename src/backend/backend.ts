@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { connect } from 'node:net';
 import type { DatabaseConfig } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
-import { BE, TX_IDLE } from '../protocol/codes.js';
+import { BE, FE, TX_IDLE } from '../protocol/codes.js';
 import { cancelRequest, copyFail, parseErrorFields, query, TERMINATE } from '../protocol/messages.js';
 
 const INTERNAL_COPY_REFUSED = copyFail('');
@@ -49,10 +49,13 @@ export class Backend {
   broken = false;
   /** Transaction status from the last ReadyForQuery: 'I', 'T' or 'E' as a byte. */
   txStatus = TX_IDLE;
+  private syncsOwed = 0;
+  private extendedOpen = false;
+  private epochSent = 0;
   /** Query and Sync messages sent whose ReadyForQuery has not come back yet. */
-  pendingSyncs = 0;
+  get pendingSyncs(): number { return this.syncsOwed; }
   /** Extended-protocol messages were sent after the last Sync. */
-  unsynced = false;
+  get unsynced(): boolean { return this.extendedOpen; }
   /** The server is in COPY FROM STDIN and waits for CopyData/CopyDone/CopyFail. */
   copyIn = false;
   /** An ErrorResponse arrived since the last idle ReadyForQuery. */
@@ -85,7 +88,7 @@ export class Backend {
   readonly responses = new ResponseQueue();
   /** Sync/Query messages sent, and ReadyForQuery received: a message sent while sendEpoch is
    * k gets its response while recvEpoch is k. */
-  sendEpoch = 0;
+  get sendEpoch(): number { return this.epochSent; }
   recvEpoch = 0;
   /** The client whose unnamed statement this server holds. */
   unnamedOwner: object | null = null;
@@ -134,7 +137,39 @@ export class Backend {
     this.lastUsed = Date.now();
   }
 
+  /**
+   * Accounts for one message written to the server on an owner's behalf: the one place the
+   * count of answers owed is kept. `own` hides its answer; `onDone` hears if it completed.
+   */
+  noteSent(type: number, own: boolean, onDone?: (ok: boolean) => void): void {
+    switch (type) {
+      case FE.Query:
+        this.syncsOwed++;
+        this.epochSent++;
+        this.responses.push(type, own, onDone);
+        break;
+      case FE.Sync:
+        // The server ignores Sync while it is in COPY FROM STDIN.
+        if (!this.copyIn) {
+          this.syncsOwed++;
+          this.epochSent++;
+          this.responses.push(type, own, onDone);
+        }
+        this.extendedOpen = false;
+        break;
+      case FE.CopyData: case FE.CopyDone: case FE.CopyFail:
+        break;
+      case FE.Flush:
+        this.extendedOpen = true;
+        break;
+      default:
+        this.extendedOpen = true;
+        this.responses.push(type, own, onDone);
+    }
+  }
+
   detach(): void {
+    this.responses.clear();
     this.owner = null;
     if (this.mode === Mode.Client) this.mode = Mode.Idle;
     if (this.paused) this.resume();
@@ -174,7 +209,7 @@ export class Backend {
     return new Promise((resolve, reject) => {
       this.internal = { resolve, reject, error: null };
       this.mode = Mode.Internal;
-      this.pendingSyncs = 1;
+      this.syncsOwed = 1;
       this.socket.write(query(sql));
     });
   }
@@ -354,7 +389,7 @@ export class Backend {
     }
     this.txStatus = status;
     this.copyIn = false;
-    if (this.pendingSyncs > 0) this.pendingSyncs--;
+    if (this.syncsOwed > 0) this.syncsOwed--;
     if (this.pendingSyncs === 0 && this.owner) this.owner.onIdle(status);
     if (status === TX_IDLE && this.pendingSyncs === 0) this.rolledBack = false;
   }
@@ -372,7 +407,7 @@ export class Backend {
       this.socket.write(INTERNAL_COPY_REFUSED);
     } else if (type === BE.ReadyForQuery) {
       this.txStatus = buf[end - 1]!;
-      this.pendingSyncs = 0;
+      this.syncsOwed = 0;
       this.internal = null;
       this.mode = this.owner ? Mode.Client : Mode.Idle;
       if (q.error) q.reject(q.error);

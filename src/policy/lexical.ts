@@ -22,6 +22,17 @@ export function pinnedRefusal(name: string, value: string | null, severity: 'ERR
   });
 }
 
+/**
+ * Settings that cannot be carried to another server connection: transaction_* apply to the
+ * current transaction only, and `RESET seed` is an error. Their SET resets the connection;
+ * as startup parameters they are refused.
+ */
+const NOT_CARRIED = new Set(['transaction_isolation', 'transaction_read_only', 'transaction_deferrable', 'seed']);
+
+export function isNotCarried(name: string): boolean {
+  return NOT_CARRIED.has(name.toLowerCase());
+}
+
 export function isPinned(name: string): boolean {
   return PINNED.has(name.toLowerCase());
 }

@@ -1,7 +1,7 @@
 /** What a statement would do to a pooled server session (SET, RESET, temp objects, LISTEN ...), from its parse tree. */
 import { classifySql } from './index.js';
 import { LruCache } from './cache.js';
-import { isPinned, pinnedRefusal } from './lexical.js';
+import { isNotCarried, isPinned, pinnedRefusal } from './lexical.js';
 import type { SqlError } from '../errors.js';
 
 /**
@@ -46,11 +46,6 @@ function setValue(text: string): string | null {
   return v.startsWith("'") ? v.slice(1, -1).replace(/''/g, "'") : v;
 }
 
-/**
- * Settings that cannot be carried to another server connection: transaction_* apply to the
- * current transaction only, and `RESET seed` is an error. Their SET resets the connection.
- */
-const NOT_REPLAYED = new Set(['transaction_isolation', 'transaction_read_only', 'transaction_deferrable', 'seed']);
 
 /**
  * Tracks session effects per statement text. Results are cached (bounded), so the parser
@@ -83,7 +78,7 @@ export function classify(sql: string): SessionEffects {
         case 'set': {
           const name = e.name.toLowerCase();
           if (isPinned(name)) fx.pinned ??= pinnedRefusal(name, setValue(e.text) ?? '');
-          else if (NOT_REPLAYED.has(name)) fx.needsReset = true;
+          else if (isNotCarried(name)) fx.needsReset = true;
           else fx.settings.push([name, e.text.trim()]);
           break;
         }

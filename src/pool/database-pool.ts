@@ -275,7 +275,6 @@ export class DatabasePool {
       }
     }
     b.lastUsed = Date.now();
-    b.responses.clear();
     if (pool === this.pool && this.handToWaiter(b)) return;
     if (pool === this.pool && pool.pending === 0 && this.waiters.size === 0) {
       this.idle.push(b);
@@ -293,8 +292,7 @@ export class DatabasePool {
       && (this.settings.server_lifetime <= 0 || Date.now() - b.createdAt <= this.settings.server_lifetime)) {
       b.detach();
       b.lastUsed = Date.now();
-      b.responses.clear();
-      if (this.handToWaiter(b)) return;
+        if (this.handToWaiter(b)) return;
       if (this.pool.pending === 0 && this.waiters.size === 0) {
         this.idle.push(b);
         return;

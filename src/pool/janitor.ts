@@ -2,7 +2,7 @@
 import type { Logger } from 'pino';
 import type { Backend, BackendOwner } from '../backend/backend.js';
 import type { SqlError } from '../errors.js';
-import { TX_IDLE } from '../protocol/codes.js';
+import { FE, TX_IDLE } from '../protocol/codes.js';
 import { COPY_FAIL_CLIENT_GONE, SYNC } from '../protocol/messages.js';
 import type { DatabasePool } from './database-pool.js';
 
@@ -42,10 +42,7 @@ export function drainAndRelease(b: Backend, pool: DatabasePool, log: Logger): vo
   }
   if (b.unsynced) {
     b.write(SYNC);
-    b.unsynced = false;
-    b.pendingSyncs++;
-    b.sendEpoch++;
-    b.responses.push(0x53, true);
+    b.noteSent(FE.Sync, true);
   }
   if (b.pendingSyncs > 0) {
     b.cancel();

@@ -710,9 +710,12 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.forgetServerStatements = false;
         b.forgetPrepared();
         b.forgetAtIdle = true;
+        // The unnamed statement this Parse makes is still the client's own: a Bind that
+        // follows must not "restore" a later one over it (that ran the later statement twice).
+        if (buf[start + 5] === 0) b.unnamedOwner = this;
       }
     }
-    this.countSent(b, type, false, fx === null ? undefined : this.ledger.sent(b, fx));
+    b.noteSent(type, false, fx === null ? undefined : this.ledger.sent(b, fx));
     if (this.runBuf === buf && this.runEnd === start) {
       this.runEnd = end;
     } else {
@@ -736,35 +739,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   /** Sends a message outside the current run; `own` hides its answer from the client. */
   sendOwn(b: Backend, data: Buffer, own: boolean, onDone?: (ok: boolean) => void): void {
     this.flushRun();
-    this.countSent(b, data[0]!, own, onDone);
+    b.noteSent(data[0]!, own, onDone);
     b.write(data);
-  }
-
-  private countSent(b: Backend, type: number, own = false, onDone?: (ok: boolean) => void): void {
-    switch (type) {
-      case FE.Query:
-        b.pendingSyncs++;
-        b.sendEpoch++;
-        b.responses.push(type, own, onDone);
-        break;
-      case FE.Sync:
-        // The server ignores Sync while it is in COPY FROM STDIN.
-        if (!b.copyIn) {
-          b.pendingSyncs++;
-          b.sendEpoch++;
-          b.responses.push(type, own, onDone);
-        }
-        b.unsynced = false;
-        break;
-      case FE.CopyData: case FE.CopyDone: case FE.CopyFail:
-        break;
-      case FE.Flush:
-        b.unsynced = true;
-        break;
-      default:
-        b.unsynced = true;
-        b.responses.push(type, own, onDone);
-    }
   }
 
   private flushRun(): void {

@@ -1,6 +1,6 @@
 /** Per-client settings as SET statements, startup parameters, safe literals. */
 import { SqlError, SQLSTATE } from '../errors.js';
-import { pinnedRefusal } from '../policy/lexical.js';
+import { isNotCarried, pinnedRefusal } from '../policy/lexical.js';
 
 /**
  * Per-client session settings, kept as the SET statement that establishes each one, so
@@ -49,6 +49,9 @@ export function startupSettings(params: Map<string, string>, fromOptions: Map<st
     if (!NAME.test(name)) throw new SqlError(SQLSTATE.INVALID_PARAMETER_VALUE, `invalid startup parameter name "${rawName}"`, { severity: 'FATAL' });
     const pinned = pinnedRefusal(name, value, 'FATAL');
     if (pinned !== null) throw pinned;
+    if (isNotCarried(name)) {
+      throw new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, `startup parameter "${name}" cannot be carried across pooled server connections`, { severity: 'FATAL', hint: 'Set it inside the transaction that needs it (SET LOCAL, or SET TRANSACTION).' });
+    }
     out.set(name, setStatement(name, value));
     values.set(name, value);
   };
