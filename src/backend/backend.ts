@@ -67,14 +67,28 @@ export class Backend {
   rolledBack = false;
   /** Settings applied on behalf of the client that last held it: name -> SET statement. */
   applied = new Map<string, string>();
+  private roleNow: string | null = null;
+  private claimsOf = '';
   /** Role set with SET ROLE, null for the login role, ROLE_UNKNOWN when not known. */
-  role: string | null = null;
+  get role(): string | null { return this.roleNow; }
   /** A role was switched inside a transaction block that may still roll back. */
   roleUncertain = false;
   /** A role was switched inside a pipelined batch: an error in it undoes the switch. */
   roleInjected = false;
   /** Whose claims scopegate.claims holds: a client's token hash, '' for none, ROLE_UNKNOWN. */
-  contextKey = '';
+  get contextKey(): string { return this.claimsOf; }
+
+  /** The server now runs as `role` with the claims of `key` (after scopegate set them). */
+  setContext(role: string | null, key: string): void {
+    this.roleNow = role;
+    this.claimsOf = key;
+  }
+
+  /** Role and claims on the server are not known: the next statement sets them afresh. */
+  forgetContext(): void {
+    this.roleNow = ROLE_UNKNOWN;
+    this.claimsOf = ROLE_UNKNOWN;
+  }
   /** Cancel requests sent for this backend that have not completed. */
   cancelsInFlight = 0;
   private cancelWaiters: Array<() => void> = [];

@@ -262,8 +262,7 @@ export class DatabasePool {
         await b.runInternal(this.settings.server_reset_query || 'DISCARD ALL');
         b.dirty = false;
         b.applied.clear();
-        b.role = null;
-        b.contextKey = '';
+        b.setContext(null, '');
         b.prepared.clear();
         b.uncertain.clear();
         b.pendingEvictions = [];

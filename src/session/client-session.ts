@@ -7,7 +7,7 @@ import type { Config } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import { drainAndRelease } from '../pool/janitor.js';
 import type { DatabasePool } from '../pool/database-pool.js';
-import { FE, TX_FAILED, TX_IDLE } from '../protocol/codes.js';
+import { FE, TX_IDLE } from '../protocol/codes.js';
 import { Framer, readCString } from '../protocol/framer.js';
 import * as msg from '../protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from '../protocol/startup.js';
@@ -17,7 +17,7 @@ import { holdsMessages, Phase } from './phase.js';
 import type { SessionEffects } from '../policy/session-effects.js';
 import { Rewrite, type RoleChoice, type StatementGate } from '../policy/gate.js';
 import { classifySql } from '../policy/index.js';
-import { ROLE_UNKNOWN } from '../backend/backend.js';
+import { ClientContext } from './context.js';
 import type { Identity } from '../auth/index.js';
 import { ClientStatements, NO_CHECKS, type ClientStatement } from './statements.js';
 import { CLOSE_NOTHING, ensurePrepared, PARSE_COMPLETE, type StatementSender } from '../backend/server-statements.js';
@@ -97,12 +97,10 @@ export class ClientSession implements BackendOwner, StatementSender {
   readonly tls = false;
   /** A policy is enforced: every statement runs under a scope's role with this client's claims. */
   private enforcing = false;
-  /** Which client's claims a backend carries: the token hash ('' without a token). */
-  contextKey = '';
+  /** The role and claims this client's statements need on a backend; set at login. */
+  private context = new ClientContext(null, '', null);
   /** The token's scopes, sorted: part of decision cache keys. */
   scopeKey = '';
-  /** Role for statements that need none of their own: the first held scope's. */
-  defaultRole: string | null = null;
   private queue: Queued[] = [];
   private queuedBytes = 0;
   /** The client's chunk is being processed: runs are flushed once at its end. */
@@ -232,10 +230,9 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.startupValues = startup.values;
     this.identity = await ctx.gate.authenticate(this);
     if (this.isClosed()) return;
-    this.contextKey = this.identity?.tokenHash ?? '';
     this.scopeKey = [...new Set(this.identity?.scopes ?? [])].sort().join(' ');
     this.enforcing = ctx.gate.policyVersion() !== '';
-    this.defaultRole = ctx.gate.defaultRole(this);
+    this.context = new ClientContext(this.identity, this.identity?.tokenHash ?? '', ctx.gate.defaultRole(this));
     await ctx.gate.checkStartup(this);
     if (this.isClosed()) return;
     if (pool.serverParams === null) {
@@ -579,7 +576,7 @@ export class ClientSession implements BackendOwner, StatementSender {
    */
   private switchContext(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice, fx: SessionEffects | null, want: string | null): boolean {
     const item: Queued = { type, buf, start, end, stmt, role, fx };
-    const sql = this.contextStatement(b, want);
+    const sql = this.context.statement(b, want);
     if (b.idleWire && this.runBuf === null) {
       // Nothing in flight: switch in a round trip of its own, so a failed switch can never
       // let the statement run in the previous context.
@@ -589,14 +586,13 @@ export class ClientSession implements BackendOwner, StatementSender {
       if (b.txStatus !== TX_IDLE) b.roleUncertain = true; // undone if the transaction rolls back
       b.runInternal(sql).then(
         () => {
-          this.contextApplied(b, want);
+          this.context.applied(b, want);
           if (this.phase !== Phase.Switching || this.backend !== b) return;
           this.enter(Phase.Linked);
           this.drainQueue(b);
         },
         (err: unknown) => {
-          b.role = ROLE_UNKNOWN;
-          b.contextKey = ROLE_UNKNOWN;
+          b.forgetContext();
           if (this.phase !== Phase.Switching || this.backend !== b) return;
           this.enter(Phase.Linked);
           const failed = this.queue.shift();
@@ -621,47 +617,23 @@ export class ClientSession implements BackendOwner, StatementSender {
     // included, and the context is treated as unknown.
     // The rest of the batch runs after the switch or not at all, so the new context is what
     // the following messages see; a failure or a rollback makes it unknown again.
-    this.contextApplied(b, want);
+    this.context.applied(b, want);
     b.roleUncertain = b.roleUncertain || b.txStatus !== TX_IDLE;
     b.roleInjected = true;
     this.noteUnnamedParse(b, null);
     this.sendOwn(b, parseMessage('', Buffer.from(`${sql}\0\0\0`, 'utf8')), true);
     this.sendOwn(b, BIND_ROLE_PORTAL, true);
     this.sendOwn(b, EXECUTE_ROLE_PORTAL, true, (ok) => {
-      if (!ok) { b.role = ROLE_UNKNOWN; b.contextKey = ROLE_UNKNOWN; }
+      if (!ok) b.forgetContext();
     });
     this.sendOwn(b, CLOSE_ROLE_PORTAL, true);
     return true;
   }
 
-  /** One SELECT that sets the role and, when the client differs, the claims settings. */
-  private contextStatement(b: Backend, role: string | null): string {
-    const parts = [`pg_catalog.set_config('role', ${quoteLiteral(role ?? 'none')}, false)`];
-    if (b.contextKey !== this.contextKey) {
-      const id = this.identity;
-      parts.push(`pg_catalog.set_config('scopegate.claims', ${quoteLiteral(id ? JSON.stringify(id.claims) : '')}, false)`);
-      parts.push(`pg_catalog.set_config('scopegate.sub', ${quoteLiteral(id ? id.sub : '')}, false)`);
-    }
-    return `SELECT ${parts.join(', ')}`;
-  }
-
-  private contextApplied(b: Backend, role: string | null): void {
-    b.role = role;
-    b.contextKey = this.contextKey;
-  }
-
-  /** The role the next message needs, or undefined when the backend already acts for us. */
-  private contextNeeded(b: Backend, role: RoleChoice): string | null | undefined {
-    if (b.txStatus === TX_FAILED) return undefined; // everything but ROLLBACK fails anyway
-    if (b.contextKey !== this.contextKey) return role !== undefined ? role : this.defaultRole;
-    if (role !== undefined && role !== b.role) return role;
-    return undefined;
-  }
-
   /** Sends one client message to the attached backend, rewriting statement names. */
   private dispatch(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice, fx: SessionEffects | null): void {
     if (this.enforcing) {
-      const want = this.contextNeeded(b, role);
+      const want = this.context.needed(b, role);
       if (want !== undefined && !this.switchContext(b, type, buf, start, end, stmt, role, fx, want)) return;
     }
     if (this.trackStatements) {
@@ -797,7 +769,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     b.runInternal(prep.sql).then(
       () => {
         b.applied = new Map(this.ledger.settings);
-        if (prep.want !== undefined) this.contextApplied(b, prep.want);
+        if (prep.want !== undefined) this.context.applied(b, prep.want);
         if (this.isClosed()) {
           this.abandonBackend(Phase.Linked);
           return;
@@ -828,8 +800,8 @@ export class ClientSession implements BackendOwner, StatementSender {
     let want: string | null | undefined;
     if (this.enforcing) {
       const first = this.queue.find((q) => q.role !== undefined);
-      want = this.contextNeeded(b, first?.role);
-      if (want !== undefined) stmts.push(this.contextStatement(b, want));
+      want = this.context.needed(b, first?.role);
+      if (want !== undefined) stmts.push(this.context.statement(b, want));
     }
     // One statement a line: a recorded SET may end in a -- comment.
     return stmts.length === 0 ? null : { sql: stmts.join('\n;\n'), want };
@@ -921,8 +893,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       // A context set inside a transaction block, or in a pipelined batch that failed, may
       // have been rolled back: set it afresh next time.
       if (b.roleUncertain || b.errorSinceIdle) {
-        b.role = ROLE_UNKNOWN;
-        b.contextKey = ROLE_UNKNOWN;
+        b.forgetContext();
       }
       b.roleUncertain = false;
       b.roleInjected = false;

@@ -1,5 +1,5 @@
 /** The one owner of a client's session state: its settings, and statements' effects until the server confirms them. */
-import { ROLE_UNKNOWN, type Backend } from '../backend/backend.js';
+import type { Backend } from '../backend/backend.js';
 import type { SessionEffects } from '../policy/session-effects.js';
 import type { SettingMap } from './settings.js';
 
@@ -58,8 +58,7 @@ export class SessionLedger {
     if (fx.needsReset) b.dirty = true;
     if (fx.resetAll) {
       // RESET ALL empties scopegate.claims (DISCARD ALL the role too) as soon as it runs.
-      b.role = ROLE_UNKNOWN;
-      b.contextKey = ROLE_UNKNOWN;
+      b.forgetContext();
     }
     if (fx.settings.length === 0 && !fx.resetAll) return undefined;
     this.inFlight++;
