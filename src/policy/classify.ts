@@ -7,8 +7,6 @@ import { isPinned } from './lexical.js';
 /** Session state a statement leaves behind on the server connection (matters in transaction pooling). */
 export type SessionEffect =
   | { type: 'set'; name: string; text: string }
-  /** SET LOCAL of a setting that decides how the server reads text (policy/lexical.ts). */
-  | { type: 'set_lexical'; name: string; value: string | null }
   | { type: 'reset'; name: string }
   | { type: 'reset_all' }
   | { type: 'session_characteristics'; text: string }
@@ -34,6 +32,9 @@ export interface StatementInfo {
   /** For TransactionStmt: begin, start, commit, rollback, savepoint, release, rollback_to, prepare, commit_prepared, rollback_prepared. */
   transaction: string | null;
   sessionEffects: SessionEffect[];
+  /** SET [LOCAL] of a setting that decides how the server reads text (policy/lexical.ts), with its
+   * value when that is one plain constant; null for any other statement. */
+  lexical: { name: string; value: string | null } | null;
 }
 
 const CURSOR_OPT_HOLD = 0x20;
@@ -97,17 +98,20 @@ function firstValue(args: unknown): string | null {
   return null;
 }
 
+/** A SET or SET LOCAL of a pinned setting; RESET and TO DEFAULT return to scopegate's value. */
+function lexicalChange(ps: ParsedStatement): { name: string; value: string | null } | null {
+  if (ps.type !== 'VariableSetStmt' || ps.body.kind !== 'VAR_SET_VALUE') return null;
+  const name = typeof ps.body.name === 'string' ? ps.body.name.toLowerCase() : '';
+  return isPinned(name) ? { name, value: firstValue(ps.body.args) } : null;
+}
+
 function effectsOf(ps: ParsedStatement): SessionEffect[] {
   const b: Node = ps.body;
   const fx: SessionEffect[] = [];
   switch (ps.type) {
     case 'VariableSetStmt': {
+      if (b.is_local === true) break;
       const name = typeof b.name === 'string' ? b.name.toLowerCase() : '';
-      if (b.is_local === true) {
-        // Gone at the transaction's end, but a pinned setting must not change even so.
-        if (isPinned(name) && b.kind === 'VAR_SET_VALUE') fx.push({ type: 'set_lexical', name, value: firstValue(b.args) });
-        break;
-      }
       if (b.kind === 'VAR_RESET_ALL') fx.push({ type: 'reset_all' });
       else if (b.kind === 'VAR_SET_MULTI') {
         if (name === 'session characteristics') fx.push({ type: 'session_characteristics', text: ps.text });
@@ -159,10 +163,10 @@ const TXN_KINDS: Record<string, string> = {
  */
 export function classifySql(text: string): StatementInfo[] {
   const parsed = parseCached(text);
-  if (!parsed.ok) return [{ kind: 'unparseable', nodeType: '', text, isTransactionControl: false, transaction: null, sessionEffects: [] }];
+  if (!parsed.ok) return [{ kind: 'unparseable', nodeType: '', text, isTransactionControl: false, transaction: null, sessionEffects: [], lexical: null }];
   return parsed.statements.map((ps) => {
     const an = analyzeStatement(ps, 'public');
     const transaction = ps.type === 'TransactionStmt' && typeof ps.body.kind === 'string' ? TXN_KINDS[ps.body.kind] ?? null : null;
-    return { kind: an.kind, nodeType: ps.type, text: ps.text, isTransactionControl: an.isTransactionControl, transaction, sessionEffects: effectsOf(ps) };
+    return { kind: an.kind, nodeType: ps.type, text: ps.text, isTransactionControl: an.isTransactionControl, transaction, sessionEffects: effectsOf(ps), lexical: lexicalChange(ps) };
   });
 }

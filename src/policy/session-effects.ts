@@ -38,15 +38,6 @@ const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, need
 const LEADING = /^\s*(set|reset|listen|create|prepare|execute|deallocate|declare|load|discard|select\s+set_config)\b/i;
 const ANYWHERE = /advisory|set_config|;\s*\S|--|\/\*/i;
 
-/** The value of a one-value SET text; null (refused when pinned) for anything less plain. */
-function setValue(text: string): string | null {
-  const m = /(?:=|\bto\b|\bnames\b)\s*('(?:[^'\\]|'')*'|[\w.-]+)\s*;?\s*$/i.exec(text.trim());
-  if (m === null) return null;
-  const v = m[1]!;
-  return v.startsWith("'") ? v.slice(1, -1).replace(/''/g, "'") : v;
-}
-
-
 /**
  * Tracks session effects per statement text. Results are cached (bounded), so the parser
  * runs once per distinct text that passes the prefilter.
@@ -73,17 +64,18 @@ export function classify(sql: string): SessionEffects {
   const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false };
   for (const info of classifySql(sql)) {
     if (info.kind === 'unparseable') fx.unparsed = true;
+    // A value that is not one plain constant counts as a change (refused).
+    if (info.lexical !== null) fx.pinned ??= pinnedRefusal(info.lexical.name, info.lexical.value ?? '');
     for (const e of info.sessionEffects) {
       switch (e.type) {
         case 'set': {
           const name = e.name.toLowerCase();
-          if (isPinned(name)) fx.pinned ??= pinnedRefusal(name, setValue(e.text) ?? '');
-          else if (isNotCarried(name)) fx.needsReset = true;
+          if (isPinned(name)) break; // judged above; never replayed: every connection has scopegate's value
+          if (isNotCarried(name)) fx.needsReset = true;
           else fx.settings.push([name, e.text.trim()]);
           break;
         }
         case 'reset': fx.settings.push([e.name.toLowerCase(), null]); break;
-        case 'set_lexical': fx.pinned ??= pinnedRefusal(e.name, e.value ?? ''); break;
         case 'reset_all': fx.resetAll = true; fx.settings = []; break;
         case 'discard':
           fx.needsReset = true;

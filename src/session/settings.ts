@@ -24,7 +24,6 @@ export function quoteLiteral(v: string): string {
   return v.includes('\\') ? `E'${q.replace(/\\/g, '\\\\')}'` : `'${q}'`;
 }
 
-
 export function quoteIdent(v: string): string {
   return `"${v.replace(/"/g, '""')}"`;
 }
