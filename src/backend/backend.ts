@@ -42,6 +42,9 @@ let nextBackendId = 1;
  * One logged-in server connection. Frames the server's byte stream just enough to find
  * message boundaries, ReadyForQuery and ParameterStatus; rows pass through untouched.
  */
+/** What a server connection needs before another client may have it, in increasing order. */
+export const enum Cleanup { None = 0, Reset = 1, Close = 2 }
+
 export class Backend {
   readonly id = nextBackendId++;
   readonly createdAt = Date.now();
@@ -60,8 +63,18 @@ export class Backend {
   copyIn = false;
   /** An ErrorResponse arrived since the last idle ReadyForQuery. */
   errorSinceIdle = false;
-  /** Session state was changed in a way the pooler must reset before reuse. */
-  dirty = false;
+  private cleanupNeeded: Cleanup = Cleanup.None;
+  /** What must happen before another client may use this connection; it only escalates until done. */
+  get cleanup(): Cleanup { return this.cleanupNeeded; }
+  /** Session state changed in a way only server_reset_query undoes. */
+  requireReset(): void { if (this.cleanupNeeded < Cleanup.Reset) this.cleanupNeeded = Cleanup.Reset; }
+  /** Session state changed in a way no reset undoes (the random seed, an unknown lexical setting): close it. */
+  requireClose(): void { this.cleanupNeeded = Cleanup.Close; }
+  /** server_reset_query ran: the connection is as a fresh login left it. */
+  resetDone(): void { if (this.cleanupNeeded === Cleanup.Reset) this.cleanupNeeded = Cleanup.None; }
+  /** The client whose statements may have advanced sequences here since the last reset:
+   * lastval()/currval() would show its values to the next one, so they are discarded first. */
+  sequencesOf: BackendOwner | null = null;
   /** A CommandComplete "ROLLBACK" (ROLLBACK, ROLLBACK TO, or COMMIT of a failed
    * transaction) arrived since the last idle ReadyForQuery. */
   rolledBack = false;

@@ -769,6 +769,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     b.runInternal(prep.sql).then(
       () => {
         b.applied = new Map(this.ledger.settings);
+        if (b.sequencesOf !== this) b.sequencesOf = null;
         if (prep.want !== undefined) this.context.applied(b, prep.want);
         if (this.isClosed()) {
           this.abandonBackend(Phase.Linked);
@@ -781,7 +782,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.backend = null;
         const sqlErr = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
         // What the server kept of a failed preparation is unknown: reset before reuse.
-        b.dirty = true;
+        b.requireReset();
         if (b.broken) void pool.destroy(b);
         else void pool.release(b);
         if (this.isClosed()) return;
@@ -797,6 +798,8 @@ export class ClientSession implements BackendOwner, StatementSender {
    */
   private preparation(b: Backend): { sql: string; want: string | null | undefined } | null {
     const stmts = settingsDiff(b.applied, this.ledger.settings);
+    // Another client's sequence values (lastval, currval) stay with it.
+    if (b.sequencesOf !== null && b.sequencesOf !== this) stmts.unshift('DISCARD SEQUENCES');
     let want: string | null | undefined;
     if (this.enforcing) {
       const first = this.queue.find((q) => q.role !== undefined);
@@ -979,7 +982,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (!b || from === Phase.Acquiring || from === Phase.Preparing) return;
     this.backend = null;
     this.ledger.abandoned(b);
-    if (this.poolMode === 'session') b.dirty = true;
+    if (this.poolMode === 'session') b.requireReset();
     if (b.quiet) {
       this.pool!.releaseNow(b);
     } else {
