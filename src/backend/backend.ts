@@ -8,6 +8,7 @@ import { cancelRequest, copyFail, parseErrorFields, query, TERMINATE } from '../
 
 const INTERNAL_COPY_REFUSED = copyFail('');
 import { login } from './login.js';
+import { lexicalBreach } from '../policy/lexical.js';
 import type { PendingParse } from './statement-types.js';
 import { ResponseQueue } from './responses.js';
 
@@ -138,6 +139,8 @@ export class Backend {
   private streamLeft = 0;
   private streamForward = false;
   private paused = false;
+  /** The server reported a pinned setting with another value: nothing more is forwarded. */
+  private breach: SqlError | null = null;
 
   private constructor(
     readonly db: DatabaseConfig,
@@ -342,12 +345,19 @@ export class Backend {
           continue;
         }
         this.inspect(type, buf, off, end);
+        if (this.breach !== null) {
+          // What follows was read by the server under other rules than scopegate checked.
+          if (runStart >= 0 && this.owner) this.owner.forward(buf, runStart, off);
+          this.lost(this.breach);
+          return;
+        }
         if (runStart < 0) runStart = off;
       } else if (this.mode === Mode.Internal) {
         this.internalMessage(type, buf, off, end);
       } else {
         this.idleMessage(type, buf, off, end);
       }
+      if (this.breach !== null) return;
       off = end;
     }
     if (runStart >= 0 && this.owner) this.owner.forward(buf, runStart, off);
@@ -372,7 +382,12 @@ export class Backend {
         break;
       case BE.ParameterStatus: {
         const k = buf.indexOf(0, start + 5);
-        if (k > 0 && k < end) this.params.set(buf.toString('utf8', start + 5, k), buf.toString('utf8', k + 1, end - 1));
+        if (k > 0 && k < end) {
+          const name = buf.toString('utf8', start + 5, k);
+          const value = buf.toString('utf8', k + 1, end - 1);
+          this.params.set(name, value);
+          this.breach ??= lexicalBreach(name, value);
+        }
         break;
       }
     }
@@ -429,6 +444,7 @@ export class Backend {
       q.error = new SqlError(f.get('C') ?? SQLSTATE.INTERNAL_ERROR, f.get('M') ?? 'internal query failed', { detail: f.get('D'), hint: f.get('H') });
     } else if (type === BE.ParameterStatus) {
       this.inspect(type, buf, start, end);
+      if (this.breach !== null) this.lost(this.breach);
     } else if (type === BE.CopyInResponse) {
       // Internal statements never COPY; refuse so the server returns to ReadyForQuery.
       this.socket.write(INTERNAL_COPY_REFUSED);
@@ -449,6 +465,7 @@ export class Backend {
       this.socket.destroy();
     } else if (type === BE.ParameterStatus) {
       this.inspect(type, buf, start, end);
+      if (this.breach !== null) this.lost(this.breach);
     }
   }
 }

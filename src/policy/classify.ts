@@ -108,11 +108,42 @@ function firstValue(args: unknown): string | null {
   return null;
 }
 
-/** A SET or SET LOCAL of a pinned setting; RESET and TO DEFAULT return to scopegate's value. */
+/**
+ * A SET or SET LOCAL of a pinned setting, or one nested in another statement (ALTER ROLE /
+ * DATABASE / SYSTEM ... SET, a function's SET clause). RESET and TO DEFAULT are not changes:
+ * at the top level they return to scopegate's value; nested, they remove a setting.
+ */
 function lexicalChange(ps: ParsedStatement): { name: string; value: string | null } | null {
-  if (ps.type !== 'VariableSetStmt' || ps.body.kind !== 'VAR_SET_VALUE') return null;
-  const name = typeof ps.body.name === 'string' ? ps.body.name.toLowerCase() : '';
-  return isPinned(name) ? { name, value: firstValue(ps.body.args) } : null;
+  if (ps.type === 'VariableSetStmt') return pinnedSet(ps.body);
+  return nestedPinnedSet(ps.body);
+}
+
+function pinnedSet(v: Node): { name: string; value: string | null } | null {
+  const name = typeof v.name === 'string' ? v.name.toLowerCase() : '';
+  return v.kind === 'VAR_SET_VALUE' && isPinned(name) ? { name, value: firstValue(v.args) } : null;
+}
+
+function nestedPinnedSet(tree: unknown): { name: string; value: string | null } | null {
+  if (Array.isArray(tree)) {
+    for (const t of tree) {
+      const hit = nestedPinnedSet(t);
+      if (hit !== null) return hit;
+    }
+    return null;
+  }
+  if (!isNode(tree)) return null;
+  // A VariableSetStmt node, or an unwrapped one (ALTER ROLE / DATABASE / SYSTEM's setstmt).
+  const set = isNode(tree.VariableSetStmt) ? tree.VariableSetStmt : isNode(tree.setstmt) ? tree.setstmt : null;
+  if (set !== null) {
+    const hit = pinnedSet(set);
+    if (hit !== null) return hit;
+  }
+  for (const v of Object.values(tree)) {
+    if (typeof v !== 'object' || v === null) continue;
+    const hit = nestedPinnedSet(v);
+    if (hit !== null) return hit;
+  }
+  return null;
 }
 
 function effectsOf(ps: ParsedStatement, kind: string): SessionEffect[] {

@@ -935,6 +935,12 @@ export class ClientSession implements BackendOwner, StatementSender {
     const b = this.backend;
     this.backend = null;
     if (b) void this.pool!.destroy(b);
+    if (err.code !== SQLSTATE.CONNECTION_FAILURE) {
+      // The server broke a promise scopegate relies on (a pinned setting changed): fail closed.
+      this.log.error({ audit: 'server_breach', sub: this.context.identity?.sub ?? null, err: err.message }, 'server connection closed: it no longer reads text as scopegate checked it');
+      this.closeWith(err);
+      return;
+    }
     this.log.warn({ err: err.message }, 'server connection lost while in use');
     this.closeWith(new SqlError(SQLSTATE.CONNECTION_FAILURE, `server connection lost: ${err.message}`, { severity: 'FATAL' }));
   }
