@@ -76,6 +76,9 @@ export class Backend {
   /** The client whose statements may have advanced sequences here since the last reset:
    * lastval()/currval() would show its values to the next one, so they are discarded first. */
   sequencesOf: BackendOwner | null = null;
+  /** The client whose named statements the server holds under their own names
+   * (max_prepared_statements 0): deallocated before another client may bind them. */
+  namedOf: BackendOwner | null = null;
   /** A CommandComplete "ROLLBACK" (ROLLBACK, ROLLBACK TO, or COMMIT of a failed
    * transaction) arrived since the last idle ReadyForQuery. */
   rolledBack = false;

@@ -262,6 +262,7 @@ export class DatabasePool {
         await b.runInternal(this.settings.server_reset_query || 'DISCARD ALL');
         b.resetDone();
         b.sequencesOf = null;
+        b.namedOf = null;
         b.applied.clear();
         b.setContext(null, '');
         b.prepared.clear();

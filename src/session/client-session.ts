@@ -19,7 +19,7 @@ import { Rewrite, type RoleChoice, type StatementGate } from '../policy/gate.js'
 import { classifySql } from '../policy/index.js';
 import { ClientContext } from './context.js';
 import type { Identity } from '../auth/index.js';
-import { ClientStatements, NO_CHECKS, type ClientStatement } from './statements.js';
+import { ClientStatements, NO_CHECKS, type CheckedParse, type ClientStatement } from './statements.js';
 import { CLOSE_NOTHING, ensurePrepared, PARSE_COMPLETE, type StatementSender } from '../backend/server-statements.js';
 import { parseMessage, renameStatement } from '../protocol/messages.js';
 
@@ -320,7 +320,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
-        if (this.trackStatements && name !== '' && this.statements.byName.has(name)) {
+        if (name !== '' && this.statements.byName.has(name)) {
           this.reject(new SqlError(SQLSTATE.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${name}" already exists`), true);
           return;
         }
@@ -363,11 +363,16 @@ export class ClientSession implements BackendOwner, StatementSender {
           this.forwardToBackend(type, message, mStart, mEnd, null, undefined);
           return;
         }
-        if (this.trackStatements && name !== '') {
+        if (name !== '') {
+          // Recorded in every mode: a name this client never parsed is never bound for it.
           const stmt = this.statements.add(name, sql, tail);
           stmt.role = role;
           stmt.sentSql = sentSql;
           stmt.checkedVersion = this.ctx.gate.policyVersion();
+          if (!this.trackStatements) {
+            this.forwardToBackend(type, message, mStart, mEnd, null, role);
+            return;
+          }
           if (this.wireFree) {
             // Nothing in flight and no backend: answer now and prepare on whichever backend
             // the statement first runs on. A client blocked in PQprepare must not wait for
@@ -379,10 +384,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           this.forwardToBackend(type, message, mStart, mEnd, stmt, undefined);
           return;
         }
-        if (name === '') {
-          this.statements.unnamed = message.subarray(mStart, mEnd);
-          this.statements.unnamedRole = role;
-        }
+        this.statements.unnamed = { name: '', message: message.subarray(mStart, mEnd), sql, sentSql, role, checkedVersion: this.ctx.gate.policyVersion() };
         this.forwardToBackend(type, message, mStart, mEnd, null, role);
         return;
       }
@@ -393,7 +395,6 @@ export class ClientSession implements BackendOwner, StatementSender {
           if (refusal !== null) { this.reject(refusal, true); return; }
         }
         if (type === FE.Bind && (this.statements.hasEffects || this.ledger.hasPortals)) this.noteBind(buf, start, end);
-        if (!this.trackStatements) break;
         let nameStart = start + 6;
         if (type === FE.Bind) {
           nameStart = buf.indexOf(0, start + 5) + 1;
@@ -402,33 +403,33 @@ export class ClientSession implements BackendOwner, StatementSender {
         }
         const nameEnd = buf.indexOf(0, nameStart);
         if (nameStart <= 0 || nameEnd < 0 || nameEnd >= end) throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, 'malformed Bind/Describe message', { severity: 'FATAL' });
-        if (nameEnd === nameStart) {
-          // The unnamed statement: its Parse chose the role.
-          this.forwardToBackend(type, buf, start, end, null, type === FE.Bind ? this.statements.unnamedRole : undefined);
+        // Only statements this client parsed, judged again if the policy changed since:
+        // the server connection is shared, and another client's statement may sit on it.
+        const checked = nameEnd === nameStart ? this.statements.unnamed : this.statements.byName.get(buf.toString('utf8', nameStart, nameEnd));
+        if (checked === null || checked === undefined) {
+          const what = nameEnd === nameStart ? 'unnamed prepared statement' : `prepared statement "${buf.toString('utf8', nameStart, nameEnd)}"`;
+          this.reject(new SqlError(SQLSTATE.INVALID_SQL_STATEMENT_NAME, `${what} does not exist`), true);
           return;
         }
-        const name = buf.toString('utf8', nameStart, nameEnd);
-        const stmt = this.statements.byName.get(name);
-        if (stmt === undefined) {
-          this.reject(new SqlError(SQLSTATE.INVALID_SQL_STATEMENT_NAME, `prepared statement "${name}" does not exist`), true);
-          return;
-        }
+        let role: RoleChoice;
         if (type === FE.Bind) {
-          const verdict = this.recheck(stmt);
+          const verdict = this.recheck(checked);
           if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
-          this.forwardToBackend(type, buf, start, end, stmt, verdict);
-        } else {
-          this.forwardToBackend(type, buf, start, end, stmt, undefined);
+          role = verdict;
         }
+        // The unnamed statement and untracked names go as sent; tracked ones are renamed.
+        const stmt = nameEnd === nameStart || !this.trackStatements ? null : this.statements.byName.get(checked.name) ?? null;
+        this.forwardToBackend(type, buf, start, end, stmt, role);
         return;
       }
       case FE.Close: {
-        if (this.trackStatements && buf[start + 5] === 0x53 && buf[start + 6] !== 0) {
-          // Only this client's name goes; the server statement stays for others (and LRU).
+        if (buf[start + 5] === 0x53 && buf[start + 6] !== 0) {
           const [name] = readCString(buf, start + 6, end);
           this.statements.byName.delete(name);
           this.statements.setChecks(name, NO_CHECKS);
           this.statements.setEffects(name, null);
+          if (!this.trackStatements) break; // the server closes it, on the connection that has it
+          // Only this client's name goes; the server statement stays for others (and LRU).
           if (this.wireFree) {
             this.socket.write(msg.CLOSE_COMPLETE);
             return;
@@ -486,7 +487,7 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   /** A prepared statement is judged again at Bind when the policy changed since its Parse. */
-  private recheck(stmt: ClientStatement): SqlError | RoleChoice {
+  private recheck(stmt: CheckedParse): SqlError | RoleChoice {
     const version = this.ctx.gate.policyVersion();
     if (stmt.checkedVersion === version) return stmt.role;
     const verdict = this.ctx.gate.recheck(this, stmt);
@@ -636,6 +637,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       const want = this.context.needed(b, role);
       if (want !== undefined && !this.switchContext(b, type, buf, start, end, stmt, role, fx, want)) return;
     }
+    if (stmt === null) this.unnamedOnBackend(b, type, buf, start);
     if (this.trackStatements) {
       if (type === FE.Parse) {
         if (stmt !== null) {
@@ -653,9 +655,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           ensurePrepared(b, stmt, this.statementLimit, this, false, this.statements);
           return;
         }
-        if (buf[start + 5] === 0) {
-          this.noteUnnamedParse(b, this);
-        } else {
+        if (buf[start + 5] !== 0) {
           // A named Parse forwarded as sent (Postgres will refuse its syntax): it must still
           // line up with its answer, but it does not touch the unnamed statement.
           b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
@@ -666,11 +666,6 @@ export class ClientSession implements BackendOwner, StatementSender {
           const nameStart = type === FE.Bind ? buf.indexOf(0, start + 5) + 1 : start + 6;
           this.sendOwn(b, renameStatement(buf, start, end, nameStart, buf.indexOf(0, nameStart), stmt.serverName), false);
           return;
-        }
-        if (b.unnamedOwner !== this && this.statements.unnamed !== null) {
-          // The unnamed statement on this backend is someone else's: restore ours first.
-          this.noteUnnamedParse(b, this);
-          this.sendOwn(b, this.statements.unnamed, true);
         }
       } else if (type === FE.Query && this.forgetServerStatements) {
         this.forgetServerStatements = false;
@@ -695,6 +690,24 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.runBuf = buf;
       this.runStart = start;
       this.runEnd = end;
+    }
+  }
+
+  /**
+   * The server's unnamed statement is whoever parsed last on that connection: a Parse makes
+   * it this client's, and a Bind or Describe of it first restores this client's own when
+   * another client's sits there (the gate refused it already if this client has none).
+   */
+  private unnamedOnBackend(b: Backend, type: number, buf: Buffer, start: number): void {
+    if (type === FE.Parse) {
+      if (buf[start + 5] === 0) this.noteUnnamedParse(b, this);
+      else if (!this.trackStatements) b.namedOf = this;
+      return;
+    }
+    const unnamed = type === FE.Bind ? buf[buf.indexOf(0, start + 5) + 1] === 0 : type === FE.Describe && buf[start + 5] === 0x53 && buf[start + 6] === 0;
+    if (unnamed && b.unnamedOwner !== this && this.statements.unnamed !== null) {
+      this.noteUnnamedParse(b, this);
+      this.sendOwn(b, this.statements.unnamed.message, true);
     }
   }
 
@@ -770,6 +783,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       () => {
         b.applied = new Map(this.ledger.settings);
         if (b.sequencesOf !== this) b.sequencesOf = null;
+        if (b.namedOf !== this) b.namedOf = null;
         if (prep.want !== undefined) this.context.applied(b, prep.want);
         if (this.isClosed()) {
           this.abandonBackend(Phase.Linked);
@@ -798,8 +812,9 @@ export class ClientSession implements BackendOwner, StatementSender {
    */
   private preparation(b: Backend): { sql: string; want: string | null | undefined } | null {
     const stmts = settingsDiff(b.applied, this.ledger.settings);
-    // Another client's sequence values (lastval, currval) stay with it.
+    // Another client's sequence values (lastval, currval) and statements stay with it.
     if (b.sequencesOf !== null && b.sequencesOf !== this) stmts.unshift('DISCARD SEQUENCES');
+    if (b.namedOf !== null && b.namedOf !== this) stmts.unshift('DEALLOCATE ALL');
     let want: string | null | undefined;
     if (this.enforcing) {
       const first = this.queue.find((q) => q.role !== undefined);
