@@ -25,6 +25,11 @@ import { parseMessage, renameStatement } from '../protocol/messages.js';
 
 /** Largest message a client may send (a whole COPY row or a big INSERT fits easily). */
 const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
+/** The answers to a BEGIN, COMMIT or ROLLBACK scopegate gives itself (role logins, see localTransaction). */
+const LOCAL_BEGIN = Buffer.concat([msg.commandComplete('BEGIN'), msg.readyForQuery('T')]);
+const LOCAL_COMMIT = Buffer.concat([msg.commandComplete('COMMIT'), msg.readyForQuery('I')]);
+const LOCAL_ROLLBACK = Buffer.concat([msg.commandComplete('ROLLBACK'), msg.readyForQuery('I')]);
+
 /** Queued bytes past which a client waiting for a backend stops being read. */
 const QUEUE_PAUSE_BYTES = 1024 * 1024;
 
@@ -33,6 +38,8 @@ export interface ServerContext {
   config: Config;
   log: Logger;
   pools: Map<string, DatabasePool>;
+  /** Databases with server_login: role: their pools by scope role. */
+  rolePools: Map<string, Map<string, DatabasePool>>;
   cancels: CancelRegistry;
   gate: StatementGate;
   clientCount: number;
@@ -72,7 +79,13 @@ export class ClientSession implements BackendOwner, StatementSender {
   private readonly framer = new Framer(MAX_CLIENT_MESSAGE);
   user = '';
   database = '';
+  /** The pool of the backend this client holds or will hold next (per transaction with role logins). */
   private pool: DatabasePool | null = null;
+  /** server_login: role: a pool per scope role; a transaction runs on the pool of its role. */
+  private rolePools: ReadonlyMap<string, DatabasePool> | null = null;
+  /** A lone BEGIN answered here (role logins): sent ahead of the transaction's first statement,
+   * whose role picks the server connection. */
+  private pendingBegin: Buffer | null = null;
   /** The client's settings and its statements' effects: the only writer of either. */
   private ledger = new SessionLedger(new Map());
   /** The startup settings' values as the client sent them (for the policy's startup check). */
@@ -82,6 +95,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   /** DDL went through: re-read the column catalog when the transaction ends. */
   private catalogStale = false;
   poolMode: 'transaction' | 'session' = 'transaction';
+  /** Server connections log in as the scope's role (no SET ROLE): GateClient reads it. */
+  get loginRoles(): boolean { return this.rolePools !== null; }
   /** Prepared statements by client name; tracking is off when max_prepared_statements is 0. */
   readonly statements = new ClientStatements();
   private trackStatements = false;
@@ -219,8 +234,10 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.user = params.get('user') ?? '';
     if (!this.user) throw new SqlError(SQLSTATE.INVALID_AUTHORIZATION, 'no PostgreSQL user name specified in startup packet', { severity: 'FATAL' });
     this.database = params.get('database') || this.user;
-    const pool = ctx.pools.get(this.database);
+    const byRole = ctx.rolePools.get(this.database);
+    const pool = ctx.pools.get(this.database) ?? (byRole === undefined ? undefined : byRole.values().next().value);
     if (!pool) throw new SqlError(SQLSTATE.INVALID_CATALOG_NAME, `no such database: ${this.database}`, { severity: 'FATAL' });
+    if (byRole !== undefined) this.rolePools = byRole;
     this.pool = pool;
     this.poolMode = pool.db.pool_mode;
     this.statementLimit = ctx.config.pool.max_prepared_statements;
@@ -232,7 +249,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (this.isClosed()) return;
     this.scopeKey = [...new Set(this.identity?.scopes ?? [])].sort().join(' ');
     this.enforcing = ctx.gate.policyVersion() !== '';
-    this.context = new ClientContext(this.identity, this.identity?.tokenHash ?? '', ctx.gate.defaultRole(this));
+    this.context = new ClientContext(this.identity, this.identity?.tokenHash ?? '', ctx.gate.defaultRole(this), this.rolePools !== null);
     await ctx.gate.checkStartup(this);
     if (this.isClosed()) return;
     if (pool.serverParams === null) {
@@ -299,6 +316,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, false); return; }
+        if (this.rolePools !== null && this.backend === null && this.wireFree && this.localTransaction(sql, buf, start, end)) return;
         if (fx !== null) this.accepted(fx);
         if (verdict instanceof Rewrite) {
           if (verdict.changesCatalog) this.catalogStale = true;
@@ -467,6 +485,26 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.forwardToBackend(type, buf, start, end);
   };
 
+  /**
+   * Role logins: a lone BEGIN cannot know which role's connection the transaction needs, so
+   * it is answered here and sent ahead of the first statement; COMMIT or ROLLBACK of such a
+   * transaction before any statement is answered here too. Returns true when answered.
+   */
+  private localTransaction(sql: string, buf: Buffer, start: number, end: number): boolean {
+    const t = this.ctx.gate.transactionControl(sql);
+    if (t === 'begin' && this.pendingBegin === null) {
+      this.pendingBegin = Buffer.from(buf.subarray(start, end));
+      this.socket.write(LOCAL_BEGIN);
+      return true;
+    }
+    if ((t === 'commit' || t === 'rollback') && this.pendingBegin !== null) {
+      this.pendingBegin = null;
+      this.socket.write(t === 'commit' ? LOCAL_COMMIT : LOCAL_ROLLBACK);
+      return true;
+    }
+    return false;
+  }
+
   // ---- session effects ---------------------------------------------------------------
 
   /** Effects applied as soon as a statement is accepted, before it runs. */
@@ -631,8 +669,44 @@ export class ClientSession implements BackendOwner, StatementSender {
     return true;
   }
 
+  /**
+   * With role logins a statement needs the server connection of its own role. Between
+   * transactions the client moves to that pool; inside one (Postgres would refuse the
+   * SET ROLE anyway) the statement is refused. Returns false when the message was queued
+   * or answered.
+   */
+  private otherLoginRole(b: Backend, item: Queued, role: string | null): boolean {
+    if (!b.unsynced && b.pendingSyncs !== 0) {
+      // Whether a transaction is open once what is in flight has run is not known yet.
+      this.flushRun();
+      this.enter(Phase.AwaitingQuiet);
+      this.queue.unshift(item);
+      this.queuedBytes += item.end - item.start;
+      return false;
+    }
+    if (!b.unsynced && b.txStatus === TX_IDLE) {
+      this.flushRun();
+      this.queue.unshift(item);
+      this.queuedBytes += item.end - item.start;
+      this.backend = null;
+      this.enter(Phase.Idle);
+      if (this.backendPausedForClient) { this.backendPausedForClient = false; b.resume(); }
+      this.pool!.releaseNow(b);
+      this.acquire();
+      return false;
+    }
+    // An open transaction, or an extended batch not yet synced (one implicit transaction).
+    this.reject(new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `permission denied: this statement runs as role "${role ?? 'none'}", but the transaction logged in as "${b.db.user}"`, {
+      hint: 'With server_login: role a transaction runs under one scope role: run statements of other scopes in a transaction of their own.',
+    }), item.type !== FE.Query);
+    return false;
+  }
+
   /** Sends one client message to the attached backend, rewriting statement names. */
   private dispatch(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice, fx: SessionEffects | null): void {
+    if (this.rolePools !== null && role !== undefined && (role ?? this.context.defaultRole) !== b.db.user) {
+      if (!this.otherLoginRole(b, { type, buf, start, end, stmt, role, fx }, role)) return;
+    }
     if (this.enforcing) {
       const want = this.context.needed(b, role);
       if (want !== undefined && !this.switchContext(b, type, buf, start, end, stmt, role, fx, want)) return;
@@ -751,9 +825,31 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   private acquire(): void {
+    if (this.pendingBegin !== null) {
+      // Hidden: the client saw its BEGIN answered already.
+      this.queue.unshift({ type: FE.Query, buf: this.pendingBegin, start: 0, end: this.pendingBegin.length, stmt: null, role: undefined, fx: null, own: true });
+      this.queuedBytes += this.pendingBegin.length;
+      this.pendingBegin = null;
+    }
+    if (this.rolePools !== null) {
+      const chosen = this.rolePool();
+      if (chosen instanceof SqlError) { this.failQueued(chosen); return; }
+      this.pool = chosen;
+    }
     const pool = this.pool!;
     this.enter(Phase.Acquiring);
     pool.checkout(this.onAcquired, this.onCheckoutFailed);
+  }
+
+  /** The pool of the role the queued transaction needs: its first statement's, else the default. */
+  private rolePool(): DatabasePool | SqlError {
+    const first = this.queue.find((q) => q.role !== undefined && q.own === undefined);
+    const role = first?.role ?? this.context.defaultRole;
+    const pool = role === null ? undefined : this.rolePools!.get(role);
+    if (pool !== undefined) return pool;
+    return new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, role === null ? 'permission denied: no scope role to log in as' : `permission denied: no server login for role "${role}"`, {
+      hint: `With server_login: role every scope role needs an entry under databases.${this.database}.roles.`,
+    });
   }
 
   private readonly onCheckoutFailed = (err: SqlError): void => {
@@ -861,6 +957,8 @@ export class ClientSession implements BackendOwner, StatementSender {
    * server itself raises the error, so the transaction aborts exactly as Postgres would.
    */
   private reject(err: SqlError, extended: boolean): void {
+    // Inside a BEGIN answered here: the refusal must fail a real transaction, as in Postgres.
+    if (this.pendingBegin !== null && this.backend === null && !holdsMessages(this.phase)) this.acquire();
     const b = this.backend;
     if (holdsMessages(this.phase) || (b !== null && (b.txStatus !== TX_IDLE || b.unsynced || b.pendingSyncs > 0))) {
       const raise = raiseStatement(err);
@@ -916,11 +1014,6 @@ export class ClientSession implements BackendOwner, StatementSender {
       b.roleUncertain = false;
       b.roleInjected = false;
     }
-    if (this.phase === Phase.AwaitingQuiet && b.quiet) {
-      this.enter(Phase.Linked);
-      this.drainQueue(b);
-      return;
-    }
     if (status === TX_IDLE) {
       this.ledger.transactionEnded(b, !b.errorSinceIdle && !b.rolledBack);
       if (this.catalogStale) {
@@ -928,6 +1021,13 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.ctx.gate.refreshCatalog();
       }
       b.errorSinceIdle = false;
+    }
+    if (this.phase === Phase.AwaitingQuiet && b.idleWire) {
+      this.enter(Phase.Linked);
+      this.drainQueue(b);
+      return;
+    }
+    if (status === TX_IDLE) {
       if (this.poolMode === 'transaction' && b.quiet && this.queue.length === 0 && this.runBuf === null) {
         this.backend = null;
         if (this.phase === Phase.Linked) this.enter(Phase.Idle);
