@@ -1,5 +1,6 @@
 /** The AST walk that collects every relation, column and function a statement touches. */
-import { CATALOG_RELATIONS, isForbiddenFunction, READ_ONLY_BUILTINS, SEQUENCE_FUNCTIONS } from './builtins.js';
+import { isForbiddenFunction, READ_ONLY_BUILTINS, SEQUENCE_FUNCTIONS, unqualifiedRelationSchema } from './builtins.js';
+import { INFORMATION_SCHEMA_FUNCTIONS } from './catalog-read.js';
 import { displayName, qualify, splitSqlName } from './names.js';
 import { isNode, type Node } from './parse.js';
 import type { Access, QualName, RelAction } from './types.js';
@@ -103,7 +104,7 @@ export class AccessCollector {
     const schema = s(rv.schemaname);
     if (schema !== null && schema !== '') return { schema, name: relname };
     if (rv.relpersistence === 't') return { schema: 'pg_temp', name: relname };
-    return { schema: CATALOG_RELATIONS.has(relname) ? 'pg_catalog' : this.defaultSchema, name: relname };
+    return { schema: unqualifiedRelationSchema(relname, this.defaultSchema), name: relname };
   }
 
   private isCte(rv: Node, ctes: CteFrame | null): boolean {
@@ -459,7 +460,7 @@ export class AccessCollector {
       } else if (!READ_ONLY_BUILTINS.has(name)) {
         this.add({ t: 'func', fn: { schema: schema ?? this.defaultSchema, name }, unqualified: schema === null });
       }
-    } else {
+    } else if (!(schema === 'information_schema' && INFORMATION_SCHEMA_FUNCTIONS.has(name))) {
       this.add({ t: 'func', fn: { schema, name }, unqualified: false });
     }
     this.expr([b.args, b.agg_order, b.agg_filter, b.over], level, c);

@@ -1,6 +1,6 @@
 /** AST rewrites for row filters, column masks and `*` expansion, deparsed back to SQL. */
 import { deparseSync } from 'pgsql-deparser';
-import { CATALOG_RELATIONS } from './builtins.js';
+import { unqualifiedRelationSchema } from './builtins.js';
 import type { ClaimResolver } from './claims.js';
 import { policyExpr } from './exprs.js';
 import { displayName } from './names.js';
@@ -95,7 +95,7 @@ export class Rewriter {
     const schema = str(rv.schemaname);
     if (schema !== null && schema !== '') return { schema, name };
     if (rv.relpersistence === 't') return { schema: 'pg_temp', name };
-    return { schema: CATALOG_RELATIONS.has(name) ? 'pg_catalog' : this.rules.defaultSchema, name };
+    return { schema: unqualifiedRelationSchema(name, this.rules.defaultSchema), name };
   }
 
   /** A policy expression with claims substituted; its own relations are trusted, not rewritten. */
