@@ -44,8 +44,12 @@ export interface StatementInfo {
   sessionEffects: SessionEffect[];
   /** SET [LOCAL] of a setting that decides how the server reads text (policy/lexical.ts), with its
    * value when that is one plain constant; null for any other statement. */
-  lexical: { name: string; value: string | null } | null;
+  lexical: LexicalChange | null;
 }
+
+/** A change of a pinned setting: its name and constant value (null: not one constant), or
+ * `name: null` for set_config of a name that is not a constant (it may be any of them). */
+export type LexicalChange = { name: string; value: string | null } | { name: null; value: null };
 
 const CURSOR_OPT_HOLD = 0x20;
 
@@ -116,9 +120,45 @@ function firstValue(args: unknown): string | null {
  * DATABASE / SYSTEM ... SET, a function's SET clause). RESET and TO DEFAULT are not changes:
  * at the top level they return to scopegate's value; nested, they remove a setting.
  */
-function lexicalChange(ps: ParsedStatement): { name: string; value: string | null } | null {
+function lexicalChange(ps: ParsedStatement): LexicalChange | null {
   if (ps.type === 'VariableSetStmt') return pinnedSet(ps.body);
-  return nestedPinnedSet(ps.body);
+  return nestedPinnedSet(ps.body) ?? pinnedSetConfig(ps.body);
+}
+
+/** set_config(name, value, is_local) anywhere in the tree, of a pinned or computed name. */
+function pinnedSetConfig(tree: unknown): LexicalChange | null {
+  if (Array.isArray(tree)) {
+    for (const t of tree) {
+      const hit = pinnedSetConfig(t);
+      if (hit !== null) return hit;
+    }
+    return null;
+  }
+  if (!isNode(tree)) return null;
+  const fc = tree.FuncCall;
+  if (isNode(fc) && Array.isArray(fc.funcname)) {
+    const last: unknown = fc.funcname[fc.funcname.length - 1];
+    if (isNode(last) && isNode(last.String) && last.String.sval === 'set_config') {
+      const args = Array.isArray(fc.args) ? fc.args : [];
+      const name = constantText(args[0]);
+      if (name === null) return { name: null, value: null };
+      if (isPinned(name.toLowerCase())) return { name: name.toLowerCase(), value: constantText(args[1]) };
+    }
+  }
+  for (const v of Object.values(tree)) {
+    if (typeof v !== 'object' || v === null) continue;
+    const hit = pinnedSetConfig(v);
+    if (hit !== null) return hit;
+  }
+  return null;
+}
+
+/** A string constant, also through casts ('x'::text); null for anything else. */
+function constantText(n: unknown): string | null {
+  if (!isNode(n)) return null;
+  if (isNode(n.TypeCast)) return constantText(n.TypeCast.arg);
+  const c = n.A_Const;
+  return isNode(c) && isNode(c.sval) && typeof c.sval.sval === 'string' ? c.sval.sval : null;
 }
 
 function pinnedSet(v: Node): { name: string; value: string | null } | null {
@@ -213,6 +253,12 @@ function effectsOf(ps: ParsedStatement, kind: string): SessionEffect[] {
     case 'PrepareStmt': fx.push({ type: 'prepare', name: typeof b.name === 'string' ? b.name : '' }); break;
     case 'DeallocateStmt': fx.push({ type: 'deallocate', name: b.isall === true || typeof b.name !== 'string' ? null : b.name }); break;
     case 'LoadStmt': fx.push({ type: 'load' }); break;
+    case 'ExplainStmt':
+      // With ANALYZE the statement runs: its effects are not classified here, so reset.
+      if ((Array.isArray(b.options) ? b.options : []).some((o) => isNode(o) && isNode(o.DefElem) && o.DefElem.defname === 'analyze')) {
+        fx.push({ type: 'unclassified', what: 'EXPLAIN ANALYZE' }, { type: 'sequences' });
+      }
+      break;
     case 'TransactionStmt': {
       const k = typeof b.kind === 'string' ? b.kind : '';
       if (k === 'TRANS_STMT_COMMIT' || k === 'TRANS_STMT_ROLLBACK' || k === 'TRANS_STMT_ROLLBACK_TO' || k === 'TRANS_STMT_PREPARE') fx.push({ type: 'undo' });

@@ -12,8 +12,17 @@ const PINNED: ReadonlyMap<string, { allowed: RegExp; supported: string }> = new 
   ['backslash_quote', { allowed: /^safe_encoding$/i, supported: 'safe_encoding' }],
 ]);
 
-/** The refusal for setting a pinned parameter to `value` (null for RESET: back to scopegate's), or null when allowed. */
-export function pinnedRefusal(name: string, value: string | null, severity: 'ERROR' | 'FATAL' = 'ERROR'): SqlError | null {
+/**
+ * The refusal for setting a pinned parameter to `value` (null for RESET: back to scopegate's),
+ * or null when allowed. `name` null: set_config of a computed name, which may be any of them.
+ */
+export function pinnedRefusal(name: string | null, value: string | null, severity: 'ERROR' | 'FATAL' = 'ERROR'): SqlError | null {
+  if (name === null) {
+    return new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'set_config with a parameter name that is not a constant cannot be checked by scopegate', {
+      severity,
+      hint: `Name the parameter as a string constant: ${[...PINNED.keys()].join(', ')} must keep scopegate's values.`,
+    });
+  }
   const pin = PINNED.get(name.toLowerCase());
   if (pin === undefined || value === null || pin.allowed.test(value.trim())) return null;
   return new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, `parameter "${name.toLowerCase()}" cannot be changed through scopegate`, {
