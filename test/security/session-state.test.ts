@@ -36,7 +36,10 @@ const POLICY = readFileSync(EXAMPLE_POLICY, 'utf8')
 let fx: Fixture;
 let dir: string;
 let defaults: { dtro: string; datestyle: string; timeout: string };
-let publicStatuses: string[];
+/** What `SELECT status FROM orders` reads on public.orders now (superuser, direct). */
+async function publicStatuses(): Promise<string[]> {
+  return (await fx.su('SELECT status FROM public.orders ORDER BY id')).rows.map((r) => r.status as string);
+}
 const opened: Array<{ end(): Promise<unknown> }> = [];
 
 before(async () => {
@@ -48,7 +51,6 @@ before(async () => {
   const d = (await fx.su("SELECT current_setting('default_transaction_read_only') AS dtro, current_setting('DateStyle') AS datestyle, current_setting('statement_timeout') AS timeout")).rows[0];
   defaults = d;
   assert.equal(defaults.dtro, 'off');
-  publicStatuses = (await fx.su('SELECT status FROM public.orders ORDER BY id')).rows.map((r) => r.status as string);
 });
 
 after(async () => {
@@ -66,7 +68,7 @@ async function freshServerConnection(): Promise<void> {
   const old = (await fx.su("SELECT pid FROM pg_stat_activity WHERE usename = 'authenticator'")).rows.map((r) => r.pid as number);
   if (old.length === 0) return;
   await fx.su("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'authenticator'");
-  await pollUntil(async () => (await fx.su("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = 'authenticator' AND pid = ANY($1::int[])", [old])).rows[0].n === 0, 'old server connections gone');
+  await pollUntil(async () => (await fx.su(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = 'authenticator' AND pid IN (${old.join(', ')})`)).rows[0].n === 0, 'old server connections gone');
   // scopegate has noticed: a client is served on a new server connection.
   await pollUntil(async () => {
     const c = new pg.Client({ host: '127.0.0.1', port: fx.sg.port, user: 'probe', password: await fx.token('orders:read', 'probe'), database: DB });
@@ -283,7 +285,7 @@ describe('a session advisory lock, however its function is spelled, does not sta
         await c.query('COMMIT');
         assert.equal(v.pid, pid, 'pool_size 1: the victim got the attacker\'s server connection');
         assert.equal(v.got, true, 'the victim takes the lock');
-        const held = (await fx.su("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = $1", [pid])).rows[0].n as number;
+        const held = (await fx.su(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = ${pid}`)).rows[0].n as number;
         const other = new pg.Client({ connectionString: fx.pg.url(DB) });
         await other.connect();
         try {
@@ -374,8 +376,9 @@ describe('temporary relations never shadow a table for the next client', { timeo
       const statuses = (await c.query('SELECT status FROM orders ORDER BY id')).rows.map((x) => x.status as string);
       const extended = (await c.query({ text: 'SELECT status FROM orders ORDER BY id', values: [] })).rows.map((x) => x.status as string);
       assert.ok(!seen().includes(SHADOW), `the victim read the attacker's shadow "orders": ${JSON.stringify(statuses)}`);
-      assert.deepEqual(statuses, publicStatuses);
-      assert.deepEqual(extended, publicStatuses);
+      const want = await publicStatuses();
+      assert.deepEqual(statuses, want);
+      assert.deepEqual(extended, want);
       assert.equal(r.none, true, 'a temporary orders is visible to the victim');
       const left = (await fx.su("SELECT count(*)::int AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname LIKE 'pg_temp%' AND c.relname = 'orders'")).rows[0].n as number;
       assert.equal(left, 0, 'a temporary orders still exists on the server');
@@ -390,7 +393,7 @@ describe('controls', { timeout: 60_000 }, () => {
     await c.query(`CREATE TEMP TABLE orders ON COMMIT DROP AS SELECT 1 AS id, '${SHADOW}'::text AS status`);
     assert.deepEqual((await c.query('SELECT status FROM orders')).rows, [{ status: SHADOW }]);
     await c.query('COMMIT');
-    assert.deepEqual((await c.query('SELECT status FROM orders ORDER BY id')).rows.map((x) => x.status), publicStatuses);
+    assert.deepEqual((await c.query('SELECT status FROM orders ORDER BY id')).rows.map((x) => x.status), await publicStatuses());
   });
 
   test('an attacker\'s own SET outside a transaction stays its own: it keeps it, the victim does not get it', async () => {
