@@ -38,6 +38,14 @@ export interface DatabaseConfig {
   min_pool_size: number;
   reserve_pool_size: number;
   pool_mode: PoolMode;
+  /**
+   * Who server connections log in as. `authenticator`: the url's user, which switches to each
+   * scope's role with SET ROLE. `role`: each scope's role itself (a pool per role, `roles`),
+   * so Postgres refuses a switch to a role the scope does not have.
+   */
+  server_login: 'authenticator' | 'role';
+  /** With server_login: role, how each scope role logs in: its own pool settings and password. */
+  roles: ReadonlyMap<string, DatabaseConfig>;
 }
 
 export interface Config {
@@ -121,7 +129,7 @@ export function resolveSecret(v: string, key: string, baseDir: string): string {
 function parseDatabase(name: string, raw: unknown, pool: PoolSettings, baseDir: string): DatabaseConfig {
   const at = `databases.${name}`;
   if (!isObj(raw)) throw new ConfigError(at, 'expected a mapping with at least `url`');
-  checkKeys(raw, ['url', 'pool_size', 'min_pool_size', 'reserve_pool_size', 'pool_mode', 'password'], at);
+  checkKeys(raw, ['url', 'pool_size', 'min_pool_size', 'reserve_pool_size', 'pool_mode', 'password', 'server_login', 'roles'], at);
   if (raw.url === undefined) throw new ConfigError(`${at}.url`, 'missing (postgres://user:password@host:port/dbname)');
   const urlText = str(raw.url, `${at}.url`);
   let url: URL;
@@ -134,7 +142,7 @@ function parseDatabase(name: string, raw: unknown, pool: PoolSettings, baseDir: 
   const password = raw.password !== undefined
     ? resolveSecret(str(raw.password, `${at}.password`), `${at}.password`, baseDir)
     : url.password ? decodeURIComponent(url.password) : null;
-  return {
+  const db: DatabaseConfig = {
     name,
     host: url.hostname || '127.0.0.1',
     port: url.port ? Number(url.port) : 5432,
@@ -145,7 +153,34 @@ function parseDatabase(name: string, raw: unknown, pool: PoolSettings, baseDir: 
     min_pool_size: raw.min_pool_size === undefined ? pool.min_pool_size : int(raw.min_pool_size, `${at}.min_pool_size`),
     reserve_pool_size: raw.reserve_pool_size === undefined ? pool.reserve_pool_size : int(raw.reserve_pool_size, `${at}.reserve_pool_size`),
     pool_mode: raw.pool_mode === undefined ? pool.mode : mode(raw.pool_mode, `${at}.pool_mode`),
+    server_login: 'authenticator',
+    roles: new Map(),
   };
+  if (raw.server_login === undefined || raw.server_login === 'authenticator') {
+    if (raw.roles !== undefined) throw new ConfigError(`${at}.roles`, 'only used with server_login: role');
+    return db;
+  }
+  if (raw.server_login !== 'role') throw new ConfigError(`${at}.server_login`, `expected authenticator or role, got ${JSON.stringify(raw.server_login)}`);
+  if (!isObj(raw.roles) || Object.keys(raw.roles).length === 0) {
+    throw new ConfigError(`${at}.roles`, 'server_login: role needs the login of each scope role: { app_reader: { password: env:READER_PW, pool_size: 5 }, ... }');
+  }
+  const roles = new Map<string, DatabaseConfig>();
+  for (const [role, r] of Object.entries(raw.roles)) {
+    const rat = `${at}.roles.${role}`;
+    const spec = r === null ? {} : r;
+    if (!isObj(spec)) throw new ConfigError(rat, 'expected { password, pool_size, min_pool_size, reserve_pool_size }');
+    checkKeys(spec, ['password', 'pool_size', 'min_pool_size', 'reserve_pool_size'], rat);
+    roles.set(role, {
+      ...db,
+      user: role,
+      password: spec.password === undefined ? null : resolveSecret(str(spec.password, `${rat}.password`), `${rat}.password`, baseDir),
+      pool_size: spec.pool_size === undefined ? db.pool_size : int(spec.pool_size, `${rat}.pool_size`, 1),
+      min_pool_size: spec.min_pool_size === undefined ? db.min_pool_size : int(spec.min_pool_size, `${rat}.min_pool_size`),
+      reserve_pool_size: spec.reserve_pool_size === undefined ? db.reserve_pool_size : int(spec.reserve_pool_size, `${rat}.reserve_pool_size`),
+      roles: new Map(),
+    });
+  }
+  return { ...db, server_login: 'role', roles };
 }
 
 function parsePool(raw: unknown): PoolSettings {

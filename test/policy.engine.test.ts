@@ -264,10 +264,23 @@ describe('classifySql', () => {
     assert.deepEqual(fx('DISCARD ALL'), [[{ type: 'discard', target: 'all' }]]);
     assert.deepEqual(fx('LISTEN jobs'), [[{ type: 'listen', channel: 'jobs' }]]);
     assert.deepEqual(fx('UNLISTEN *'), [[{ type: 'unlisten', channel: null }]]);
-    assert.deepEqual(fx('CREATE TEMP TABLE t (a int)'), [[{ type: 'temp_object', object: 'table', name: 't' }]]);
-    assert.deepEqual(fx('CREATE TEMPORARY VIEW v AS SELECT 1'), [[{ type: 'temp_object', object: 'view', name: 'v' }]]);
-    assert.deepEqual(fx('CREATE TEMP SEQUENCE s'), [[{ type: 'temp_object', object: 'sequence', name: 's' }]]);
-    assert.deepEqual(fx('CREATE TABLE t (a int)'), [[]]);
+    // DDL always resets the connection (objects in pg_temp by any spelling) and may advance sequences.
+    const ddl = (what: string): unknown[] => [{ type: 'unclassified', what }, { type: 'sequences' }];
+    assert.deepEqual(fx('CREATE TEMP TABLE t (a int)'), [[{ type: 'temp_object', object: 'table', name: 't' }, ...ddl('CreateStmt')]]);
+    assert.deepEqual(fx('CREATE TEMPORARY VIEW v AS SELECT 1'), [[{ type: 'temp_object', object: 'view', name: 'v' }, ...ddl('ViewStmt')]]);
+    assert.deepEqual(fx('CREATE TEMP SEQUENCE s'), [[{ type: 'temp_object', object: 'sequence', name: 's' }, ...ddl('CreateSeqStmt')]]);
+    assert.deepEqual(fx('CREATE TABLE t (a int)'), [ddl('CreateStmt')]);
+    assert.deepEqual(fx('CREATE TABLE pg_temp.orders (a int)'), [ddl('CreateStmt')]);
+    assert.deepEqual(fx('DO $$ BEGIN END $$'), [[{ type: 'unclassified', what: 'DoStmt' }, { type: 'sequences' }]]);
+    // Functions by their decoded names, whatever the spelling.
+    assert.deepEqual(fx('SELECT U&"pg_adv\\0069sory_lock"(1)'), [[{ type: 'advisory_lock', function: 'pg_advisory_lock' }]]);
+    assert.deepEqual(fx('SELECT pg_catalog."setseed"(0.5)'), [[{ type: 'seed' }]]);
+    assert.deepEqual(fx('SET seed = 0.5'), [[{ type: 'seed' }]]);
+    assert.deepEqual(fx('SET LOCAL seed TO 0.5'), [[{ type: 'seed' }]]);
+    assert.deepEqual(fx("SELECT nextval('s')"), [[{ type: 'sequences' }]]);
+    assert.deepEqual(fx('SELECT public.place_order(1, 2)'), [[{ type: 'sequences' }]]);
+    assert.deepEqual(fx('INSERT INTO t DEFAULT VALUES'), [[{ type: 'sequences' }]]);
+    assert.deepEqual(fx('SELECT lower(name), lastval() FROM t'), [[]]);
     assert.deepEqual(fx('SELECT pg_advisory_lock(1)'), [[{ type: 'advisory_lock', function: 'pg_advisory_lock' }]]);
     assert.deepEqual(fx('SELECT pg_try_advisory_lock_shared(1)'), [[{ type: 'advisory_lock', function: 'pg_try_advisory_lock_shared' }]]);
     assert.deepEqual(fx('SELECT pg_advisory_xact_lock(1)'), [[]]);
@@ -277,8 +290,8 @@ describe('classifySql', () => {
     assert.deepEqual(fx('DECLARE c CURSOR WITH HOLD FOR SELECT 1'), [[{ type: 'hold_cursor', name: 'c' }]]);
     assert.deepEqual(fx('DECLARE c CURSOR FOR SELECT 1'), [[]]);
     assert.deepEqual(fx("LOAD 'x'"), [[{ type: 'load' }]]);
-    assert.deepEqual(fx("SELECT set_config('a.b', 'x', false)"), [[{ type: 'set_config', local: false }]]);
-    assert.deepEqual(fx("SELECT set_config('a.b', 'x', true)"), [[]]);
+    assert.deepEqual(fx("SELECT set_config('a.b', 'x', false)"), [[{ type: 'sequences' }, { type: 'set_config', local: false }]]);
+    assert.deepEqual(fx("SELECT set_config('a.b', 'x', true)"), [[{ type: 'sequences' }]]);
     assert.deepEqual(fx('SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY'), [[{ type: 'session_characteristics', text: 'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY' }]]);
   });
 

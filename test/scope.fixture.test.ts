@@ -174,6 +174,10 @@ export interface FixtureOptions {
   poolSize?: number;
   /** Merged into the scopegate config. */
   config?: Record<string, unknown>;
+  /** Merged into the config's entry for database `app` (server_login, roles, ...). */
+  database?: Record<string, unknown>;
+  /** Superuser SQL run on `app` before scopegate starts. */
+  setupSql?: string;
 }
 
 export async function startFixture(opts: FixtureOptions = {}): Promise<Fixture> {
@@ -184,6 +188,7 @@ export async function startFixture(opts: FixtureOptions = {}): Promise<Fixture> 
     await pgsrv.sql(ROLES_SQL);
     await pgsrv.sql(`CREATE DATABASE ${DB}`);
     await pgsrv.sql(SCHEMA_SQL, DB);
+    if (opts.setupSql !== undefined) await pgsrv.sql(opts.setupSql, DB);
     let policy: string | null = EXAMPLE_POLICY;
     if (opts.policy === 'copy') {
       policy = join(dir, 'policy.yaml');
@@ -192,7 +197,7 @@ export async function startFixture(opts: FixtureOptions = {}): Promise<Fixture> 
       policy = opts.policy;
     }
     const cfg: Record<string, unknown> = {
-      databases: { [DB]: { url: pgsrv.url(DB, 'authenticator', AUTH_PASSWORD), pool_size: opts.poolSize ?? 4 } },
+      databases: { [DB]: { url: pgsrv.url(DB, 'authenticator', AUTH_PASSWORD), pool_size: opts.poolSize ?? 4, ...(opts.database ?? {}) } },
       auth: AUTH,
       log: { level: 'info' },
       ...(policy === null ? {} : { policy }),

@@ -8,6 +8,7 @@ import { cancelRequest, copyFail, parseErrorFields, query, TERMINATE } from '../
 
 const INTERNAL_COPY_REFUSED = copyFail('');
 import { login } from './login.js';
+import { lexicalBreach } from '../policy/lexical.js';
 import type { PendingParse } from './statement-types.js';
 import { ResponseQueue } from './responses.js';
 
@@ -42,6 +43,9 @@ let nextBackendId = 1;
  * One logged-in server connection. Frames the server's byte stream just enough to find
  * message boundaries, ReadyForQuery and ParameterStatus; rows pass through untouched.
  */
+/** What a server connection needs before another client may have it, in increasing order. */
+export const enum Cleanup { None = 0, Reset = 1, Close = 2 }
+
 export class Backend {
   readonly id = nextBackendId++;
   readonly createdAt = Date.now();
@@ -60,8 +64,21 @@ export class Backend {
   copyIn = false;
   /** An ErrorResponse arrived since the last idle ReadyForQuery. */
   errorSinceIdle = false;
-  /** Session state was changed in a way the pooler must reset before reuse. */
-  dirty = false;
+  private cleanupNeeded: Cleanup = Cleanup.None;
+  /** What must happen before another client may use this connection; it only escalates until done. */
+  get cleanup(): Cleanup { return this.cleanupNeeded; }
+  /** Session state changed in a way only server_reset_query undoes. */
+  requireReset(): void { if (this.cleanupNeeded < Cleanup.Reset) this.cleanupNeeded = Cleanup.Reset; }
+  /** Session state changed in a way no reset undoes (the random seed, an unknown lexical setting): close it. */
+  requireClose(): void { this.cleanupNeeded = Cleanup.Close; }
+  /** server_reset_query ran: the connection is as a fresh login left it. */
+  resetDone(): void { if (this.cleanupNeeded === Cleanup.Reset) this.cleanupNeeded = Cleanup.None; }
+  /** The client whose statements may have advanced sequences here since the last reset:
+   * lastval()/currval() would show its values to the next one, so they are discarded first. */
+  sequencesOf: BackendOwner | null = null;
+  /** The client whose named statements the server holds under their own names
+   * (max_prepared_statements 0): deallocated before another client may bind them. */
+  namedOf: BackendOwner | null = null;
   /** A CommandComplete "ROLLBACK" (ROLLBACK, ROLLBACK TO, or COMMIT of a failed
    * transaction) arrived since the last idle ReadyForQuery. */
   rolledBack = false;
@@ -125,6 +142,8 @@ export class Backend {
   private streamLeft = 0;
   private streamForward = false;
   private paused = false;
+  /** The server reported a pinned setting with another value: nothing more is forwarded. */
+  private breach: SqlError | null = null;
 
   private constructor(
     readonly db: DatabaseConfig,
@@ -329,12 +348,19 @@ export class Backend {
           continue;
         }
         this.inspect(type, buf, off, end);
+        if (this.breach !== null) {
+          // What follows was read by the server under other rules than scopegate checked.
+          if (runStart >= 0 && this.owner) this.owner.forward(buf, runStart, off);
+          this.lost(this.breach);
+          return;
+        }
         if (runStart < 0) runStart = off;
       } else if (this.mode === Mode.Internal) {
         this.internalMessage(type, buf, off, end);
       } else {
         this.idleMessage(type, buf, off, end);
       }
+      if (this.breach !== null) return;
       off = end;
     }
     if (runStart >= 0 && this.owner) this.owner.forward(buf, runStart, off);
@@ -359,7 +385,12 @@ export class Backend {
         break;
       case BE.ParameterStatus: {
         const k = buf.indexOf(0, start + 5);
-        if (k > 0 && k < end) this.params.set(buf.toString('utf8', start + 5, k), buf.toString('utf8', k + 1, end - 1));
+        if (k > 0 && k < end) {
+          const name = buf.toString('utf8', start + 5, k);
+          const value = buf.toString('utf8', k + 1, end - 1);
+          this.params.set(name, value);
+          this.breach ??= lexicalBreach(name, value);
+        }
         break;
       }
     }
@@ -416,6 +447,7 @@ export class Backend {
       q.error = new SqlError(f.get('C') ?? SQLSTATE.INTERNAL_ERROR, f.get('M') ?? 'internal query failed', { detail: f.get('D'), hint: f.get('H') });
     } else if (type === BE.ParameterStatus) {
       this.inspect(type, buf, start, end);
+      if (this.breach !== null) this.lost(this.breach);
     } else if (type === BE.CopyInResponse) {
       // Internal statements never COPY; refuse so the server returns to ReadyForQuery.
       this.socket.write(INTERNAL_COPY_REFUSED);
@@ -436,6 +468,7 @@ export class Backend {
       this.socket.destroy();
     } else if (type === BE.ParameterStatus) {
       this.inspect(type, buf, start, end);
+      if (this.breach !== null) this.lost(this.breach);
     }
   }
 }

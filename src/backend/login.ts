@@ -5,6 +5,7 @@ import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendMessage } from 'pg-protocol/dist/messages.js';
 import type { DatabaseConfig } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
+import { lexicalBreach, SERVER_LEXICAL } from '../policy/lexical.js';
 import { md5Password, ScramClient } from './scram.js';
 
 export interface LoginResult {
@@ -81,7 +82,13 @@ export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record
           pid = field<number>(msg, 'processID');
           secret = field<number>(msg, 'secretKey');
           break;
-        case 'readyForQuery':
+        case 'readyForQuery': {
+          // Pinned in the startup packet, but a login trigger or extension can still change them.
+          for (const [name, value] of params) {
+            const breach = lexicalBreach(name, value);
+            if (breach !== null) throw new SqlError(breach.code, `server login refused: ${breach.message}`, { hint: breach.hint });
+          }
+          if (params.get('standard_conforming_strings') === undefined) throw new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'server login refused: the server does not report standard_conforming_strings');
           done = true;
           if (timer) clearTimeout(timer);
           socket.removeAllListeners('data');
@@ -89,6 +96,7 @@ export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record
           socket.removeAllListeners('close');
           resolve({ socket, pid, secret, params });
           break;
+        }
         case 'error': {
           const e = msg as unknown as { message: string; code?: string; severity?: string };
           throw new SqlError(e.code ?? SQLSTATE.CONNECTION_FAILURE, `server login failed: ${e.message}`);
@@ -101,7 +109,7 @@ export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record
     }
 
     socket.on('connect', () => {
-      socket.write(serialize.startup({ user: db.user, database: db.dbname, client_encoding: 'UTF8', application_name: 'scopegate', ...extraParams }));
+      socket.write(serialize.startup({ user: db.user, database: db.dbname, application_name: 'scopegate', ...extraParams, ...SERVER_LEXICAL }));
     });
     socket.on('data', (chunk: Buffer) => {
       if (done) return;

@@ -1,7 +1,7 @@
 /** Statement analysis: kind, transaction control and accessed objects of one parsed statement. */
 import { AccessCollector, statementTitle } from './ast-walk.js';
 import { isNode, type Node, type ParsedStatement } from './parse.js';
-import type { Access } from './types.js';
+import type { Access, ColumnCatalog } from './types.js';
 
 export interface StatementAnalysis {
   kind: string;
@@ -42,8 +42,8 @@ function strings(v: unknown): string[] {
 }
 
 /** What one top-level statement is and everything it needs. */
-export function analyzeStatement(ps: ParsedStatement, defaultSchema: string): StatementAnalysis {
-  const col = new AccessCollector(defaultSchema);
+export function analyzeStatement(ps: ParsedStatement, defaultSchema: string, catalog: ColumnCatalog | null = null): StatementAnalysis {
+  const col = new AccessCollector(defaultSchema, catalog);
   const res = walk(ps.type, ps.body, col);
   return { kind: res.kind, accesses: col.accesses, isTransactionControl: res.tc };
 }

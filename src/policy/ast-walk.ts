@@ -1,8 +1,9 @@
 /** The AST walk that collects every relation, column and function a statement touches. */
-import { CATALOG_RELATIONS, isForbiddenFunction, READ_ONLY_BUILTINS, SEQUENCE_FUNCTIONS } from './builtins.js';
+import { isForbiddenFunction, READ_ONLY_BUILTINS, SEQUENCE_FUNCTIONS, unqualifiedRelationSchema } from './builtins.js';
+import { INFORMATION_SCHEMA_FUNCTIONS } from './catalog-read.js';
 import { displayName, qualify, splitSqlName } from './names.js';
 import { isNode, type Node } from './parse.js';
-import type { Access, QualName, RelAction } from './types.js';
+import type { Access, ColumnCatalog, QualName, RelAction } from './types.js';
 
 /** A FROM-clause entry visible to column references. */
 interface Item {
@@ -62,6 +63,9 @@ function constString(v: unknown): string | null {
 
 const STMT_TYPES = new Set(['SelectStmt', 'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
 
+/** System columns: always columns, never attribute-notation calls. */
+const SYSTEM_COLUMNS = new Set(['tableoid', 'xmin', 'cmin', 'xmax', 'cmax', 'ctid']);
+
 /** "CreateFunctionStmt" -> "CREATE FUNCTION", for denial messages. */
 export function statementTitle(type: string): string {
   return type.replace(/Stmt$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toUpperCase();
@@ -78,7 +82,7 @@ export class AccessCollector {
   /** What a RangeVar met outside FROM means (DDL walks set 'ddl'). */
   private rangeVarAction: RelAction = 'select';
 
-  constructor(private readonly defaultSchema: string) {}
+  constructor(private readonly defaultSchema: string, private readonly catalog: ColumnCatalog | null = null) {}
 
   get accesses(): Access[] {
     return [...this.found.values()];
@@ -103,7 +107,7 @@ export class AccessCollector {
     const schema = s(rv.schemaname);
     if (schema !== null && schema !== '') return { schema, name: relname };
     if (rv.relpersistence === 't') return { schema: 'pg_temp', name: relname };
-    return { schema: CATALOG_RELATIONS.has(relname) ? 'pg_catalog' : this.defaultSchema, name: relname };
+    return { schema: unqualifiedRelationSchema(relname, this.defaultSchema), name: relname };
   }
 
   private isCte(rv: Node, ctes: CteFrame | null): boolean {
@@ -435,8 +439,73 @@ export class AccessCollector {
       if (schema !== null) this.rel('select', { schema, name: table }, col);
       return;
     }
-    if (col === '*' || it.base) for (const r of it.rels) this.rel('select', r, col);
-    else if (it.rels.length > 0) this.add({ t: 'col_any', action: 'select', candidates: it.rels, column: col });
+    this.field(it, col);
+  }
+
+  /**
+   * `x.name` / `(x).name` on a FROM item: a column of it, or else `name(x)`, a call of the
+   * function with the whole row (attribute notation). Resolved against the column catalog;
+   * where the item's columns are unknown and a function of that name may exist, both readings
+   * are checked.
+   */
+  private field(it: Item, col: string): void {
+    if (col === '*') {
+      for (const r of it.rels) this.rel('select', r, col);
+      return;
+    }
+    const reading = this.fieldReading(it, col);
+    if (reading !== 'call') {
+      if (it.base) for (const r of it.rels) this.rel('select', r, col);
+      else if (it.rels.length > 0) this.add({ t: 'col_any', action: 'select', candidates: it.rels, column: col });
+    }
+    if (reading !== 'column') this.attributeCall(col, it.rels);
+  }
+
+  private fieldReading(it: Item, col: string): 'column' | 'call' | 'both' {
+    if (SYSTEM_COLUMNS.has(col) && it.base) return 'column';
+    // No catalog at all (offline `scopegate check`, the proxy before its first load): names are columns.
+    if (this.catalog === null) return 'column';
+    const maybeFunction = this.catalog.oneArgFunction?.(col) ?? false;
+    // Subqueries, CTEs and functions in FROM: their output columns are not tracked here.
+    if (it.rels.length === 0) return maybeFunction ? 'both' : 'column';
+    let unknown = false;
+    for (const r of it.rels) {
+      const cols = this.catalog.columns(r.schema, r.name);
+      if (cols === undefined) unknown = true;
+      else if (cols.includes(col)) return 'column';
+    }
+    if (!unknown) return 'call';
+    return maybeFunction ? 'both' : 'column';
+  }
+
+  /** `name(row)` through attribute notation: the function, and every column of the row it gets. */
+  private attributeCall(name: string, rels: readonly QualName[]): void {
+    for (const r of rels) this.rel('select', r, '*');
+    if (isForbiddenFunction(name)) this.forbid(`execute on function pg_catalog.${name}`);
+    else if (!READ_ONLY_BUILTINS.has(name) && !SEQUENCE_FUNCTIONS.has(name)) this.add({ t: 'func', fn: { schema: this.defaultSchema, name }, unqualified: true });
+  }
+
+  /** `(x).name...`: the first field of a FROM item's whole row is resolved like `x.name`. */
+  private indirection(b: Node, level: Level | null, c: CteFrame | null): void {
+    const fields = list(b.indirection);
+    const first = fields.length > 0 ? strOf(fields[0]) : null;
+    const arg = unwrap(b.arg);
+    if (arg !== null && arg[0] === 'ColumnRef' && first !== null) {
+      const parts = list(arg[1].fields).map((f) => strOf(f));
+      const it = parts.length === 1 && parts[0] !== null ? this.findItem(level, parts[0]!) : null;
+      if (it !== null) {
+        this.field(it, first);
+        this.expr(fields.slice(1), level, c);
+        return;
+      }
+    }
+    this.expr(b.arg, level, c);
+    // (expr).name on any other composite: a column of its type, or name(expr).
+    for (const f of fields) {
+      const name = strOf(f);
+      if (name === null) this.expr(f, level, c);
+      else if (this.catalog?.oneArgFunction?.(name) === true) this.attributeCall(name, []);
+    }
   }
 
   private funcCall(b: Node, level: Level | null, c: CteFrame | null): void {
@@ -459,7 +528,7 @@ export class AccessCollector {
       } else if (!READ_ONLY_BUILTINS.has(name)) {
         this.add({ t: 'func', fn: { schema: schema ?? this.defaultSchema, name }, unqualified: schema === null });
       }
-    } else {
+    } else if (!(schema === 'information_schema' && INFORMATION_SCHEMA_FUNCTIONS.has(name))) {
       this.add({ t: 'func', fn: { schema, name }, unqualified: false });
     }
     this.expr([b.args, b.agg_order, b.agg_filter, b.over], level, c);
@@ -485,6 +554,7 @@ export class AccessCollector {
       if (STMT_TYPES.has(key)) this.stmtNode({ [key]: body }, level, c);
       else if (key === 'ColumnRef') this.columnRef(body, level);
       else if (key === 'FuncCall') this.funcCall(body, level, c);
+      else if (key === 'A_Indirection') this.indirection(body, level, c);
       else if (key === 'RangeVar') this.rel(this.rangeVarAction, this.resolveRangeVar(body), null);
       else this.expr(body, level, c);
     }

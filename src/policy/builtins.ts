@@ -64,9 +64,9 @@ const CATEGORIES: Record<string, string> = {
     xml_is_well_formed_document xml_is_well_formed_content xpath xpath_exists xmlparse xmlserialize xmltext`,
   session_info: `current_catalog current_database current_query current_role current_schema
     current_schemas current_user session_user system_user user inet_client_addr inet_client_port
-    inet_server_addr inet_server_port pg_backend_pid pg_blocking_pids pg_conf_load_time
+    inet_server_addr inet_server_port pg_backend_pid pg_conf_load_time
     pg_current_logfile pg_is_other_temp_schema pg_jit_available pg_listening_channels
-    pg_my_temp_schema pg_postmaster_start_time pg_safe_snapshot_blocking_pids pg_trigger_depth
+    pg_my_temp_schema pg_postmaster_start_time pg_trigger_depth
     version current_setting pg_notification_queue_usage pg_is_in_recovery
     txid_current txid_current_if_assigned txid_current_snapshot txid_snapshot_xmin txid_snapshot_xmax
     txid_snapshot_xip txid_visible_in_snapshot txid_status pg_current_xact_id pg_current_xact_id_if_assigned
@@ -78,7 +78,9 @@ const CATEGORIES: Record<string, string> = {
     has_largeobject_privilege has_parameter_privilege has_schema_privilege has_sequence_privilege
     has_server_privilege has_table_privilege has_tablespace_privilege has_type_privilege
     pg_has_role acldefault aclexplode makeaclitem row_security_active`,
-  // What psql's \d family and common GUI tools call.
+  // What psql's \d family and common GUI tools call: definitions only. Functions returning
+  // statistics, sequence values, locks, other sessions' queries/statements/cursors, memory
+  // contexts or settings files are not here: they need an execute grant (see catalog-read.ts).
   catalog: `col_description format_type obj_description shobj_description pg_get_catalog_foreign_keys
     pg_get_constraintdef pg_get_expr pg_get_functiondef pg_get_function_arguments
     pg_get_function_identity_arguments pg_get_function_result pg_get_function_sqlbody pg_get_indexdef
@@ -98,12 +100,9 @@ const CATEGORIES: Record<string, string> = {
     pg_filenode_relation pg_column_size pg_column_compression pg_column_toast_chunk_id
     pg_database_size pg_indexes_size pg_relation_size pg_size_bytes pg_size_pretty pg_table_size
     pg_tablespace_size pg_total_relation_size pg_input_is_valid pg_input_error_info
-    pg_get_viewdef pg_get_wal_resource_managers pg_sequence_last_value pg_sequence_parameters
-    pg_stat_get_numscans pg_stat_get_tuples_returned pg_stat_get_live_tuples pg_stat_get_dead_tuples
-    pg_stat_get_activity pg_stat_get_backend_pid pg_stat_get_backend_idset pg_get_backend_memory_contexts
+    pg_get_viewdef pg_get_wal_resource_managers pg_sequence_parameters
     pg_available_extensions pg_available_extension_versions pg_extension_config_dump
-    pg_show_all_settings pg_show_all_file_settings pg_get_multixact_members pg_lock_status
-    pg_prepared_statement pg_cursor pg_timezone_names pg_timezone_abbrevs pg_get_replica_identity_index
+    pg_show_all_settings pg_timezone_names pg_timezone_abbrevs pg_get_replica_identity_index
     regclass regtype regproc regprocedure regoper regoperator regnamespace regrole regconfig
     regdictionary regcollation oid`,
   // Transaction-scoped locks end with the transaction; session ones are reset by the pooler.
@@ -158,6 +157,15 @@ export const SEQUENCE_FUNCTIONS: ReadonlyMap<string, 'usage' | 'update'> = new M
 export const SESSION_LOCK_FUNCTIONS: ReadonlySet<string> = new Set([
   'pg_advisory_lock', 'pg_advisory_lock_shared', 'pg_try_advisory_lock', 'pg_try_advisory_lock_shared',
 ]);
+
+/**
+ * Schema of an unqualified relation name: pg_catalog is searched before the default schema,
+ * and any pg_-prefixed name is taken as pg_catalog's (a catalog view this list lacks must not
+ * pass for a default-schema table a scope may grant).
+ */
+export function unqualifiedRelationSchema(name: string, defaultSchema: string): string {
+  return CATALOG_RELATIONS.has(name) || name.startsWith('pg_') ? 'pg_catalog' : defaultSchema;
+}
 
 /**
  * pg_catalog relations an unqualified name resolves to (pg_catalog is searched before the

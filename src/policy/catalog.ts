@@ -1,4 +1,4 @@
-/** Reads table columns from pg_attribute for `*` expansion and masks. */
+/** Reads table columns (pg_attribute) and one-argument function names (pg_proc) for `*` expansion, masks and attribute notation. */
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config.js';
@@ -31,9 +31,15 @@ export class DatabaseCatalog {
            JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-            AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+            AND n.nspname NOT LIKE 'pg_toast%'
           ORDER BY n.nspname, c.relname, a.attnum`,
       );
+      // `t.name` calls name(t) when name is no column of t: every function callable with one argument.
+      const f = await c.query<{ proname: string }>(
+        `SELECT DISTINCT proname FROM pg_catalog.pg_proc
+          WHERE prokind IN ('f', 'a', 'w') AND pronargs >= 1 AND (pronargs - pronargdefaults <= 1 OR provariadic <> 0)`,
+      );
+      const functions = new Set(f.rows.map((r) => r.proname));
       const tables = new Map<string, string[]>();
       for (const row of r.rows) {
         const key = `${row.nspname}.${row.relname}`;
@@ -43,7 +49,7 @@ export class DatabaseCatalog {
       }
       const version = `${this.db.name}:${++this.loads}`;
       this.log.debug({ db: this.db.name, tables: tables.size, version }, 'column catalog loaded');
-      return { version, columns: (schema: string, table: string) => tables.get(`${schema}.${table}`) };
+      return { version, columns: (schema: string, table: string) => tables.get(`${schema}.${table}`), oneArgFunction: (name: string) => functions.has(name) };
     } catch (err) {
       this.log.warn({ db: this.db.name, err: (err as Error).message }, 'could not read the column catalog; star expansion is refused until it loads');
       return null;

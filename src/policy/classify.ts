@@ -1,6 +1,6 @@
 /** Statement kinds and session effects of a message, from the cached parse. */
 import { analyzeStatement } from './analyze.js';
-import { SESSION_LOCK_FUNCTIONS } from './builtins.js';
+import { READ_ONLY_BUILTINS, SESSION_LOCK_FUNCTIONS } from './builtins.js';
 import { isNode, parseCached, type Node, type ParsedStatement } from './parse.js';
 import { isPinned } from './lexical.js';
 
@@ -19,7 +19,14 @@ export type SessionEffect =
   | { type: 'prepare'; name: string }
   | { type: 'deallocate'; name: string | null }
   | { type: 'hold_cursor'; name: string }
-  | { type: 'load' };
+  | { type: 'load' }
+  /** setseed() or SET seed: the next random() is predictable, and no reset undoes it. */
+  | { type: 'seed' }
+  /** May advance a sequence (a write, nextval/setval, a function of the database's own):
+   * lastval()/currval() would show the value to whoever uses the connection next. */
+  | { type: 'sequences' }
+  /** DDL, CALL, DO: session state the pooler cannot classify (objects in pg_temp, ...). */
+  | { type: 'unclassified'; what: string };
 
 export interface StatementInfo {
   /** select, insert, update, delete, merge, copy, set, show, transaction, ddl, ... ('unparseable' if it does not parse). */
@@ -39,20 +46,23 @@ export interface StatementInfo {
 
 const CURSOR_OPT_HOLD = 0x20;
 
-function collectCalls(tree: unknown, names: ReadonlySet<string>, out: string[]): void {
+/** The name of every function the tree calls, as the parser decoded it (U&"..." and quotes resolved). */
+function collectCalls(tree: unknown, out: Set<string>): void {
   if (Array.isArray(tree)) {
-    for (const t of tree) collectCalls(t, names, out);
+    for (const t of tree) collectCalls(t, out);
     return;
   }
   if (!isNode(tree)) return;
   const fc = tree.FuncCall;
   if (isNode(fc) && Array.isArray(fc.funcname)) {
     const last: unknown = fc.funcname[fc.funcname.length - 1];
-    const name = isNode(last) && isNode(last.String) && typeof last.String.sval === 'string' ? last.String.sval : '';
-    if (names.has(name)) out.push(name);
+    if (isNode(last) && isNode(last.String) && typeof last.String.sval === 'string') out.add(last.String.sval);
   }
-  for (const v of Object.values(tree)) if (typeof v === 'object' && v !== null) collectCalls(v, names, out);
+  for (const v of Object.values(tree)) if (typeof v === 'object' && v !== null) collectCalls(v, out);
 }
+
+/** Statement kinds that may advance a sequence through column defaults, triggers or code. */
+const SEQUENCE_KINDS = new Set(['insert', 'update', 'delete', 'merge', 'copy', 'ddl', 'call', 'do']);
 
 function setConfigCalls(tree: unknown, out: SessionEffect[]): void {
   if (Array.isArray(tree)) {
@@ -98,20 +108,53 @@ function firstValue(args: unknown): string | null {
   return null;
 }
 
-/** A SET or SET LOCAL of a pinned setting; RESET and TO DEFAULT return to scopegate's value. */
+/**
+ * A SET or SET LOCAL of a pinned setting, or one nested in another statement (ALTER ROLE /
+ * DATABASE / SYSTEM ... SET, a function's SET clause). RESET and TO DEFAULT are not changes:
+ * at the top level they return to scopegate's value; nested, they remove a setting.
+ */
 function lexicalChange(ps: ParsedStatement): { name: string; value: string | null } | null {
-  if (ps.type !== 'VariableSetStmt' || ps.body.kind !== 'VAR_SET_VALUE') return null;
-  const name = typeof ps.body.name === 'string' ? ps.body.name.toLowerCase() : '';
-  return isPinned(name) ? { name, value: firstValue(ps.body.args) } : null;
+  if (ps.type === 'VariableSetStmt') return pinnedSet(ps.body);
+  return nestedPinnedSet(ps.body);
 }
 
-function effectsOf(ps: ParsedStatement): SessionEffect[] {
+function pinnedSet(v: Node): { name: string; value: string | null } | null {
+  const name = typeof v.name === 'string' ? v.name.toLowerCase() : '';
+  return v.kind === 'VAR_SET_VALUE' && isPinned(name) ? { name, value: firstValue(v.args) } : null;
+}
+
+function nestedPinnedSet(tree: unknown): { name: string; value: string | null } | null {
+  if (Array.isArray(tree)) {
+    for (const t of tree) {
+      const hit = nestedPinnedSet(t);
+      if (hit !== null) return hit;
+    }
+    return null;
+  }
+  if (!isNode(tree)) return null;
+  // A VariableSetStmt node, or an unwrapped one (ALTER ROLE / DATABASE / SYSTEM's setstmt).
+  const set = isNode(tree.VariableSetStmt) ? tree.VariableSetStmt : isNode(tree.setstmt) ? tree.setstmt : null;
+  if (set !== null) {
+    const hit = pinnedSet(set);
+    if (hit !== null) return hit;
+  }
+  for (const v of Object.values(tree)) {
+    if (typeof v !== 'object' || v === null) continue;
+    const hit = nestedPinnedSet(v);
+    if (hit !== null) return hit;
+  }
+  return null;
+}
+
+function effectsOf(ps: ParsedStatement, kind: string): SessionEffect[] {
   const b: Node = ps.body;
   const fx: SessionEffect[] = [];
   switch (ps.type) {
     case 'VariableSetStmt': {
-      if (b.is_local === true) break;
       const name = typeof b.name === 'string' ? b.name.toLowerCase() : '';
+      // SET [LOCAL] seed reseeds random() for the session; only its value is transactional.
+      if (name === 'seed') { fx.push({ type: 'seed' }); break; }
+      if (b.is_local === true) break;
       if (b.kind === 'VAR_RESET_ALL') fx.push({ type: 'reset_all' });
       else if (b.kind === 'VAR_SET_MULTI') {
         if (name === 'session characteristics') fx.push({ type: 'session_characteristics', text: ps.text });
@@ -143,9 +186,16 @@ function effectsOf(ps: ParsedStatement): SessionEffect[] {
     case 'LoadStmt': fx.push({ type: 'load' }); break;
     default: break;
   }
-  const locks: string[] = [];
-  collectCalls(b, SESSION_LOCK_FUNCTIONS, locks);
-  for (const f of new Set(locks)) fx.push({ type: 'advisory_lock', function: f });
+  if (kind === 'ddl' || ps.type === 'CallStmt' || ps.type === 'DoStmt') fx.push({ type: 'unclassified', what: ps.type });
+  const calls = new Set<string>();
+  collectCalls(b, calls);
+  let sequences = SEQUENCE_KINDS.has(kind);
+  for (const f of calls) {
+    if (SESSION_LOCK_FUNCTIONS.has(f)) fx.push({ type: 'advisory_lock', function: f });
+    else if (f === 'setseed') fx.push({ type: 'seed' });
+    if (f === 'nextval' || f === 'setval' || !READ_ONLY_BUILTINS.has(f)) sequences = true;
+  }
+  if (sequences) fx.push({ type: 'sequences' });
   setConfigCalls(b, fx);
   return fx;
 }
@@ -167,6 +217,6 @@ export function classifySql(text: string): StatementInfo[] {
   return parsed.statements.map((ps) => {
     const an = analyzeStatement(ps, 'public');
     const transaction = ps.type === 'TransactionStmt' && typeof ps.body.kind === 'string' ? TXN_KINDS[ps.body.kind] ?? null : null;
-    return { kind: an.kind, nodeType: ps.type, text: ps.text, isTransactionControl: an.isTransactionControl, transaction, sessionEffects: effectsOf(ps), lexical: lexicalChange(ps) };
+    return { kind: an.kind, nodeType: ps.type, text: ps.text, isTransactionControl: an.isTransactionControl, transaction, sessionEffects: effectsOf(ps, an.kind), lexical: lexicalChange(ps) };
   });
 }

@@ -131,7 +131,7 @@ export function decide(policy: Policy, version: string, parsed: ParsedText, scop
       reason: 'unparseable', summary: '',
     };
   }
-  const analyses = parsed.statements.map((ps) => analyzeStatement(ps, policy.defaultSchema));
+  const analyses = parsed.statements.map((ps) => analyzeStatement(ps, policy.defaultSchema, ctx.catalog));
   const results = parsed.statements.map((ps, i) => decideStatement(policy, held, analyses[i]!.kind, ps.text, analyses[i]!.accesses));
   const statements = results.map((r) => r.decision);
   const summary = [...new Set(statements.flatMap((d) => d.actions))].join(', ');

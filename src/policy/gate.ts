@@ -9,6 +9,7 @@ import type { SessionEffects, SessionStateTracker } from './session-effects.js';
 import type { BindCheck, Decision, PolicyStore } from './index.js';
 import type { DatabaseCatalog } from './catalog.js';
 import { ShapeCache } from './shapes.js';
+import { classifySql } from './classify.js';
 
 /** What the gate reads of a client session; it never writes to it. */
 export interface GateClient extends AuthPeer {
@@ -16,6 +17,8 @@ export interface GateClient extends AuthPeer {
   /** The token's scopes, sorted: part of decision cache keys. */
   readonly scopeKey: string;
   readonly poolMode: 'transaction' | 'session';
+  /** Server connections log in as the scope's role: BEGIN takes no role (its first statement's). */
+  readonly loginRoles: boolean;
   /** Startup parameters as the client sent them. */
   readonly startupValues: ReadonlyMap<string, string>;
 }
@@ -72,6 +75,8 @@ export interface StatementGate {
   recheck(c: GateClient, stmt: CheckedStatement): Verdict;
   /** Re-reads table columns (after DDL through scopegate, or a policy reload). */
   refreshCatalog(): void;
+  /** The text is one BEGIN/START TRANSACTION, COMMIT/END or ROLLBACK/ABORT (else null). */
+  transactionControl(sql: string): 'begin' | 'commit' | 'rollback' | null;
 }
 
 export interface GateParts {
@@ -166,6 +171,12 @@ export class SessionGate implements StatementGate {
     return this.parts.policy?.version ?? '';
   }
 
+  transactionControl(sql: string): 'begin' | 'commit' | 'rollback' | null {
+    const infos = classifySql(sql);
+    const t = infos.length === 1 ? infos[0]!.transaction : null;
+    return t === 'begin' || t === 'start' ? 'begin' : t === 'commit' || t === 'rollback' ? t : null;
+  }
+
   defaultRole(c: GateClient): string | null {
     const policy = this.parts.policy;
     const held = c.identity?.scopes ?? NO_SCOPES;
@@ -197,7 +208,7 @@ export class SessionGate implements StatementGate {
       return r;
     }
     // BEGIN does take the role, so the switch happens before the transaction, not inside it.
-    if (d.summary === '' && d.reason !== 'empty' && !startsTransaction(d)) return undefined;
+    if (d.summary === '' && d.reason !== 'empty' && (!startsTransaction(d) || c.loginRoles)) return undefined;
     return d.role;
   }
 

@@ -1,8 +1,8 @@
 /** Matching a needed access against a scope's allow rules. */
+import { isMetadataRelation } from './catalog-read.js';
 import { sameName } from './names.js';
 import type { Access, NamePattern, Policy, QualName, RelAction, Rule, ScopePolicy } from './types.js';
 
-const CATALOG_SCHEMAS = new Set(['pg_catalog', 'information_schema']);
 const COLUMN_ACTIONS = new Set<RelAction>(['select', 'insert', 'update']);
 
 export function matches(p: NamePattern, q: QualName): boolean {
@@ -17,7 +17,9 @@ function ruleHas(rule: Rule, action: RelAction): boolean {
 
 export function relGranted(scope: ScopePolicy, policy: Policy, action: RelAction, rel: QualName, column: string | null): boolean {
   if (scope.all) return true;
-  if (action === 'select' && policy.catalog === 'read' && CATALOG_SCHEMAS.has(rel.schema)) return true;
+  // catalog: read covers the named metadata relations only; statistics, other sessions' state,
+  // sequence values and the like go through grants (catalog-read.ts).
+  if (action === 'select' && policy.catalog === 'read' && isMetadataRelation(rel)) return true;
   // A mask grants reading its column (masked); `*` then expands to the visible columns, masked.
   if (action === 'select' && scope.masks.some((m) => sameName(m.table, rel) && (column === null || column === '*' || column === m.column))) return true;
   for (const rule of scope.rules) {

@@ -36,3 +36,24 @@ export function isNotCarried(name: string): boolean {
 export function isPinned(name: string): boolean {
   return PINNED.has(name.toLowerCase());
 }
+
+/** What every server connection is started with (startup packet) and must keep. */
+export const SERVER_LEXICAL: Readonly<Record<string, string>> = Object.freeze({
+  client_encoding: 'UTF8',
+  standard_conforming_strings: 'on',
+  backslash_quote: 'safe_encoding',
+});
+
+/**
+ * A server that reports (ParameterStatus) a pinned setting with another value than
+ * scopegate's no longer reads text as scopegate checked it: the error that ends the
+ * connection, or null when the value is the pinned one or the parameter is not pinned.
+ */
+export function lexicalBreach(name: string, value: string): SqlError | null {
+  const want = SERVER_LEXICAL[name];
+  if (want === undefined || PINNED.get(name)!.allowed.test(value)) return null;
+  return new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, `server connection reports ${name} = "${value}"; scopegate needs "${want}" to read statements as the server does, so the connection is closed`, {
+    severity: 'FATAL',
+    hint: `Something on the server changed ${name} (a function calling set_config, ALTER ROLE/DATABASE ... SET, a login event trigger). Remove it.`,
+  });
+}

@@ -1,13 +1,13 @@
 /** AST rewrites for row filters, column masks and `*` expansion, deparsed back to SQL. */
 import { deparseSync } from 'pgsql-deparser';
-import { CATALOG_RELATIONS } from './builtins.js';
+import { unqualifiedRelationSchema } from './builtins.js';
 import type { ClaimResolver } from './claims.js';
 import { policyExpr } from './exprs.js';
 import { displayName } from './names.js';
 import type { Node } from './parse.js';
 import { RLS_HINT, RowRuleDenied, type EffectiveRules, type RowAction, type WriteAction } from './rules.js';
 import type { BindCheck, QualName } from './types.js';
-import { checkRow, referencedColumns, simpleConjunction, writtenValue, type WrittenValue } from './writes.js';
+import { checkRow, paramUses, referencedColumns, simpleConjunction, writtenValue, type WrittenValue } from './writes.js';
 
 /** The parse tree is shared through the parse cache: the rewriter works on a copy it may mutate. */
 type M = Record<string, unknown>;
@@ -82,8 +82,10 @@ export class Rewriter {
 
   rewrite(type: string, body: Node): RewriteResult {
     const root: M = { [type]: structuredClone(body) as M };
+    const uses = paramUses(root);
     if (REWRITABLE.has(type)) this.walk(root, null);
     this.verify(root, type);
+    this.singleUseParams(uses);
     if (!this.changed) return { text: null, bindChecks: this.checks };
     return { text: deparseSync(root as Parameters<typeof deparseSync>[0], { pretty: false }), bindChecks: this.checks };
   }
@@ -95,7 +97,7 @@ export class Rewriter {
     const schema = str(rv.schemaname);
     if (schema !== null && schema !== '') return { schema, name };
     if (rv.relpersistence === 't') return { schema: 'pg_temp', name };
-    return { schema: CATALOG_RELATIONS.has(name) ? 'pg_catalog' : this.rules.defaultSchema, name };
+    return { schema: unqualifiedRelationSchema(name, this.rules.defaultSchema), name };
   }
 
   /** A policy expression with claims substituted; its own relations are trusted, not rewritten. */
@@ -415,6 +417,26 @@ export class Rewriter {
   }
 
   // ---- safety net --------------------------------------------------------------------
+
+  /**
+   * A Bind-checked parameter must occur only where it is checked: the server types a
+   * parameter at its first use, so `... WHERE x = $1::"char"` elsewhere would make the checked
+   * position store 'a' while the Bind check saw 'acme'.
+   */
+  private singleUseParams(uses: ReadonlyMap<number, number>): void {
+    const checked = new Map<number, { n: number; column: string }>();
+    for (const c of this.checks) {
+      const prev = checked.get(c.param);
+      checked.set(c.param, { n: (prev?.n ?? 0) + 1, column: c.column });
+    }
+    for (const [param, c] of checked) {
+      if ((uses.get(param) ?? 0) === c.n) continue;
+      throw new RowRuleDenied(
+        `permission denied: write outside row filter: parameter $${param} of ${c.column} is also used elsewhere in the statement`,
+        `give the row-filtered column ${c.column} a parameter of its own: elsewhere the parameter may be read as another type (say ::"char" or ::varchar(1)), and the column would store a value other than the one checked`,
+      );
+    }
+  }
 
   /** Any reference to a ruled table the rewriter did not handle (COPY t, LOCK, TRUNCATE, DDL...) is denied. */
   private verify(v: unknown, type: string): void {

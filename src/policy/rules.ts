@@ -19,7 +19,7 @@ export class RowRuleDenied extends Error {
   }
 }
 
-export const RLS_HINT = 'scopegate checks writes under a row filter only for literal or parameter values of simple filters (col = claim(...), col = ANY (claim_array(...)), col IN (...)); use PostgreSQL row-level security (CREATE POLICY ... WITH CHECK) for the rest: see docs/row-rules.md';
+export const RLS_HINT = 'scopegate checks writes under a row filter only for bare literal or parameter values (no cast but ::text: a cast such as ::char(2) or ::"char" changes the stored value) of simple filters (col = claim(...), col = ANY (claim_array(...)), col IN (...)); use PostgreSQL row-level security (CREATE POLICY ... WITH CHECK) for the rest: see docs/row-rules.md';
 
 /** Whether any held scope can make the rewriter do something at all (else: no rewrite, as before). */
 export function hasRowRules(held: readonly ScopePolicy[]): boolean {

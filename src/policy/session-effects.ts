@@ -15,6 +15,10 @@ export interface SessionEffects {
   resetAll: boolean;
   /** State the pooler cannot carry over (temp objects, session locks, ...): reset the server before reuse. */
   needsReset: boolean;
+  /** State no reset undoes (the random seed): the server connection is closed after this client. */
+  needsClose: boolean;
+  /** May advance sequences: the next client's lastval()/currval() must not see them. */
+  sequences: boolean;
   /** LISTEN: needs a session of its own. */
   listen: boolean;
   /** SQL-level PREPARE / EXECUTE / DEALLOCATE name: cannot follow the client across backends. */
@@ -29,18 +33,11 @@ export interface SessionEffects {
   tracked: boolean;
 }
 
-const NONE: SessionEffects = Object.freeze({ settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false }) as SessionEffects;
-
-// The parser runs only when the text could change session state: a statement that starts
-// with one of these words, mentions one of the functions, or has comments or several
-// statements (a trailing semicolon, as pgbench sends, does not count). Everything else
-// (the hot path) costs two regex tests.
-const LEADING = /^\s*(set|reset|listen|create|prepare|execute|deallocate|declare|load|discard|select\s+set_config)\b/i;
-const ANYWHERE = /advisory|set_config|;\s*\S|--|\/\*/i;
 
 /**
- * Tracks session effects per statement text. Results are cached (bounded), so the parser
- * runs once per distinct text that passes the prefilter.
+ * Tracks session effects per statement text, always from the parse tree: a text filter
+ * before it would miss `U&"pg_advisory_lock"` and friends. Results are cached (bounded);
+ * the parse itself is the policy's cached one, so it runs once per distinct text.
  */
 export class SessionStateTracker {
   private readonly cache: LruCache<string, SessionEffects>;
@@ -49,7 +46,6 @@ export class SessionStateTracker {
   }
 
   effects(sql: string): SessionEffects {
-    if (!LEADING.test(sql) && !ANYWHERE.test(sql)) return NONE;
     let fx = this.cache.get(sql);
     if (fx === undefined) {
       fx = classify(sql);
@@ -61,7 +57,7 @@ export class SessionStateTracker {
 
 /** Maps the policy module's statement classification onto what the pooler must do. */
 export function classify(sql: string): SessionEffects {
-  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false };
+  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, needsClose: false, sequences: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false };
   for (const info of classifySql(sql)) {
     if (info.kind === 'unparseable') fx.unparsed = true;
     // A value that is not one plain constant counts as a change (refused).
@@ -82,6 +78,8 @@ export function classify(sql: string): SessionEffects {
           if (e.target === 'all') { fx.resetAll = true; fx.settings = []; fx.deallocateAll = true; }
           break;
         case 'listen': fx.listen = true; break;
+        case 'seed': fx.needsClose = true; break;
+        case 'sequences': fx.sequences = true; break;
         case 'unlisten': break;
         case 'prepare': fx.sqlPrepared = true; break;
         case 'deallocate':
@@ -95,6 +93,6 @@ export function classify(sql: string): SessionEffects {
     }
     if (info.nodeType === 'ExecuteStmt') fx.sqlPrepared = true;
   }
-  fx.tracked = fx.pinned !== null || fx.settings.length !== 0 || fx.resetAll || fx.needsReset || fx.listen || fx.sqlPrepared || fx.deallocateAll;
+  fx.tracked = fx.pinned !== null || fx.settings.length !== 0 || fx.resetAll || fx.needsReset || fx.needsClose || fx.sequences || fx.listen || fx.sqlPrepared || fx.deallocateAll;
   return Object.freeze(fx);
 }

@@ -117,9 +117,14 @@ export interface BindCheck {
   allowed: string[];
 }
 
-/** Table columns in catalog order, provided by the proxy (star expansion, masks). */
+/** Table columns in catalog order, provided by the proxy (star expansion, masks, attribute notation). */
 export interface ColumnCatalog {
   columns(schema: string, table: string): readonly string[] | undefined;
+  /**
+   * Whether some function of this name can be called with one argument (so `t.name` may mean
+   * `name(t)`); absent: no function is known (a name that is no column of a known table is still a call).
+   */
+  oneArgFunction?(name: string): boolean;
   readonly version: string;
 }
 

@@ -30,6 +30,30 @@ export function constText(c: Node): string | null {
   return null;
 }
 
+/**
+ * Casts that store exactly the text they are given: to unconstrained text/varchar, the value
+ * then reaches the column by the same assignment a bare literal takes (which errors rather than
+ * truncates). Every other cast may change the value on the way: 'acme'::char(2) stores 'ac',
+ * 'acme'::"char" 'a', $1::varchar(1) the first character, a numeric cast rounds.
+ */
+function valuePreservingCast(typeName: unknown): boolean {
+  if (!isNode(typeName) || !Array.isArray(typeName.names)) return false;
+  if ((Array.isArray(typeName.typmods) && typeName.typmods.length > 0) || (Array.isArray(typeName.arrayBounds) && typeName.arrayBounds.length > 0)) return false;
+  if (typeName.setof === true || typeName.pct_type === true) return false;
+  const names = typeName.names.map((n) => (isNode(n) && isNode(n.String) && typeof n.String.sval === 'string' ? n.String.sval : null));
+  const last = names[names.length - 1];
+  if (names.length === 2 && names[0] !== 'pg_catalog') return false;
+  if (names.length > 2 || names.length === 0) return false;
+  // Unqualified "varchar" only exists as pg_catalog.varchar (the grammar qualifies it); "text" resolves there first.
+  return last === 'text' || (last === 'varchar' && names.length === 2);
+}
+
+/**
+ * What a write stores in a column, as far as the text says: a bare literal or parameter (the
+ * column's own type decides how it is read), optionally through a value-preserving cast.
+ * Anything else (other casts, COLLATE, expressions, bit-string literals whose text form is not
+ * the stored one) is 'other': it cannot be checked against a filter before it runs.
+ */
 export function writtenValue(v: unknown): WrittenValue {
   const u = unwrap(v);
   if (u === null) return { t: 'other' };
@@ -37,15 +61,27 @@ export function writtenValue(v: unknown): WrittenValue {
   if (type === 'SetToDefault') return { t: 'default' };
   if (type === 'ParamRef' && typeof b.number === 'number') return { t: 'param', n: b.number };
   if (type === 'A_Const') {
+    if (isNode(b.bsval)) return { t: 'other' };
     const text = constText(b);
     return text === null ? { t: 'null' } : { t: 'lit', text };
   }
-  // 'x'::text, $1::text: the cast does not change which value is stored (for text-like columns).
-  if (type === 'TypeCast') {
+  if (type === 'TypeCast' && valuePreservingCast(b.typeName)) {
     const inner = writtenValue(b.arg);
     return inner.t === 'param' || inner.t === 'lit' || inner.t === 'null' ? inner : { t: 'other' };
   }
   return { t: 'other' };
+}
+
+/** How often each parameter number occurs in a statement's parse tree. */
+export function paramUses(v: unknown, out: Map<number, number> = new Map()): Map<number, number> {
+  if (Array.isArray(v)) {
+    for (const x of v) paramUses(x, out);
+    return out;
+  }
+  if (!isNode(v)) return out;
+  if (isNode(v.ParamRef) && typeof v.ParamRef.number === 'number') out.set(v.ParamRef.number, (out.get(v.ParamRef.number) ?? 0) + 1);
+  for (const x of Object.values(v)) if (typeof x === 'object' && x !== null) paramUses(x, out);
+  return out;
 }
 
 function columnName(v: unknown): string | null {

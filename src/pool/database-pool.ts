@@ -1,7 +1,7 @@
 /** One pool of server connections per database: idle stack, waiting clients, reset, reserve pool. */
 import genericPool, { type Pool } from 'generic-pool';
 import type { Logger } from 'pino';
-import { Backend } from '../backend/backend.js';
+import { Backend, Cleanup } from '../backend/backend.js';
 import type { DatabaseConfig, PoolSettings } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import { parameterStatus as parameterStatusMessage } from '../protocol/messages.js';
@@ -253,14 +253,16 @@ export class DatabasePool {
       await b.cancelsSettled();
     }
     const tooOld = this.settings.server_lifetime > 0 && Date.now() - b.createdAt > this.settings.server_lifetime;
-    if (b.broken || !b.quiet || tooOld || pool !== this.pool) {
+    if (b.broken || !b.quiet || tooOld || pool !== this.pool || b.cleanup === Cleanup.Close) {
       await this.destroy(b, pool);
       return;
     }
-    if (b.dirty) {
+    if (b.cleanup === Cleanup.Reset) {
       try {
         await b.runInternal(this.settings.server_reset_query || 'DISCARD ALL');
-        b.dirty = false;
+        b.resetDone();
+        b.sequencesOf = null;
+        b.namedOf = null;
         b.applied.clear();
         b.setContext(null, '');
         b.prepared.clear();
@@ -287,7 +289,7 @@ export class DatabasePool {
    * reset, a cancel to settle or a waiting client goes the full way.
    */
   releaseNow(b: Backend): void {
-    if (b.cancelsInFlight === 0 && !b.dirty && !b.broken && b.quiet && this.origin.get(b) === this.pool
+    if (b.cancelsInFlight === 0 && b.cleanup === Cleanup.None && !b.broken && b.quiet && this.origin.get(b) === this.pool
       && (this.settings.server_lifetime <= 0 || Date.now() - b.createdAt <= this.settings.server_lifetime)) {
       b.detach();
       b.lastUsed = Date.now();

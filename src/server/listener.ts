@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { CancelRegistry } from './cancel-registry.js';
 import { ClientSession, type ServerContext } from '../session/client-session.js';
-import type { Config } from '../config.js';
+import type { Config, DatabaseConfig, PoolSettings } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import type { StatementGate } from '../policy/gate.js';
 import { DatabasePool } from '../pool/database-pool.js';
@@ -17,6 +17,8 @@ export class Scopegate implements ServerContext {
   config: Config;
   readonly log: Logger;
   readonly pools = new Map<string, DatabasePool>();
+  /** Databases with server_login: role: a pool per scope role, each logging in as that role. */
+  readonly rolePools = new Map<string, Map<string, DatabasePool>>();
   readonly cancels = new CancelRegistry();
   gate: StatementGate;
   clientCount = 0;
@@ -29,7 +31,17 @@ export class Scopegate implements ServerContext {
     this.config = config;
     this.log = log;
     this.gate = gate;
-    for (const db of config.databases.values()) this.pools.set(db.name, new DatabasePool(db, config.pool, log));
+    for (const db of config.databases.values()) this.addPools(db, config.pool);
+  }
+
+  private addPools(db: DatabaseConfig, settings: PoolSettings): void {
+    if (db.server_login === 'authenticator') {
+      this.pools.set(db.name, new DatabasePool(db, settings, this.log));
+      return;
+    }
+    const byRole = new Map<string, DatabasePool>();
+    for (const [role, rdb] of db.roles) byRole.set(role, new DatabasePool(rdb, settings, this.log));
+    this.rolePools.set(db.name, byRole);
   }
 
   listen(): Promise<number> {
@@ -71,8 +83,18 @@ export class Scopegate implements ServerContext {
   reload(next: Config): void {
     for (const db of next.databases.values()) {
       const p = this.pools.get(db.name);
-      if (p) p.reconfigure(db, next.pool);
-      else this.pools.set(db.name, new DatabasePool(db, next.pool, this.log));
+      const byRole = this.rolePools.get(db.name);
+      if (p && db.server_login === 'authenticator') p.reconfigure(db, next.pool);
+      else if (byRole && db.server_login === 'role') {
+        for (const [role, rdb] of db.roles) {
+          const rp = byRole.get(role);
+          if (rp) rp.reconfigure(rdb, next.pool);
+          else byRole.set(role, new DatabasePool(rdb, next.pool, this.log));
+        }
+      } else if (p || byRole) {
+        // Who logs in changed: a restart applies it, so no client's transaction is cut.
+        this.log.warn({ db: db.name }, 'databases.*.server_login changed: restart scopegate to apply it');
+      } else this.addPools(db, next.pool);
     }
     this.config = next;
     this.log.info({ databases: [...next.databases.keys()] }, 'configuration reloaded');
@@ -96,6 +118,6 @@ export class Scopegate implements ServerContext {
       });
       for (const c of [...this.clients]) c.closeWith(bye);
     }
-    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    await Promise.all([...this.pools.values(), ...[...this.rolePools.values()].flatMap((m) => [...m.values()])].map((p) => p.close()));
   }
 }

@@ -19,12 +19,17 @@ import { Rewrite, type RoleChoice, type StatementGate } from '../policy/gate.js'
 import { classifySql } from '../policy/index.js';
 import { ClientContext } from './context.js';
 import type { Identity } from '../auth/index.js';
-import { ClientStatements, NO_CHECKS, type ClientStatement } from './statements.js';
+import { ClientStatements, NO_CHECKS, type CheckedParse, type ClientStatement } from './statements.js';
 import { CLOSE_NOTHING, ensurePrepared, PARSE_COMPLETE, type StatementSender } from '../backend/server-statements.js';
 import { parseMessage, renameStatement } from '../protocol/messages.js';
 
 /** Largest message a client may send (a whole COPY row or a big INSERT fits easily). */
 const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
+/** The answers to a BEGIN, COMMIT or ROLLBACK scopegate gives itself (role logins, see localTransaction). */
+const LOCAL_BEGIN = Buffer.concat([msg.commandComplete('BEGIN'), msg.readyForQuery('T')]);
+const LOCAL_COMMIT = Buffer.concat([msg.commandComplete('COMMIT'), msg.readyForQuery('I')]);
+const LOCAL_ROLLBACK = Buffer.concat([msg.commandComplete('ROLLBACK'), msg.readyForQuery('I')]);
+
 /** Queued bytes past which a client waiting for a backend stops being read. */
 const QUEUE_PAUSE_BYTES = 1024 * 1024;
 
@@ -33,6 +38,8 @@ export interface ServerContext {
   config: Config;
   log: Logger;
   pools: Map<string, DatabasePool>;
+  /** Databases with server_login: role: their pools by scope role. */
+  rolePools: Map<string, Map<string, DatabasePool>>;
   cancels: CancelRegistry;
   gate: StatementGate;
   clientCount: number;
@@ -72,7 +79,13 @@ export class ClientSession implements BackendOwner, StatementSender {
   private readonly framer = new Framer(MAX_CLIENT_MESSAGE);
   user = '';
   database = '';
+  /** The pool of the backend this client holds or will hold next (per transaction with role logins). */
   private pool: DatabasePool | null = null;
+  /** server_login: role: a pool per scope role; a transaction runs on the pool of its role. */
+  private rolePools: ReadonlyMap<string, DatabasePool> | null = null;
+  /** A lone BEGIN answered here (role logins): sent ahead of the transaction's first statement,
+   * whose role picks the server connection. */
+  private pendingBegin: Buffer | null = null;
   /** The client's settings and its statements' effects: the only writer of either. */
   private ledger = new SessionLedger(new Map());
   /** The startup settings' values as the client sent them (for the policy's startup check). */
@@ -82,6 +95,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   /** DDL went through: re-read the column catalog when the transaction ends. */
   private catalogStale = false;
   poolMode: 'transaction' | 'session' = 'transaction';
+  /** Server connections log in as the scope's role (no SET ROLE): GateClient reads it. */
+  get loginRoles(): boolean { return this.rolePools !== null; }
   /** Prepared statements by client name; tracking is off when max_prepared_statements is 0. */
   readonly statements = new ClientStatements();
   private trackStatements = false;
@@ -219,8 +234,10 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.user = params.get('user') ?? '';
     if (!this.user) throw new SqlError(SQLSTATE.INVALID_AUTHORIZATION, 'no PostgreSQL user name specified in startup packet', { severity: 'FATAL' });
     this.database = params.get('database') || this.user;
-    const pool = ctx.pools.get(this.database);
+    const byRole = ctx.rolePools.get(this.database);
+    const pool = ctx.pools.get(this.database) ?? (byRole === undefined ? undefined : byRole.values().next().value);
     if (!pool) throw new SqlError(SQLSTATE.INVALID_CATALOG_NAME, `no such database: ${this.database}`, { severity: 'FATAL' });
+    if (byRole !== undefined) this.rolePools = byRole;
     this.pool = pool;
     this.poolMode = pool.db.pool_mode;
     this.statementLimit = ctx.config.pool.max_prepared_statements;
@@ -232,7 +249,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (this.isClosed()) return;
     this.scopeKey = [...new Set(this.identity?.scopes ?? [])].sort().join(' ');
     this.enforcing = ctx.gate.policyVersion() !== '';
-    this.context = new ClientContext(this.identity, this.identity?.tokenHash ?? '', ctx.gate.defaultRole(this));
+    this.context = new ClientContext(this.identity, this.identity?.tokenHash ?? '', ctx.gate.defaultRole(this), this.rolePools !== null);
     await ctx.gate.checkStartup(this);
     if (this.isClosed()) return;
     if (pool.serverParams === null) {
@@ -299,6 +316,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, false); return; }
+        if (this.rolePools !== null && this.backend === null && this.wireFree && this.localTransaction(sql, buf, start, end)) return;
         if (fx !== null) this.accepted(fx);
         if (verdict instanceof Rewrite) {
           if (verdict.changesCatalog) this.catalogStale = true;
@@ -320,7 +338,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
-        if (this.trackStatements && name !== '' && this.statements.byName.has(name)) {
+        if (name !== '' && this.statements.byName.has(name)) {
           this.reject(new SqlError(SQLSTATE.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${name}" already exists`), true);
           return;
         }
@@ -363,11 +381,16 @@ export class ClientSession implements BackendOwner, StatementSender {
           this.forwardToBackend(type, message, mStart, mEnd, null, undefined);
           return;
         }
-        if (this.trackStatements && name !== '') {
+        if (name !== '') {
+          // Recorded in every mode: a name this client never parsed is never bound for it.
           const stmt = this.statements.add(name, sql, tail);
           stmt.role = role;
           stmt.sentSql = sentSql;
           stmt.checkedVersion = this.ctx.gate.policyVersion();
+          if (!this.trackStatements) {
+            this.forwardToBackend(type, message, mStart, mEnd, null, role);
+            return;
+          }
           if (this.wireFree) {
             // Nothing in flight and no backend: answer now and prepare on whichever backend
             // the statement first runs on. A client blocked in PQprepare must not wait for
@@ -379,10 +402,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           this.forwardToBackend(type, message, mStart, mEnd, stmt, undefined);
           return;
         }
-        if (name === '') {
-          this.statements.unnamed = message.subarray(mStart, mEnd);
-          this.statements.unnamedRole = role;
-        }
+        this.statements.unnamed = { name: '', message: message.subarray(mStart, mEnd), sql, sentSql, role, checkedVersion: this.ctx.gate.policyVersion() };
         this.forwardToBackend(type, message, mStart, mEnd, null, role);
         return;
       }
@@ -393,7 +413,6 @@ export class ClientSession implements BackendOwner, StatementSender {
           if (refusal !== null) { this.reject(refusal, true); return; }
         }
         if (type === FE.Bind && (this.statements.hasEffects || this.ledger.hasPortals)) this.noteBind(buf, start, end);
-        if (!this.trackStatements) break;
         let nameStart = start + 6;
         if (type === FE.Bind) {
           nameStart = buf.indexOf(0, start + 5) + 1;
@@ -402,33 +421,33 @@ export class ClientSession implements BackendOwner, StatementSender {
         }
         const nameEnd = buf.indexOf(0, nameStart);
         if (nameStart <= 0 || nameEnd < 0 || nameEnd >= end) throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, 'malformed Bind/Describe message', { severity: 'FATAL' });
-        if (nameEnd === nameStart) {
-          // The unnamed statement: its Parse chose the role.
-          this.forwardToBackend(type, buf, start, end, null, type === FE.Bind ? this.statements.unnamedRole : undefined);
+        // Only statements this client parsed, judged again if the policy changed since:
+        // the server connection is shared, and another client's statement may sit on it.
+        const checked = nameEnd === nameStart ? this.statements.unnamed : this.statements.byName.get(buf.toString('utf8', nameStart, nameEnd));
+        if (checked === null || checked === undefined) {
+          const what = nameEnd === nameStart ? 'unnamed prepared statement' : `prepared statement "${buf.toString('utf8', nameStart, nameEnd)}"`;
+          this.reject(new SqlError(SQLSTATE.INVALID_SQL_STATEMENT_NAME, `${what} does not exist`), true);
           return;
         }
-        const name = buf.toString('utf8', nameStart, nameEnd);
-        const stmt = this.statements.byName.get(name);
-        if (stmt === undefined) {
-          this.reject(new SqlError(SQLSTATE.INVALID_SQL_STATEMENT_NAME, `prepared statement "${name}" does not exist`), true);
-          return;
-        }
+        let role: RoleChoice;
         if (type === FE.Bind) {
-          const verdict = this.recheck(stmt);
+          const verdict = this.recheck(checked);
           if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
-          this.forwardToBackend(type, buf, start, end, stmt, verdict);
-        } else {
-          this.forwardToBackend(type, buf, start, end, stmt, undefined);
+          role = verdict;
         }
+        // The unnamed statement and untracked names go as sent; tracked ones are renamed.
+        const stmt = nameEnd === nameStart || !this.trackStatements ? null : this.statements.byName.get(checked.name) ?? null;
+        this.forwardToBackend(type, buf, start, end, stmt, role);
         return;
       }
       case FE.Close: {
-        if (this.trackStatements && buf[start + 5] === 0x53 && buf[start + 6] !== 0) {
-          // Only this client's name goes; the server statement stays for others (and LRU).
+        if (buf[start + 5] === 0x53 && buf[start + 6] !== 0) {
           const [name] = readCString(buf, start + 6, end);
           this.statements.byName.delete(name);
           this.statements.setChecks(name, NO_CHECKS);
           this.statements.setEffects(name, null);
+          if (!this.trackStatements) break; // the server closes it, on the connection that has it
+          // Only this client's name goes; the server statement stays for others (and LRU).
           if (this.wireFree) {
             this.socket.write(msg.CLOSE_COMPLETE);
             return;
@@ -466,6 +485,26 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.forwardToBackend(type, buf, start, end);
   };
 
+  /**
+   * Role logins: a lone BEGIN cannot know which role's connection the transaction needs, so
+   * it is answered here and sent ahead of the first statement; COMMIT or ROLLBACK of such a
+   * transaction before any statement is answered here too. Returns true when answered.
+   */
+  private localTransaction(sql: string, buf: Buffer, start: number, end: number): boolean {
+    const t = this.ctx.gate.transactionControl(sql);
+    if (t === 'begin' && this.pendingBegin === null) {
+      this.pendingBegin = Buffer.from(buf.subarray(start, end));
+      this.socket.write(LOCAL_BEGIN);
+      return true;
+    }
+    if ((t === 'commit' || t === 'rollback') && this.pendingBegin !== null) {
+      this.pendingBegin = null;
+      this.socket.write(t === 'commit' ? LOCAL_COMMIT : LOCAL_ROLLBACK);
+      return true;
+    }
+    return false;
+  }
+
   // ---- session effects ---------------------------------------------------------------
 
   /** Effects applied as soon as a statement is accepted, before it runs. */
@@ -486,7 +525,7 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   /** A prepared statement is judged again at Bind when the policy changed since its Parse. */
-  private recheck(stmt: ClientStatement): SqlError | RoleChoice {
+  private recheck(stmt: CheckedParse): SqlError | RoleChoice {
     const version = this.ctx.gate.policyVersion();
     if (stmt.checkedVersion === version) return stmt.role;
     const verdict = this.ctx.gate.recheck(this, stmt);
@@ -630,12 +669,49 @@ export class ClientSession implements BackendOwner, StatementSender {
     return true;
   }
 
+  /**
+   * With role logins a statement needs the server connection of its own role. Between
+   * transactions the client moves to that pool; inside one (Postgres would refuse the
+   * SET ROLE anyway) the statement is refused. Returns false when the message was queued
+   * or answered.
+   */
+  private otherLoginRole(b: Backend, item: Queued, role: string | null): boolean {
+    if (!b.unsynced && b.pendingSyncs !== 0) {
+      // Whether a transaction is open once what is in flight has run is not known yet.
+      this.flushRun();
+      this.enter(Phase.AwaitingQuiet);
+      this.queue.unshift(item);
+      this.queuedBytes += item.end - item.start;
+      return false;
+    }
+    if (!b.unsynced && b.txStatus === TX_IDLE) {
+      this.flushRun();
+      this.queue.unshift(item);
+      this.queuedBytes += item.end - item.start;
+      this.backend = null;
+      this.enter(Phase.Idle);
+      if (this.backendPausedForClient) { this.backendPausedForClient = false; b.resume(); }
+      this.pool!.releaseNow(b);
+      this.acquire();
+      return false;
+    }
+    // An open transaction, or an extended batch not yet synced (one implicit transaction).
+    this.reject(new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `permission denied: this statement runs as role "${role ?? 'none'}", but the transaction logged in as "${b.db.user}"`, {
+      hint: 'With server_login: role a transaction runs under one scope role: run statements of other scopes in a transaction of their own.',
+    }), item.type !== FE.Query);
+    return false;
+  }
+
   /** Sends one client message to the attached backend, rewriting statement names. */
   private dispatch(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice, fx: SessionEffects | null): void {
+    if (this.rolePools !== null && role !== undefined && (role ?? this.context.defaultRole) !== b.db.user) {
+      if (!this.otherLoginRole(b, { type, buf, start, end, stmt, role, fx }, role)) return;
+    }
     if (this.enforcing) {
       const want = this.context.needed(b, role);
       if (want !== undefined && !this.switchContext(b, type, buf, start, end, stmt, role, fx, want)) return;
     }
+    if (stmt === null) this.unnamedOnBackend(b, type, buf, start);
     if (this.trackStatements) {
       if (type === FE.Parse) {
         if (stmt !== null) {
@@ -653,9 +729,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           ensurePrepared(b, stmt, this.statementLimit, this, false, this.statements);
           return;
         }
-        if (buf[start + 5] === 0) {
-          this.noteUnnamedParse(b, this);
-        } else {
+        if (buf[start + 5] !== 0) {
           // A named Parse forwarded as sent (Postgres will refuse its syntax): it must still
           // line up with its answer, but it does not touch the unnamed statement.
           b.pendingParses.push({ epoch: b.sendEpoch, serverName: null, owner: null, stmt: null });
@@ -666,11 +740,6 @@ export class ClientSession implements BackendOwner, StatementSender {
           const nameStart = type === FE.Bind ? buf.indexOf(0, start + 5) + 1 : start + 6;
           this.sendOwn(b, renameStatement(buf, start, end, nameStart, buf.indexOf(0, nameStart), stmt.serverName), false);
           return;
-        }
-        if (b.unnamedOwner !== this && this.statements.unnamed !== null) {
-          // The unnamed statement on this backend is someone else's: restore ours first.
-          this.noteUnnamedParse(b, this);
-          this.sendOwn(b, this.statements.unnamed, true);
         }
       } else if (type === FE.Query && this.forgetServerStatements) {
         this.forgetServerStatements = false;
@@ -695,6 +764,24 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.runBuf = buf;
       this.runStart = start;
       this.runEnd = end;
+    }
+  }
+
+  /**
+   * The server's unnamed statement is whoever parsed last on that connection: a Parse makes
+   * it this client's, and a Bind or Describe of it first restores this client's own when
+   * another client's sits there (the gate refused it already if this client has none).
+   */
+  private unnamedOnBackend(b: Backend, type: number, buf: Buffer, start: number): void {
+    if (type === FE.Parse) {
+      if (buf[start + 5] === 0) this.noteUnnamedParse(b, this);
+      else if (!this.trackStatements) b.namedOf = this;
+      return;
+    }
+    const unnamed = type === FE.Bind ? buf[buf.indexOf(0, start + 5) + 1] === 0 : type === FE.Describe && buf[start + 5] === 0x53 && buf[start + 6] === 0;
+    if (unnamed && b.unnamedOwner !== this && this.statements.unnamed !== null) {
+      this.noteUnnamedParse(b, this);
+      this.sendOwn(b, this.statements.unnamed.message, true);
     }
   }
 
@@ -738,9 +825,31 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   private acquire(): void {
+    if (this.pendingBegin !== null) {
+      // Hidden: the client saw its BEGIN answered already.
+      this.queue.unshift({ type: FE.Query, buf: this.pendingBegin, start: 0, end: this.pendingBegin.length, stmt: null, role: undefined, fx: null, own: true });
+      this.queuedBytes += this.pendingBegin.length;
+      this.pendingBegin = null;
+    }
+    if (this.rolePools !== null) {
+      const chosen = this.rolePool();
+      if (chosen instanceof SqlError) { this.failQueued(chosen); return; }
+      this.pool = chosen;
+    }
     const pool = this.pool!;
     this.enter(Phase.Acquiring);
     pool.checkout(this.onAcquired, this.onCheckoutFailed);
+  }
+
+  /** The pool of the role the queued transaction needs: its first statement's, else the default. */
+  private rolePool(): DatabasePool | SqlError {
+    const first = this.queue.find((q) => q.role !== undefined && q.own === undefined);
+    const role = first?.role ?? this.context.defaultRole;
+    const pool = role === null ? undefined : this.rolePools!.get(role);
+    if (pool !== undefined) return pool;
+    return new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, role === null ? 'permission denied: no scope role to log in as' : `permission denied: no server login for role "${role}"`, {
+      hint: `With server_login: role every scope role needs an entry under databases.${this.database}.roles.`,
+    });
   }
 
   private readonly onCheckoutFailed = (err: SqlError): void => {
@@ -769,6 +878,8 @@ export class ClientSession implements BackendOwner, StatementSender {
     b.runInternal(prep.sql).then(
       () => {
         b.applied = new Map(this.ledger.settings);
+        if (b.sequencesOf !== this) b.sequencesOf = null;
+        if (b.namedOf !== this) b.namedOf = null;
         if (prep.want !== undefined) this.context.applied(b, prep.want);
         if (this.isClosed()) {
           this.abandonBackend(Phase.Linked);
@@ -781,7 +892,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.backend = null;
         const sqlErr = err instanceof SqlError ? err : new SqlError(SQLSTATE.INTERNAL_ERROR, String(err));
         // What the server kept of a failed preparation is unknown: reset before reuse.
-        b.dirty = true;
+        b.requireReset();
         if (b.broken) void pool.destroy(b);
         else void pool.release(b);
         if (this.isClosed()) return;
@@ -797,6 +908,9 @@ export class ClientSession implements BackendOwner, StatementSender {
    */
   private preparation(b: Backend): { sql: string; want: string | null | undefined } | null {
     const stmts = settingsDiff(b.applied, this.ledger.settings);
+    // Another client's sequence values (lastval, currval) and statements stay with it.
+    if (b.sequencesOf !== null && b.sequencesOf !== this) stmts.unshift('DISCARD SEQUENCES');
+    if (b.namedOf !== null && b.namedOf !== this) stmts.unshift('DEALLOCATE ALL');
     let want: string | null | undefined;
     if (this.enforcing) {
       const first = this.queue.find((q) => q.role !== undefined);
@@ -843,6 +957,8 @@ export class ClientSession implements BackendOwner, StatementSender {
    * server itself raises the error, so the transaction aborts exactly as Postgres would.
    */
   private reject(err: SqlError, extended: boolean): void {
+    // Inside a BEGIN answered here: the refusal must fail a real transaction, as in Postgres.
+    if (this.pendingBegin !== null && this.backend === null && !holdsMessages(this.phase)) this.acquire();
     const b = this.backend;
     if (holdsMessages(this.phase) || (b !== null && (b.txStatus !== TX_IDLE || b.unsynced || b.pendingSyncs > 0))) {
       const raise = raiseStatement(err);
@@ -898,11 +1014,6 @@ export class ClientSession implements BackendOwner, StatementSender {
       b.roleUncertain = false;
       b.roleInjected = false;
     }
-    if (this.phase === Phase.AwaitingQuiet && b.quiet) {
-      this.enter(Phase.Linked);
-      this.drainQueue(b);
-      return;
-    }
     if (status === TX_IDLE) {
       this.ledger.transactionEnded(b, !b.errorSinceIdle && !b.rolledBack);
       if (this.catalogStale) {
@@ -910,6 +1021,13 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.ctx.gate.refreshCatalog();
       }
       b.errorSinceIdle = false;
+    }
+    if (this.phase === Phase.AwaitingQuiet && b.idleWire) {
+      this.enter(Phase.Linked);
+      this.drainQueue(b);
+      return;
+    }
+    if (status === TX_IDLE) {
       if (this.poolMode === 'transaction' && b.quiet && this.queue.length === 0 && this.runBuf === null) {
         this.backend = null;
         if (this.phase === Phase.Linked) this.enter(Phase.Idle);
@@ -932,6 +1050,12 @@ export class ClientSession implements BackendOwner, StatementSender {
     const b = this.backend;
     this.backend = null;
     if (b) void this.pool!.destroy(b);
+    if (err.code !== SQLSTATE.CONNECTION_FAILURE) {
+      // The server broke a promise scopegate relies on (a pinned setting changed): fail closed.
+      this.log.error({ audit: 'server_breach', sub: this.context.identity?.sub ?? null, err: err.message }, 'server connection closed: it no longer reads text as scopegate checked it');
+      this.closeWith(err);
+      return;
+    }
     this.log.warn({ err: err.message }, 'server connection lost while in use');
     this.closeWith(new SqlError(SQLSTATE.CONNECTION_FAILURE, `server connection lost: ${err.message}`, { severity: 'FATAL' }));
   }
@@ -979,7 +1103,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (!b || from === Phase.Acquiring || from === Phase.Preparing) return;
     this.backend = null;
     this.ledger.abandoned(b);
-    if (this.poolMode === 'session') b.dirty = true;
+    if (this.poolMode === 'session') b.requireReset();
     if (b.quiet) {
       this.pool!.releaseNow(b);
     } else {

@@ -13,11 +13,14 @@ export class ClientContext {
     readonly key: string,
     /** Role for statements that need none of their own: the first held scope's. */
     readonly defaultRole: string | null,
+    /** server_login: role: the backend logged in as the role; only the claims are set. */
+    readonly loginRoles = false,
   ) {}
 
   /** The role the next message needs, or undefined when the backend already acts for us. */
   needed(b: Backend, role: RoleChoice): string | null | undefined {
     if (b.txStatus === TX_FAILED) return undefined; // everything but ROLLBACK fails anyway
+    if (this.loginRoles) return b.contextKey !== this.key ? b.db.user : undefined;
     if (b.contextKey !== this.key) return role !== undefined ? role : this.defaultRole;
     if (role !== undefined && role !== b.role) return role;
     return undefined;
@@ -25,7 +28,7 @@ export class ClientContext {
 
   /** One SELECT that sets the role and, when the backend carries another client's, the claims. */
   statement(b: Backend, role: string | null): string {
-    const parts = [`pg_catalog.set_config('role', ${quoteLiteral(role ?? 'none')}, false)`];
+    const parts = this.loginRoles ? [] : [`pg_catalog.set_config('role', ${quoteLiteral(role ?? 'none')}, false)`];
     if (b.contextKey !== this.key) {
       const id = this.identity;
       parts.push(`pg_catalog.set_config('scopegate.claims', ${quoteLiteral(id ? JSON.stringify(id.claims) : '')}, false)`);

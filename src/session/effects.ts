@@ -55,7 +55,9 @@ export class SessionLedger {
    */
   sent(b: Backend, fx: SessionEffects): ((ok: boolean) => void) | undefined {
     // Temp objects, session locks, set_config ...: only a reset removes them, whatever happens next.
-    if (fx.needsReset) b.dirty = true;
+    if (fx.needsReset) b.requireReset();
+    if (fx.needsClose) b.requireClose();
+    if (fx.sequences) b.sequencesOf = b.owner;
     if (fx.resetAll) {
       // RESET ALL empties scopegate.claims (DISCARD ALL the role too) as soon as it runs.
       b.forgetContext();
@@ -65,7 +67,7 @@ export class SessionLedger {
     return (ok) => {
       this.inFlight--;
       if (ok) this.tentative.push(fx);
-      else b.dirty = true; // part of a multi-statement message may have run
+      else b.requireReset(); // part of a multi-statement message may have run
     };
   }
 
@@ -79,7 +81,7 @@ export class SessionLedger {
     const done = this.tentative;
     this.tentative = [];
     if (!committed) {
-      b.dirty = true;
+      b.requireReset();
       return;
     }
     for (const fx of done) {
@@ -103,7 +105,7 @@ export class SessionLedger {
 
   /** The client left `b` before its effects were settled: the server's state is unknown. */
   abandoned(b: Backend): void {
-    if (this.inFlight !== 0 || this.tentative.length !== 0) b.dirty = true;
+    if (this.inFlight !== 0 || this.tentative.length !== 0) b.requireReset();
     this.inFlight = 0;
     this.tentative = [];
     this.portals.clear();

@@ -18,8 +18,10 @@ export const NO_CHECKS: readonly BindCheck[] = Object.freeze([]);
  * ParseComplete is swallowed.
  */
 
-/** One statement a client prepared, as scopegate will (re-)prepare it on any backend. */
-export interface ClientStatement extends PreparableStatement {
+/** A statement as the gate checked it at Parse: judged again at Bind when the policy changed. */
+export interface CheckedParse {
+  /** The client's name ('' for the unnamed statement). */
+  readonly name: string;
   readonly sql: string;
   /** Policy version the statement was checked under ('' when no policy). */
   checkedVersion: string;
@@ -29,13 +31,22 @@ export interface ClientStatement extends PreparableStatement {
   role: string | null | undefined;
 }
 
+/** One statement a client prepared, as scopegate will (re-)prepare it on any backend. */
+export interface ClientStatement extends PreparableStatement, CheckedParse {
+  readonly name: string;
+}
+
+/** The client's unnamed statement: its Parse message, to restore it on a backend that lost it. */
+export interface UnnamedStatement extends CheckedParse {
+  readonly name: '';
+  readonly message: Buffer;
+}
+
 /** The statements of one client. */
 export class ClientStatements implements StatementOwner {
   readonly byName = new Map<string, ClientStatement>();
-  /** The client's last unnamed Parse, to restore it on a backend that lost it. */
-  unnamed: Buffer | null = null;
-  /** The role the policy chose for the unnamed statement. */
-  unnamedRole: string | null | undefined = undefined;
+  /** The client's last unnamed Parse (null: it has none, and may not Bind or Describe one). */
+  unnamed: UnnamedStatement | null = null;
   /** Row-filter checks on parameter values, by statement name ('' = unnamed). */
   private readonly checks = new Map<string, readonly BindCheck[]>();
   /** What executing the statement does to the session, by name ('' = unnamed); only those with effects. */
