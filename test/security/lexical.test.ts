@@ -305,8 +305,9 @@ describe('pinned settings are refused in every form, and the payloads stay one s
       try {
         const param = /standard_conforming_strings|client_encoding|backslash_quote/.exec(sql)![0];
         assertRefusal(await refusalOf(() => a.query(sql)), param, `admin ${sql}`);
-        const s = (await a.query(STATE_SQL)).rows[0] as State;
-        assert.deepEqual({ scs: s.scs, enc: s.enc, bq: s.bq }, PINNED_DEFAULTS, `admin after ${sql}`);
+        const s = await a.query(STATE_SQL).then((r) => r.rows[0] as State, (err: Error) => err);
+        if (s instanceof Error) problems.push(`admin after ${sql}: the admin's connection ended (${s.message})`);
+        else assert.deepEqual({ scs: s.scs, enc: s.enc, bq: s.bq }, PINNED_DEFAULTS, `admin after ${sql}`);
       } finally {
         await a.end();
       }
@@ -566,38 +567,87 @@ describe('defence in depth: a pinned parameter the server reports changed behind
     });
   }
 
-  test('a server connection that logs in with standard_conforming_strings off (ALTER ROLE authenticator SET ...) is refused with a log line; clients get an error, not service', async () => {
-    const before = await serverPid();
-    await fx.su('ALTER ROLE authenticator SET standard_conforming_strings = off');
+  /** New server connections: the old ones are terminated and gone. */
+  async function replaceServerConnections(): Promise<void> {
+    const old = (await fx.su("SELECT pid FROM pg_stat_activity WHERE usename = 'authenticator'")).rows.map((r) => r.pid as number);
     await fx.su("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'authenticator'");
-    await pidGone(before);
-    const logsBefore = fx.sg.logs.length;
-    try {
-      for (const form of ['simple', 'extended', 'pipelined'] as const) {
-        const w = await Wire.open(fx.sg.port, 'mallory', DB, await fx.token('orders:read', 'mallory', ACME));
-        try {
-          if (form === 'simple') w.write(fe.query(P_SCS));
-          else if (form === 'extended') w.write(fe2.step(P_SCS), fe.sync());
-          else w.write(fe.query('SELECT 1'), fe.query(P_SCS));
-          const { msgs, closed } = await w.untilReady(form === 'pipelined' ? 2 : 1);
-          assert.ok(!w.text().includes(VAULT_SECRET), `${form}: the client received the vault secret`);
-          const served = rowsOf(msgs);
-          assert.ok(closed || errorsOf(msgs).length >= 1, `${form}: served on a server connection with standard_conforming_strings off: ${JSON.stringify(served)}`);
-          assert.equal(served.length, 0, `${form}: rows were served: ${JSON.stringify(served)}`);
-        } finally {
-          w.close();
-        }
-      }
-      const line = fx.sg.logs.slice(logsBefore).find((l) => JSON.stringify(l).includes('standard_conforming_strings'));
-      assert.ok(line !== undefined, `no log line names standard_conforming_strings: ${JSON.stringify(fx.sg.logs.slice(logsBefore).slice(-5))}`);
-    } finally {
-      await fx.su('ALTER ROLE authenticator RESET standard_conforming_strings');
-    }
-    // Service comes back once the server's logins are pinned again (scopegate retries with a backoff).
+    for (const pid of old) await pidGone(pid);
+  }
+
+  /** Service comes back on a pinned server connection (scopegate retries logins with a backoff). */
+  async function serviceBack(): Promise<void> {
     await pollUntil(async () => {
       const w = await Wire.open(fx.sg.port, 'victim', DB, await fx.token('orders:read', 'victim', GLOBEX));
       try { return rowsOf(await w.query('SELECT 1')).length === 1; } finally { w.close(); }
     }, 'service on a pinned server connection', 400);
-    await assertNextClientPinned(-1, 'after ALTER ROLE ... RESET');
+    await assertNextClientPinned(-1, 'after the server is fixed');
+  }
+
+  /** Sends the payload in each form; returns what the clients were served (rows) and whether they got an error. */
+  async function tryPayloads(): Promise<Array<{ form: string; rows: Array<Array<string | null>>; error: boolean; text: string }>> {
+    const out = [];
+    for (const form of ['simple', 'extended', 'pipelined'] as const) {
+      const w = await Wire.open(fx.sg.port, 'mallory', DB, await fx.token('orders:read', 'mallory', ACME));
+      try {
+        if (form === 'simple') w.write(fe.query(P_SCS));
+        else if (form === 'extended') w.write(fe2.step(P_SCS), fe.sync());
+        else w.write(fe.query('SELECT 1'), fe.query(P_SCS));
+        const { msgs, closed } = await w.untilReady(form === 'pipelined' ? 2 : 1);
+        out.push({ form, rows: rowsOf(msgs), error: closed || errorsOf(msgs).length > 0, text: w.text() });
+      } finally {
+        w.close();
+      }
+    }
+    return out;
+  }
+
+  test('ALTER ROLE authenticator SET standard_conforming_strings = off before new server connections: nobody is served in another lexical environment', async () => {
+    await fx.su('ALTER ROLE authenticator SET standard_conforming_strings = off');
+    try {
+      await replaceServerConnections();
+      for (const r of await tryPayloads()) {
+        assert.ok(!r.text.includes(VAULT_SECRET), `${r.form}: the client received the vault secret`);
+        // Served is fine only on a pinned connection: then the payload is one SELECT.
+        if (!r.error) assert.equal(r.rows.filter((row) => row.length === 2).length, 1, `${r.form}: ${JSON.stringify(r.rows)}`);
+      }
+      const w = await Wire.open(fx.sg.port, 'victim', DB, await fx.token('orders:read', 'victim', GLOBEX));
+      try {
+        const st = rowsOf(await w.query("SELECT current_setting('standard_conforming_strings')"));
+        if (st.length === 1) assert.deepEqual(st, [['on']], 'a client was served with standard_conforming_strings off');
+      } finally {
+        w.close();
+      }
+    } finally {
+      await fx.su('ALTER ROLE authenticator RESET standard_conforming_strings');
+    }
+    await serviceBack();
+  });
+
+  test('a server connection that logs in with standard_conforming_strings off (a login event trigger) is refused with a log line; clients get an error, not service', async () => {
+    await fx.su(`CREATE FUNCTION relax_login() RETURNS event_trigger LANGUAGE plpgsql AS $$
+      BEGIN IF session_user = 'authenticator' THEN PERFORM set_config('standard_conforming_strings', 'off', false); END IF; END $$;
+      CREATE EVENT TRIGGER relax_login ON login EXECUTE FUNCTION relax_login();`);
+    const logsBefore = fx.sg.logs.length;
+    try {
+      // The oracle: a direct login of the login role now has it off.
+      const direct = new pg.Client({ connectionString: fx.pg.url(DB, 'authenticator', AUTH_PASSWORD) });
+      await direct.connect();
+      try {
+        assert.equal((await direct.query("SELECT current_setting('standard_conforming_strings') AS v")).rows[0].v, 'off');
+      } finally {
+        await direct.end();
+      }
+      await replaceServerConnections();
+      for (const r of await tryPayloads()) {
+        assert.ok(!r.text.includes(VAULT_SECRET), `${r.form}: the client received the vault secret`);
+        assert.ok(r.error, `${r.form}: served on a server connection with standard_conforming_strings off: ${JSON.stringify(r.rows)}`);
+        assert.deepEqual(r.rows, [], `${r.form}: rows were served`);
+      }
+      const line = await pollUntil(async () => fx.sg.logs.slice(logsBefore).find((l) => JSON.stringify(l).includes('standard_conforming_strings')), 'a log line naming standard_conforming_strings');
+      assert.ok(line);
+    } finally {
+      await fx.su('DROP EVENT TRIGGER relax_login; DROP FUNCTION relax_login()');
+    }
+    await serviceBack();
   });
 });
