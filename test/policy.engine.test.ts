@@ -292,7 +292,12 @@ describe('classifySql', () => {
     assert.deepEqual(fx("LOAD 'x'"), [[{ type: 'load' }]]);
     assert.deepEqual(fx("SELECT set_config('a.b', 'x', false)"), [[{ type: 'sequences' }, { type: 'set_config', local: false }]]);
     assert.deepEqual(fx("SELECT set_config('a.b', 'x', true)"), [[{ type: 'sequences' }]]);
-    assert.deepEqual(fx('SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY'), [[{ type: 'session_characteristics', text: 'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY' }]]);
+    // Tracked as the default_transaction_* settings it sets, so it follows the client.
+    assert.deepEqual(fx('SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY'), [[{ type: 'set', name: 'default_transaction_read_only', text: 'SET default_transaction_read_only TO on' }]]);
+    assert.deepEqual(fx('SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, NOT DEFERRABLE'), [[
+      { type: 'set', name: 'default_transaction_isolation', text: "SET default_transaction_isolation TO 'repeatable read'" },
+      { type: 'set', name: 'default_transaction_deferrable', text: 'SET default_transaction_deferrable TO off' },
+    ]]);
   });
 
   test('statement text is sliced by byte offsets (non-ASCII safe)', () => {

@@ -25,6 +25,9 @@ export type SessionEffect =
   /** May advance a sequence (a write, nextval/setval, a function of the database's own):
    * lastval()/currval() would show the value to whoever uses the connection next. */
   | { type: 'sequences' }
+  /** COMMIT, ROLLBACK, ROLLBACK TO SAVEPOINT, PREPARE TRANSACTION: settings made since the
+   * transaction (or savepoint) began revert, scopegate's role switch among them. */
+  | { type: 'undo' }
   /** DDL, CALL, DO: session state the pooler cannot classify (objects in pg_temp, ...). */
   | { type: 'unclassified'; what: string };
 
@@ -146,6 +149,32 @@ function nestedPinnedSet(tree: unknown): { name: string; value: string | null } 
   return null;
 }
 
+/**
+ * SET SESSION CHARACTERISTICS AS TRANSACTION ... is the same as setting the
+ * default_transaction_* parameters: tracked as those, so it follows the client. Anything
+ * unexpected stays an untracked effect (the connection is reset).
+ */
+function sessionCharacteristics(args: unknown, text: string): SessionEffect[] {
+  const out: SessionEffect[] = [];
+  for (const a of Array.isArray(args) ? args : []) {
+    const d = isNode(a) && isNode(a.DefElem) ? a.DefElem : null;
+    const c = d !== null && isNode(d.arg) && isNode(d.arg.A_Const) ? d.arg.A_Const : null;
+    const mode = d !== null && typeof d.defname === 'string' ? d.defname : '';
+    let value: string | null = null;
+    if (c !== null && mode === 'transaction_isolation' && isNode(c.sval) && typeof c.sval.sval === 'string') value = quoteSettingLiteral(c.sval.sval);
+    else if (c !== null && (mode === 'transaction_read_only' || mode === 'transaction_deferrable') && isNode(c.ival)) value = c.ival.ival === 1 ? 'on' : 'off';
+    if (value === null) return [{ type: 'session_characteristics', text }];
+    const setting = `default_${mode}`;
+    out.push({ type: 'set', name: setting, text: `SET ${setting} TO ${value}` });
+  }
+  return out.length === 0 ? [{ type: 'session_characteristics', text }] : out;
+}
+
+/** An isolation level as a SET value: letters and spaces only, quoted. */
+function quoteSettingLiteral(v: string): string | null {
+  return /^[a-z ]+$/.test(v) ? `'${v}'` : null;
+}
+
 function effectsOf(ps: ParsedStatement, kind: string): SessionEffect[] {
   const b: Node = ps.body;
   const fx: SessionEffect[] = [];
@@ -157,7 +186,7 @@ function effectsOf(ps: ParsedStatement, kind: string): SessionEffect[] {
       if (b.is_local === true) break;
       if (b.kind === 'VAR_RESET_ALL') fx.push({ type: 'reset_all' });
       else if (b.kind === 'VAR_SET_MULTI') {
-        if (name === 'session characteristics') fx.push({ type: 'session_characteristics', text: ps.text });
+        if (name === 'session characteristics') fx.push(...sessionCharacteristics(b.args, ps.text));
       } else if (b.kind === 'VAR_RESET' || b.kind === 'VAR_SET_DEFAULT') fx.push({ type: 'reset', name });
       else fx.push({ type: 'set', name, text: ps.text });
       break;
@@ -184,6 +213,11 @@ function effectsOf(ps: ParsedStatement, kind: string): SessionEffect[] {
     case 'PrepareStmt': fx.push({ type: 'prepare', name: typeof b.name === 'string' ? b.name : '' }); break;
     case 'DeallocateStmt': fx.push({ type: 'deallocate', name: b.isall === true || typeof b.name !== 'string' ? null : b.name }); break;
     case 'LoadStmt': fx.push({ type: 'load' }); break;
+    case 'TransactionStmt': {
+      const k = typeof b.kind === 'string' ? b.kind : '';
+      if (k === 'TRANS_STMT_COMMIT' || k === 'TRANS_STMT_ROLLBACK' || k === 'TRANS_STMT_ROLLBACK_TO' || k === 'TRANS_STMT_PREPARE') fx.push({ type: 'undo' });
+      break;
+    }
     default: break;
   }
   if (kind === 'ddl' || ps.type === 'CallStmt' || ps.type === 'DoStmt') fx.push({ type: 'unclassified', what: ps.type });

@@ -19,6 +19,8 @@ export interface SessionEffects {
   needsClose: boolean;
   /** May advance sequences: the next client's lastval()/currval() must not see them. */
   sequences: boolean;
+  /** Ends the transaction or rolls back to a savepoint: a role set inside it may revert. */
+  undo: boolean;
   /** LISTEN: needs a session of its own. */
   listen: boolean;
   /** SQL-level PREPARE / EXECUTE / DEALLOCATE name: cannot follow the client across backends. */
@@ -57,7 +59,7 @@ export class SessionStateTracker {
 
 /** Maps the policy module's statement classification onto what the pooler must do. */
 export function classify(sql: string): SessionEffects {
-  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, needsClose: false, sequences: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false };
+  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, needsClose: false, sequences: false, undo: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false };
   for (const info of classifySql(sql)) {
     if (info.kind === 'unparseable') fx.unparsed = true;
     // A value that is not one plain constant counts as a change (refused).
@@ -80,6 +82,7 @@ export function classify(sql: string): SessionEffects {
         case 'listen': fx.listen = true; break;
         case 'seed': fx.needsClose = true; break;
         case 'sequences': fx.sequences = true; break;
+        case 'undo': fx.undo = true; break;
         case 'unlisten': break;
         case 'prepare': fx.sqlPrepared = true; break;
         case 'deallocate':
@@ -93,6 +96,6 @@ export function classify(sql: string): SessionEffects {
     }
     if (info.nodeType === 'ExecuteStmt') fx.sqlPrepared = true;
   }
-  fx.tracked = fx.pinned !== null || fx.settings.length !== 0 || fx.resetAll || fx.needsReset || fx.needsClose || fx.sequences || fx.listen || fx.sqlPrepared || fx.deallocateAll;
+  fx.tracked = fx.pinned !== null || fx.settings.length !== 0 || fx.resetAll || fx.needsReset || fx.needsClose || fx.sequences || fx.undo || fx.listen || fx.sqlPrepared || fx.deallocateAll;
   return Object.freeze(fx);
 }

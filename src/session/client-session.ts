@@ -338,6 +338,10 @@ export class ClientSession implements BackendOwner, StatementSender {
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
+        if (verdict instanceof Rewrite && verdict.bindChecks.length !== 0) {
+          const typed = ClientStatements.declaredTypesRefusal(buf.subarray(afterSql, end), verdict.bindChecks);
+          if (typed !== null) { this.reject(typed, true); return; }
+        }
         if (name !== '' && this.statements.byName.has(name)) {
           this.reject(new SqlError(SQLSTATE.DUPLICATE_PREPARED_STATEMENT, `prepared statement "${name}" already exists`), true);
           return;

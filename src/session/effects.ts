@@ -58,6 +58,9 @@ export class SessionLedger {
     if (fx.needsReset) b.requireReset();
     if (fx.needsClose) b.requireClose();
     if (fx.sequences) b.sequencesOf = b.owner;
+    // A role switched inside the transaction reverts with it: what follows in the same
+    // pipeline must set it again rather than trust it.
+    if (fx.undo && b.roleUncertain) b.forgetContext();
     if (fx.resetAll) {
       // RESET ALL empties scopegate.claims (DISCARD ALL the role too) as soon as it runs.
       b.forgetContext();

@@ -6,6 +6,8 @@ import type { BindCheck } from '../policy/index.js';
 import type { SessionEffects } from '../policy/session-effects.js';
 
 export const NO_CHECKS: readonly BindCheck[] = Object.freeze([]);
+const TEXT_OID = 25;
+const VARCHAR_OID = 1043;
 
 /**
  * Prepared statements across transaction pooling.
@@ -72,6 +74,27 @@ export class ClientStatements implements StatementOwner {
   setChecks(name: string, checks: readonly BindCheck[]): void {
     if (checks.length === 0) this.checks.delete(name);
     else this.checks.set(name, checks);
+  }
+
+  /**
+   * A row-filter check on a parameter holds only if the server reads the parameter as the
+   * text that was checked: a type declared in Parse ("char", name, char(n) ...) would store
+   * another value. Unspecified, text and varchar are the types that keep it.
+   */
+  static declaredTypesRefusal(types: Buffer, checks: readonly BindCheck[]): SqlError | null {
+    if (checks.length === 0 || types.length < 2) return null;
+    const n = types.readInt16BE(0);
+    for (const c of checks) {
+      const i = c.param - 1;
+      if (i >= n || 2 + 4 * i + 4 > types.length) continue;
+      const oid = types.readUInt32BE(2 + 4 * i);
+      if (oid !== 0 && oid !== TEXT_OID && oid !== VARCHAR_OID) {
+        return new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `permission denied: parameter $${c.param} (${c.column}) is declared with type oid ${oid}, so the value stored may differ from the value checked`, {
+          hint: 'Leave the type of a row-filtered parameter unspecified, or declare it text.',
+        });
+      }
+    }
+    return null;
   }
 
   /**
