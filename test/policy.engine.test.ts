@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { ConfigError } from '../src/errors.js';
 import { classifySql, initParser, parseCount, parsePolicyText, PolicyStore, runCheck } from '../src/policy/index.js';
 import { examplePolicyPath } from './policy.helpers.js';
+import { SessionStateTracker } from '../src/policy/session-effects.js';
 
 const EXAMPLE = (): string => readFileSync(examplePolicyPath(), 'utf8');
 
@@ -338,5 +339,23 @@ describe('runCheck', () => {
     assert.equal((await run(['--policy', P])).code, 2);
     assert.equal((await run(['--policy', P, '--bogus', 'SELECT 1'])).code, 2);
     assert.equal((await run(['--policy', '/nonexistent/policy.yaml', 'SELECT 1'])).code, 2);
+  });
+});
+
+describe('SessionStateTracker', () => {
+  test('texts differing only in numbers share "no effects", and nothing else', () => {
+    const t = new SessionStateTracker();
+    const before = parseCount();
+    assert.equal(t.effects('SELECT abalance FROM pgbench_accounts WHERE aid = 1').tracked, false);
+    for (let i = 2; i < 50; i++) assert.equal(t.effects(`SELECT abalance FROM pgbench_accounts WHERE aid = ${i}`).tracked, false);
+    assert.ok(parseCount() - before <= 1, 'parsed once for the shape');
+    // A pinned setting with an allowed value must not make its shape "no effects".
+    assert.equal(t.effects('SET standard_conforming_strings = 1').pinned, null);
+    assert.equal(t.effects('SET standard_conforming_strings = 0').pinned?.code, '0A000');
+    // Nor may a text that does not parse (`1__0`) vouch for one that does.
+    t.effects('SET statement_timeout = 1__0');
+    assert.deepEqual(t.effects('SET statement_timeout = 100').settings, [['statement_timeout', 'SET statement_timeout = 100']]);
+    t.effects('SELECT pg_advisory_lock(1__0)');
+    assert.equal(t.effects('SELECT pg_advisory_lock(7)').needsReset, true);
   });
 });

@@ -75,6 +75,8 @@ export interface StatementGate {
   recheck(c: GateClient, stmt: CheckedStatement): Verdict;
   /** Re-reads table columns (after DDL through scopegate, or a policy reload). */
   refreshCatalog(): void;
+  /** Reads the catalog now; until one read succeeds, statements are refused (57P03). */
+  loadCatalog(): Promise<boolean>;
   /** The text is one BEGIN/START TRANSACTION, COMMIT/END or ROLLBACK/ABORT (else null). */
   transactionControl(sql: string): 'begin' | 'commit' | 'rollback' | null;
 }
@@ -97,14 +99,24 @@ export interface GateParts {
 
 const NO_SCOPES: readonly string[] = Object.freeze([]);
 
+const CATALOG_NOT_READ = new SqlError(SQLSTATE.CANNOT_CONNECT_NOW, 'scopegate has not read the database catalog yet, so it cannot check statements', {
+  hint: 'It retries every second: try again shortly. The log says why the read failed.',
+});
+
 /** Composes the configured parts; with none of them scopegate is a plain pooler. */
 export class SessionGate implements StatementGate {
   private readonly shapes: ShapeCache | null;
   /** One verdict object per cached decision: no allocation per statement. */
   private readonly rewrites = new WeakMap<Decision, Rewrite>();
 
+  /** A policy judges column references against the catalog (`o.fn` is a function call when
+   * fn is no column): without one it cannot, so it judges nothing until the first read. */
+  private catalogReady: boolean;
+  private catalogRetry: NodeJS.Timeout | null = null;
+
   constructor(private readonly parts: GateParts) {
     this.shapes = parts.policy === null ? null : new ShapeCache(parts.policy);
+    this.catalogReady = parts.policy === null || parts.catalog === null;
   }
 
   /** Startup settings are statements too: `options=-c search_path=...` needs the same grant as SET. */
@@ -155,6 +167,7 @@ export class SessionGate implements StatementGate {
     }
     const policy = this.parts.policy;
     if (policy === null) return undefined;
+    if (!this.catalogReady) return CATALOG_NOT_READ;
     const shapes = this.shapes;
     if (shapes !== null && shapes.enabled) return this.decide(c, shapes.check(sql, c.identity?.scopes ?? NO_SCOPES, c.scopeKey));
     return this.decide(c, policy.check(sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims));
@@ -162,9 +175,23 @@ export class SessionGate implements StatementGate {
 
   /** Re-reads table columns (after DDL through scopegate, or a policy reload). */
   refreshCatalog(): void {
+    void this.loadCatalog();
+  }
+
+  async loadCatalog(): Promise<boolean> {
     const { catalog, policy } = this.parts;
-    if (catalog === null || policy === null) return;
-    void catalog.reload().then((snapshot) => { if (snapshot !== null) policy.setCatalog(snapshot); });
+    if (catalog === null || policy === null) return true;
+    const snapshot = await catalog.reload();
+    if (snapshot !== null) {
+      policy.setCatalog(snapshot);
+      this.catalogReady = true;
+      return true;
+    }
+    if (!this.catalogReady && this.catalogRetry === null) {
+      this.catalogRetry = setTimeout(() => { this.catalogRetry = null; void this.loadCatalog(); }, 1_000);
+      this.catalogRetry.unref();
+    }
+    return false;
   }
 
   policyVersion(): string {
@@ -188,6 +215,7 @@ export class SessionGate implements StatementGate {
   recheck(c: GateClient, stmt: CheckedStatement): Verdict {
     const policy = this.parts.policy;
     if (policy === null) return undefined;
+    if (!this.catalogReady) return CATALOG_NOT_READ;
     return this.decide(c, policy.check(stmt.sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims));
   }
 

@@ -1,6 +1,7 @@
 /** What a statement would do to a pooled server session (SET, RESET, temp objects, LISTEN ...), from its parse tree. */
 import { classifySql } from './index.js';
 import { LruCache } from './cache.js';
+import { numericShape } from './shapes.js';
 import { isNotCarried, isPinned, pinnedRefusal } from './lexical.js';
 import type { SqlError } from '../errors.js';
 
@@ -39,29 +40,44 @@ export interface SessionEffects {
 /**
  * Tracks session effects per statement text, always from the parse tree: a text filter
  * before it would miss `U&"pg_advisory_lock"` and friends. Results are cached (bounded);
- * the parse itself is the policy's cached one, so it runs once per distinct text.
+ * the parse itself is the policy's cached one. Texts that differ only in numeric literals
+ * (simple-protocol `... WHERE aid = 48213`) share the verdict "no effects": every feature
+ * that makes a statement tracked (its kind, the functions it calls, the settings it names)
+ * is the same for all of them, so the parser runs once per shape, not once per text.
  */
 export class SessionStateTracker {
   private readonly cache: LruCache<string, SessionEffects>;
+  /** Numeric shapes known to have no effects. */
+  private readonly untrackedShapes: LruCache<string, true>;
   constructor(maxEntries = 5000) {
     this.cache = new LruCache(maxEntries);
+    this.untrackedShapes = new LruCache(maxEntries);
   }
 
   effects(sql: string): SessionEffects {
     let fx = this.cache.get(sql);
-    if (fx === undefined) {
-      fx = classify(sql);
-      this.cache.set(sql, fx);
-    }
+    if (fx !== undefined) return fx;
+    const shape = numericShape(sql);
+    if (shape !== null && this.untrackedShapes.get(shape) === true) return UNTRACKED;
+    fx = classify(sql);
+    // Only from a text that parsed: parseability can hinge on a literal (`1__0`).
+    if (shape !== null && !fx.tracked && !fx.unparsed) this.untrackedShapes.set(shape, true);
+    else this.cache.set(sql, fx);
     return fx;
   }
 }
 
+const UNTRACKED: SessionEffects = Object.freeze({ settings: [], resetAll: false, needsReset: false, needsClose: false, sequences: false, undo: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false }) as SessionEffects;
+
 /** Maps the policy module's statement classification onto what the pooler must do. */
 export function classify(sql: string): SessionEffects {
   const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, needsClose: false, sequences: false, undo: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false };
+  // Any SET of a pinned setting counts as tracked, allowed value or not: "no effects" must
+  // never hinge on a literal (see SessionStateTracker).
+  let lexical = false;
   for (const info of classifySql(sql)) {
     if (info.kind === 'unparseable') fx.unparsed = true;
+    if (info.lexical !== null) lexical = true;
     // A value that is not one plain constant counts as a change (refused).
     if (info.lexical !== null) fx.pinned ??= pinnedRefusal(info.lexical.name, info.lexical.value ?? '');
     for (const e of info.sessionEffects) {
@@ -96,6 +112,6 @@ export function classify(sql: string): SessionEffects {
     }
     if (info.nodeType === 'ExecuteStmt') fx.sqlPrepared = true;
   }
-  fx.tracked = fx.pinned !== null || fx.settings.length !== 0 || fx.resetAll || fx.needsReset || fx.needsClose || fx.sequences || fx.undo || fx.listen || fx.sqlPrepared || fx.deallocateAll;
+  fx.tracked = lexical || fx.pinned !== null || fx.settings.length !== 0 || fx.resetAll || fx.needsReset || fx.needsClose || fx.sequences || fx.undo || fx.listen || fx.sqlPrepared || fx.deallocateAll;
   return Object.freeze(fx);
 }

@@ -62,12 +62,14 @@ export async function runServer(configFile: string, anchor: string = configFile)
     throw err;
   }
   const server = new Scopegate(config, log, gate);
+  // Statements are judged against the catalog: read it before the first client, if the
+  // server is up (otherwise statements are refused until a retry succeeds).
+  if (policy !== null && !(await gate.loadCatalog())) log.warn('could not read the database catalog; statements are refused until it can be read');
   await server.listen();
   if (policy === null) {
     log.warn('no policy configured: scopegate runs as a plain pooler and checks no statements');
   } else {
     log.info({ policy: config.policy, version: policy.version }, 'policy loaded');
-    gate.refreshCatalog();
     const roles = [...new Set(policy.policy.scopes.map((s) => s.role))];
     for (const db of config.databases.values()) void checkLoginRole(db, roles, log);
   }

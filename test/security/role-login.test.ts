@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EXAMPLE_POLICY, errorOf, startFixture, type Fixture } from '../scope.fixture.test.js';
+import { EXAMPLE_POLICY, errorOf, pollUntil, startFixture, type Fixture } from '../scope.fixture.test.js';
 
 const ESCALATE = `
 CREATE FUNCTION public.escalate() RETURNS text LANGUAGE plpgsql AS $$
@@ -135,6 +135,34 @@ describe('server_login: role', () => {
     assert.equal(e.code, '42501');
     assert.match(e.message, /no server login for role "app_admin"/);
     assert.doesNotMatch(JSON.stringify(e), /launch-code/);
+    await c.end();
+  });
+});
+
+describe('no catalog, no verdicts', () => {
+  let fx: Fixture;
+  before(async () => {
+    // The catalog is read with the url's login; the role logins still work.
+    fx = await startFixture({ poolSize: 1, setupSql: ESCALATE, database: { server_login: 'role', roles: ROLES, password: 'not-the-authenticator-pw' } });
+  });
+  after(async () => {
+    await fx?.stop();
+  });
+
+  it('statements are refused with 57P03 until the catalog can be read, then judged as usual', async () => {
+    const c = await fx.client('orders:read', { sub: 'early' });
+    // o.place_order would be a function call if place_order is no column: only the catalog can say.
+    const e = await errorOf(() => c.query('SELECT o.id FROM orders o WHERE o.id = 1'));
+    assert.equal(e.code, '57P03');
+    assert.match(e.message, /has not read the database catalog/);
+    await fx.su("ALTER ROLE authenticator PASSWORD 'not-the-authenticator-pw'");
+    const r = await pollUntil(async () => {
+      try { return await c.query('SELECT o.id FROM orders o WHERE o.id = 1'); } catch (err) {
+        if ((err as { code?: string }).code === '57P03') return null;
+        throw err;
+      }
+    }, 'the catalog read on retry');
+    assert.deepEqual(r.rows, [{ id: 1 }]);
     await c.end();
   });
 });
