@@ -1,7 +1,7 @@
 /** Statement kinds and session effects of a message, from the cached parse. */
 import { analyzeStatement } from './analyze.js';
 import { READ_ONLY_BUILTINS, SESSION_LOCK_FUNCTIONS } from './builtins.js';
-import { isNode, parseCached, type Node, type ParsedStatement } from './parse.js';
+import { calledName, eachNode, findNode, isNode, parseCached, type Node, type ParsedStatement } from './parse.js';
 import { isPinned } from './lexical.js';
 
 /** Session state a statement leaves behind on the server connection (matters in transaction pooling). */
@@ -55,41 +55,23 @@ const CURSOR_OPT_HOLD = 0x20;
 
 /** The name of every function the tree calls, as the parser decoded it (U&"..." and quotes resolved). */
 function collectCalls(tree: unknown, out: Set<string>): void {
-  if (Array.isArray(tree)) {
-    for (const t of tree) collectCalls(t, out);
-    return;
-  }
-  if (!isNode(tree)) return;
-  const fc = tree.FuncCall;
-  if (isNode(fc) && Array.isArray(fc.funcname)) {
-    const last: unknown = fc.funcname[fc.funcname.length - 1];
-    if (isNode(last) && isNode(last.String) && typeof last.String.sval === 'string') out.add(last.String.sval);
-  }
-  for (const v of Object.values(tree)) if (typeof v === 'object' && v !== null) collectCalls(v, out);
+  eachNode(tree, (n) => { if (isNode(n.FuncCall)) out.add(calledName(n.FuncCall)); });
 }
 
 /** Statement kinds that may advance a sequence through column defaults, triggers or code. */
 const SEQUENCE_KINDS = new Set(['insert', 'update', 'delete', 'merge', 'copy', 'ddl', 'call', 'do']);
 
 function setConfigCalls(tree: unknown, out: SessionEffect[]): void {
-  if (Array.isArray(tree)) {
-    for (const t of tree) setConfigCalls(t, out);
-    return;
-  }
-  if (!isNode(tree)) return;
-  const fc = tree.FuncCall;
-  if (isNode(fc) && Array.isArray(fc.funcname)) {
-    const last: unknown = fc.funcname[fc.funcname.length - 1];
-    if (isNode(last) && isNode(last.String) && last.String.sval === 'set_config') {
-      const args = Array.isArray(fc.args) ? fc.args : [];
-      const third: unknown = args[2];
-      let local: boolean | null = null;
-      if (isNode(third) && isNode(third.A_Const) && isNode(third.A_Const.boolval)) local = third.A_Const.boolval.boolval === true;
-      else if (isNode(third) && isNode(third.A_Const) && third.A_Const.isnull !== true) local = false; // boolval false is omitted
-      if (local !== true) out.push({ type: 'set_config', local });
-    }
-  }
-  for (const v of Object.values(tree)) if (typeof v === 'object' && v !== null) setConfigCalls(v, out);
+  eachNode(tree, (n) => {
+    const fc = n.FuncCall;
+    if (!isNode(fc) || calledName(fc) !== 'set_config') return;
+    const args = Array.isArray(fc.args) ? fc.args : [];
+    const third: unknown = args[2];
+    let local: boolean | null = null;
+    if (isNode(third) && isNode(third.A_Const) && isNode(third.A_Const.boolval)) local = third.A_Const.boolval.boolval === true;
+    else if (isNode(third) && isNode(third.A_Const) && third.A_Const.isnull !== true) local = false; // boolval false is omitted
+    if (local !== true) out.push({ type: 'set_config', local });
+  });
 }
 
 function relName(rel: unknown): string {
@@ -125,32 +107,24 @@ function lexicalChange(ps: ParsedStatement): LexicalChange | null {
   return nestedPinnedSet(ps.body) ?? pinnedSetConfig(ps.body);
 }
 
+function nestedPinnedSet(tree: unknown): LexicalChange | null {
+  // A VariableSetStmt node, or an unwrapped one (ALTER ROLE / DATABASE / SYSTEM's setstmt).
+  return findNode(tree, (n) => {
+    const set = isNode(n.VariableSetStmt) ? n.VariableSetStmt : isNode(n.setstmt) ? n.setstmt : null;
+    return set === null ? null : pinnedSet(set);
+  });
+}
+
 /** set_config(name, value, is_local) anywhere in the tree, of a pinned or computed name. */
 function pinnedSetConfig(tree: unknown): LexicalChange | null {
-  if (Array.isArray(tree)) {
-    for (const t of tree) {
-      const hit = pinnedSetConfig(t);
-      if (hit !== null) return hit;
-    }
-    return null;
-  }
-  if (!isNode(tree)) return null;
-  const fc = tree.FuncCall;
-  if (isNode(fc) && Array.isArray(fc.funcname)) {
-    const last: unknown = fc.funcname[fc.funcname.length - 1];
-    if (isNode(last) && isNode(last.String) && last.String.sval === 'set_config') {
-      const args = Array.isArray(fc.args) ? fc.args : [];
-      const name = constantText(args[0]);
-      if (name === null) return { name: null, value: null };
-      if (isPinned(name.toLowerCase())) return { name: name.toLowerCase(), value: constantText(args[1]) };
-    }
-  }
-  for (const v of Object.values(tree)) {
-    if (typeof v !== 'object' || v === null) continue;
-    const hit = pinnedSetConfig(v);
-    if (hit !== null) return hit;
-  }
-  return null;
+  return findNode<LexicalChange>(tree, (n) => {
+    const fc = n.FuncCall;
+    if (!isNode(fc) || calledName(fc) !== 'set_config') return null;
+    const args = Array.isArray(fc.args) ? fc.args : [];
+    const name = constantText(args[0]);
+    if (name === null) return { name: null, value: null };
+    return isPinned(name.toLowerCase()) ? { name: name.toLowerCase(), value: constantText(args[1]) } : null;
+  });
 }
 
 /** A string constant, also through casts ('x'::text); null for anything else. */
@@ -164,29 +138,6 @@ function constantText(n: unknown): string | null {
 function pinnedSet(v: Node): { name: string; value: string | null } | null {
   const name = typeof v.name === 'string' ? v.name.toLowerCase() : '';
   return v.kind === 'VAR_SET_VALUE' && isPinned(name) ? { name, value: firstValue(v.args) } : null;
-}
-
-function nestedPinnedSet(tree: unknown): { name: string; value: string | null } | null {
-  if (Array.isArray(tree)) {
-    for (const t of tree) {
-      const hit = nestedPinnedSet(t);
-      if (hit !== null) return hit;
-    }
-    return null;
-  }
-  if (!isNode(tree)) return null;
-  // A VariableSetStmt node, or an unwrapped one (ALTER ROLE / DATABASE / SYSTEM's setstmt).
-  const set = isNode(tree.VariableSetStmt) ? tree.VariableSetStmt : isNode(tree.setstmt) ? tree.setstmt : null;
-  if (set !== null) {
-    const hit = pinnedSet(set);
-    if (hit !== null) return hit;
-  }
-  for (const v of Object.values(tree)) {
-    if (typeof v !== 'object' || v === null) continue;
-    const hit = nestedPinnedSet(v);
-    if (hit !== null) return hit;
-  }
-  return null;
 }
 
 /**

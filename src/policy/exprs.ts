@@ -1,6 +1,6 @@
 /** Policy expressions (row filters, masks) parsed and validated once at load. */
 import { parseSync } from 'libpg-query';
-import { isNode, type Node } from './parse.js';
+import { findNode, isNode, type Node } from './parse.js';
 
 /**
  * Row filter and mask expressions from the policy, parsed once per distinct text. They are
@@ -24,27 +24,13 @@ function parserLoaded(): boolean {
 
 /** claim('x') / claim_array('x') must take one constant string: the claim path. */
 function badClaimCall(v: unknown): string | null {
-  if (Array.isArray(v)) {
-    for (const x of v) {
-      const e = badClaimCall(x);
-      if (e !== null) return e;
-    }
-    return null;
-  }
-  if (!isNode(v)) return null;
-  const fc = v.FuncCall;
-  if (isNode(fc)) {
-    const name = claimFunction(fc);
-    if (name !== null) {
-      const args = Array.isArray(fc.args) ? fc.args : [];
-      if (args.length !== 1 || claimPathArg(args[0]) === null) return `${name}() takes one string constant, the claim name (e.g. ${name}('tenant'))`;
-    }
-  }
-  for (const x of Object.values(v)) {
-    const e = badClaimCall(x);
-    if (e !== null) return e;
-  }
-  return null;
+  return findNode(v, (n) => {
+    const fc = n.FuncCall;
+    const name = isNode(fc) ? claimFunction(fc) : null;
+    if (!isNode(fc) || name === null) return null;
+    const args = Array.isArray(fc.args) ? fc.args : [];
+    return args.length !== 1 || claimPathArg(args[0]) === null ? `${name}() takes one string constant, the claim name (e.g. ${name}('tenant'))` : null;
+  });
 }
 
 /** 'claim' / 'claim_array' when `fc` (a FuncCall body) calls one, unqualified. */

@@ -9,6 +9,38 @@ export function isNode(v: unknown): v is Node {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** Depth first through a parse tree: the first non-null answer of `visit` for a node, or null. */
+export function findNode<T>(tree: unknown, visit: (n: Node) => T | null): T | null {
+  if (Array.isArray(tree)) {
+    for (const t of tree) {
+      const hit = findNode(t, visit);
+      if (hit !== null) return hit;
+    }
+    return null;
+  }
+  if (!isNode(tree)) return null;
+  const here = visit(tree);
+  if (here !== null) return here;
+  for (const v of Object.values(tree)) {
+    if (typeof v !== 'object' || v === null) continue;
+    const hit = findNode(v, visit);
+    if (hit !== null) return hit;
+  }
+  return null;
+}
+
+/** Calls `visit` for every node of a parse tree. */
+export function eachNode(tree: unknown, visit: (n: Node) => void): void {
+  findNode<never>(tree, (n) => { visit(n); return null; });
+}
+
+/** The unqualified name a FuncCall body calls, as the parser decoded it ('' if none). */
+export function calledName(fc: Node): string {
+  if (!Array.isArray(fc.funcname)) return '';
+  const last: unknown = fc.funcname[fc.funcname.length - 1];
+  return isNode(last) && isNode(last.String) && typeof last.String.sval === 'string' ? last.String.sval : '';
+}
+
 export interface ParsedStatement {
   /** Parse-tree node type, e.g. SelectStmt. */
   type: string;
