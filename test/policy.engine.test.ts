@@ -349,6 +349,10 @@ describe('SessionStateTracker', () => {
     assert.equal(t.effects('SELECT abalance FROM pgbench_accounts WHERE aid = 1').tracked, false);
     for (let i = 2; i < 50; i++) assert.equal(t.effects(`SELECT abalance FROM pgbench_accounts WHERE aid = ${i}`).tracked, false);
     assert.ok(parseCount() - before <= 1, 'parsed once for the shape');
+    // Writes are tracked (they may advance sequences) and still parse once per shape.
+    const w0 = parseCount();
+    for (let i = 1; i < 50; i++) assert.equal(t.effects(`UPDATE pgbench_accounts SET abalance = abalance + -${i} WHERE aid = ${i * 7}`).sequences, true);
+    assert.ok(parseCount() - w0 <= 1, 'the write parsed once for the shape');
     // A pinned setting with an allowed value must not make its shape "no effects".
     assert.equal(t.effects('SET standard_conforming_strings = 1').pinned, null);
     assert.equal(t.effects('SET standard_conforming_strings = 0').pinned?.code, '0A000');

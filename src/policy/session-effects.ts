@@ -34,6 +34,9 @@ export interface SessionEffects {
   pinned: SqlError | null;
   /** Any of the above asks something of the pooler. */
   tracked: boolean;
+  /** What the above says depends on a literal of the text (a SET's value, set_config's
+   * arguments, a pinned setting): texts of the same numeric shape may differ. */
+  literal: boolean;
 }
 
 
@@ -41,46 +44,48 @@ export interface SessionEffects {
  * Tracks session effects per statement text, always from the parse tree: a text filter
  * before it would miss `U&"pg_advisory_lock"` and friends. Results are cached (bounded);
  * the parse itself is the policy's cached one. Texts that differ only in numeric literals
- * (simple-protocol `... WHERE aid = 48213`) share the verdict "no effects": every feature
- * that makes a statement tracked (its kind, the functions it calls, the settings it names)
- * is the same for all of them, so the parser runs once per shape, not once per text.
+ * (simple-protocol `... WHERE aid = 48213`) share one result unless it depends on a literal
+ * (`literal`: a SET's value, set_config's arguments, a pinned setting, a text that does not
+ * parse): everything else (kind, functions called, settings named) is the same for all of
+ * them, so the parser runs once per shape, not once per text.
  */
 export class SessionStateTracker {
   private readonly cache: LruCache<string, SessionEffects>;
-  /** Numeric shapes known to have no effects. */
-  private readonly untrackedShapes: LruCache<string, true>;
+  /** Effects by numeric shape, for results that depend on no literal. */
+  private readonly shapes: LruCache<string, SessionEffects>;
   constructor(maxEntries = 5000) {
     this.cache = new LruCache(maxEntries);
-    this.untrackedShapes = new LruCache(maxEntries);
+    this.shapes = new LruCache(maxEntries);
   }
 
   effects(sql: string): SessionEffects {
     let fx = this.cache.get(sql);
     if (fx !== undefined) return fx;
     const shape = numericShape(sql);
-    if (shape !== null && this.untrackedShapes.get(shape) === true) return UNTRACKED;
+    if (shape !== null) {
+      fx = this.shapes.get(shape);
+      if (fx !== undefined) return fx;
+    }
     fx = classify(sql);
-    // Only from a text that parsed: parseability can hinge on a literal (`1__0`).
-    if (shape !== null && !fx.tracked && !fx.unparsed) this.untrackedShapes.set(shape, true);
+    if (shape !== null && !fx.literal) this.shapes.set(shape, fx);
     else this.cache.set(sql, fx);
     return fx;
   }
 }
 
-const UNTRACKED: SessionEffects = Object.freeze({ settings: [], resetAll: false, needsReset: false, needsClose: false, sequences: false, undo: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false }) as SessionEffects;
-
 /** Maps the policy module's statement classification onto what the pooler must do. */
 export function classify(sql: string): SessionEffects {
-  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, needsClose: false, sequences: false, undo: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false };
-  // Any SET of a pinned setting counts as tracked, allowed value or not: "no effects" must
-  // never hinge on a literal (see SessionStateTracker).
+  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, needsClose: false, sequences: false, undo: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false, literal: false };
+  // Any SET of a pinned setting counts as tracked, allowed value or not, and as literal.
   let lexical = false;
+  let literalEffect = false;
   for (const info of classifySql(sql)) {
     if (info.kind === 'unparseable') fx.unparsed = true;
     if (info.lexical !== null) lexical = true;
     // A value that is not one plain constant counts as a change (refused).
     if (info.lexical !== null) fx.pinned ??= pinnedRefusal(info.lexical.name, info.lexical.value ?? '');
     for (const e of info.sessionEffects) {
+      if (e.type === 'set' || e.type === 'set_config' || e.type === 'session_characteristics') literalEffect = true;
       switch (e.type) {
         case 'set': {
           const name = e.name.toLowerCase();
@@ -112,6 +117,7 @@ export function classify(sql: string): SessionEffects {
     }
     if (info.nodeType === 'ExecuteStmt') fx.sqlPrepared = true;
   }
+  fx.literal = lexical || fx.unparsed || fx.settings.length !== 0 || literalEffect;
   fx.tracked = lexical || fx.pinned !== null || fx.settings.length !== 0 || fx.resetAll || fx.needsReset || fx.needsClose || fx.sequences || fx.undo || fx.listen || fx.sqlPrepared || fx.deallocateAll;
   return Object.freeze(fx);
 }
