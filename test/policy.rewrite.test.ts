@@ -165,7 +165,7 @@ describe('row filters on reads', () => {
 `);
     masked.setCatalog(catalog());
     const m = allowed('SELECT email FROM customers WHERE id = 1', ['m'], { country: 'FR' }, masked);
-    assert.equal(m, "SELECT email FROM ( SELECT id, name, '***' AS email, country FROM public.customers WHERE country = 'FR' ) AS customers WHERE id = 1");
+    assert.equal(m, "SELECT email FROM ( SELECT id, name, '***' AS email, country FROM public.customers WHERE country = 'FR' OFFSET 0 ) AS customers WHERE id = 1");
     // A column-restricted table keeps listing only its allowed columns.
     sub(allowed('SELECT name FROM customers'));
   });
@@ -365,7 +365,7 @@ describe('claims', () => {
 describe('columns: star expansion and masks', () => {
   test('star: expand turns * and t.* into the allowed columns in catalog order', () => {
     assert.equal(allowed('SELECT * FROM customers'),
-      "SELECT * FROM ( SELECT id, name, country FROM public.customers WHERE country = ANY (CAST(ARRAY['FR', 'DE'] AS text[])) ) AS customers");
+      "SELECT * FROM ( SELECT id, name, country FROM public.customers WHERE country = ANY (CAST(ARRAY['FR', 'DE'] AS text[])) OFFSET 0 ) AS customers");
     assert.match(allowed('SELECT c.* FROM customers c JOIN orders o ON o.customer_id = c.id'), /SELECT id, name, country FROM public\.customers/);
     denied('SELECT email FROM customers', /select on public\.customers\.email/);
   });

@@ -1,8 +1,10 @@
 /** AST rewrites for row filters, column masks and `*` expansion, deparsed back to SQL. */
+import { parseSync } from 'libpg-query';
 import { deparseSync } from 'pgsql-deparser';
 import { unqualifiedRelationSchema } from './builtins.js';
 import type { ClaimResolver } from './claims.js';
 import { policyExpr } from './exprs.js';
+import { cannotLeak, guardedWhere } from './guard.js';
 import { displayName } from './names.js';
 import type { Node } from './parse.js';
 import { RLS_HINT, RowRuleDenied, type EffectiveRules, type RowAction, type WriteAction } from './rules.js';
@@ -43,7 +45,6 @@ function isRangeVarBody(v: M): boolean {
   return typeof v.relname === 'string' && typeof v.relpersistence === 'string';
 }
 
-const and = (a: unknown, b: Node): Node => (a === undefined || a === null ? b : { BoolExpr: { boolop: 'AND_EXPR', args: [a, b] } });
 const or = (xs: Node[]): Node => (xs.length === 1 ? xs[0]! : { BoolExpr: { boolop: 'OR_EXPR', args: xs } });
 
 /** Qualifies a filter's bare column names with the table's reference name (not inside its subqueries). */
@@ -57,6 +58,44 @@ function qualify(v: unknown, refname: string): unknown {
   const out: M = {};
   for (const [k, x] of Object.entries(v)) out[k] = qualify(x, refname);
   return out;
+}
+
+/**
+ * What Postgres runs must be what was checked: the rewritten text, parsed again, must be the
+ * rewritten tree. A deparser that prints a construct otherwise (say `x AS name` inside an
+ * UPDATE as `name = x`) gets the statement refused, never sent.
+ */
+function sameStatement(text: string, root: M): void {
+  let again: unknown = null;
+  try {
+    const stmts = parseSync(text).stmts ?? [];
+    if (stmts.length === 1) again = stmts[0]!.stmt;
+  } catch {
+    again = null;
+  }
+  if (again === null || nodeCensus(again) !== nodeCensus(root)) {
+    throw new RowRuleDenied('permission denied: scopegate cannot send this statement with its row rules applied exactly', 'simplify the statement (for example, move the subquery out of the UPDATE)');
+  }
+}
+
+/**
+ * Every node of a tree by type, with column references and names spelled out, sorted: the
+ * same for two trees that differ only in how they are written down (locations, defaults the
+ * parser fills in, AND lists nested or flat).
+ */
+function nodeCensus(tree: unknown): string {
+  const seen: string[] = [];
+  const visit = (v: unknown): void => {
+    if (Array.isArray(v)) { for (const x of v) visit(x); return; }
+    if (typeof v !== 'object' || v === null) return;
+    for (const [k, x] of Object.entries(v)) {
+      if (k === 'BoolExpr' || typeof x !== 'object' || x === null || !/^[A-Z]/.test(k)) { visit(x); continue; }
+      seen.push(k === 'String' ? `String:${String((x as { sval?: unknown }).sval)}` : k === 'ResTarget' ? `ResTarget:${String((x as { name?: unknown }).name ?? '')}` : k);
+      visit(x);
+    }
+  };
+  visit(tree);
+  return seen.sort().join(',');
 }
 
 export interface RewriteResult {
@@ -87,7 +126,9 @@ export class Rewriter {
     this.verify(root, type);
     this.singleUseParams(uses);
     if (!this.changed) return { text: null, bindChecks: this.checks };
-    return { text: deparseSync(root as Parameters<typeof deparseSync>[0], { pretty: false }), bindChecks: this.checks };
+    const text = deparseSync(root as Parameters<typeof deparseSync>[0], { pretty: false });
+    sameStatement(text, root);
+    return { text, bindChecks: this.checks };
   }
 
   // ---- rules -------------------------------------------------------------------------
@@ -177,8 +218,9 @@ export class Rewriter {
     const inline = this.inlineFilter(st.fromClause, c);
     if (inline === null && Array.isArray(st.fromClause)) st.fromClause = st.fromClause.map((f) => this.fromItem(f, c));
     for (const [k, x] of Object.entries(st)) if (k !== 'withClause' && k !== 'fromClause') this.walk(x, c);
-    // After the walk: the policy's own expression is trusted, not rewritten.
-    if (inline !== null) st.whereClause = and(st.whereClause, inline);
+    // After the walk: the policy's own expression is trusted, not rewritten; the client's
+    // conditions see only rows it passed (guard.ts).
+    if (inline !== null) st.whereClause = guardedWhere(st.whereClause, inline);
   }
 
   /**
@@ -244,7 +286,13 @@ export class Rewriter {
         ? { val: { ColumnRef: { fields: [{ String: { sval: col.name } }] } } }
         : { name: col.name, val: this.expr('mask', col.mask, rel) } }));
     const sub: M = { targetList, fromClause: [{ RangeVar: inner }], limitOption: 'LIMIT_OPTION_DEFAULT', op: 'SETOP_NONE' };
-    if (w.filters !== null) sub.whereClause = or(w.filters.map((f) => this.expr('filter', f, rel)));
+    if (w.filters !== null) {
+      sub.whereClause = or(w.filters.map((f) => this.expr('filter', f, rel)));
+      // OFFSET 0 keeps Postgres from merging the subquery into the outer query, where the
+      // outer conditions could run on rows before the filter does (guard.ts).
+      sub.limitOffset = { A_Const: { ival: {} } };
+      sub.limitOption = 'LIMIT_OPTION_COUNT';
+    }
     this.changed = true;
     const alias = isM(rv.alias) ? rv.alias : { aliasname: rel.name };
     return { RangeSubselect: { subquery: { SelectStmt: sub }, alias } };
@@ -357,7 +405,7 @@ export class Rewriter {
         this.noMaskedTargetReads(t, [oc.targetList, oc.whereClause]);
         // Only conflicting rows inside the update filter may be updated.
         const f = this.targetFilter(t, 'update');
-        if (f !== null) oc.whereClause = and(oc.whereClause, f);
+        if (f !== null) oc.whereClause = guardedWhere(oc.whereClause, f);
         this.checkRows(t.rel, 'update', [this.setRow(oc.targetList)], true);
       }
     }
@@ -373,7 +421,7 @@ export class Rewriter {
     this.noMaskedTargetReads(t, [st.targetList, st.whereClause, st.returningClause]);
     this.walk([st.targetList, st.whereClause, st.returningClause], c);
     const f = this.targetFilter(t, 'update');
-    if (f !== null) st.whereClause = and(st.whereClause, f);
+    if (f !== null) st.whereClause = guardedWhere(st.whereClause, f);
     this.checkRows(t.rel, 'update', [this.setRow(st.targetList)], true);
   }
 
@@ -385,7 +433,7 @@ export class Rewriter {
     this.noMaskedTargetReads(t, [st.whereClause, st.returningClause]);
     this.walk([st.whereClause, st.returningClause], c);
     const f = this.targetFilter(t, 'delete');
-    if (f !== null) st.whereClause = and(st.whereClause, f);
+    if (f !== null) st.whereClause = guardedWhere(st.whereClause, f);
   }
 
   private merge(st: M, outer: CteFrame | null): void {
@@ -393,6 +441,10 @@ export class Rewriter {
     const t = this.target(st.relation);
     if (t === null) return;
     st.sourceRelation = this.fromItem(st.sourceRelation, c);
+    // The join condition meets every target row, before any WHEN adds the filter.
+    if ((this.rules.filters(t.rel, 'update') !== null || this.rules.filters(t.rel, 'delete') !== null) && !cannotLeak(st.joinCondition)) {
+      throw new RowRuleDenied(`permission denied: the MERGE join condition on row-filtered ${displayName(t.rel)} may only compare columns, constants and parameters`, 'move other conditions into the WHEN clauses');
+    }
     this.noMaskedTargetReads(t, [st.joinCondition, st.mergeWhenClauses, st.returningClause]);
     this.walk([st.joinCondition, st.returningClause], c);
     for (const w of list(st.mergeWhenClauses)) {
@@ -411,7 +463,7 @@ export class Rewriter {
       const action: WriteAction | null = cmd === 'CMD_UPDATE' ? 'update' : cmd === 'CMD_DELETE' ? 'delete' : null;
       if (action === null) continue;
       const f = this.targetFilter(t, action);
-      if (f !== null) wc.condition = and(wc.condition, f);
+      if (f !== null) wc.condition = guardedWhere(wc.condition, f);
       if (action === 'update') this.checkRows(t.rel, 'update', [this.setRow(wc.targetList)], true);
     }
   }

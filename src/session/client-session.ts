@@ -30,6 +30,9 @@ const LOCAL_BEGIN = Buffer.concat([msg.commandComplete('BEGIN'), msg.readyForQue
 const LOCAL_COMMIT = Buffer.concat([msg.commandComplete('COMMIT'), msg.readyForQuery('I')]);
 const LOCAL_ROLLBACK = Buffer.concat([msg.commandComplete('ROLLBACK'), msg.readyForQuery('I')]);
 
+/** The statements clearing() returns, as Query messages. */
+const CLEAR_QUERIES = new Map(['DEALLOCATE ALL;\nDISCARD SEQUENCES', 'DISCARD SEQUENCES', 'DEALLOCATE ALL'].map((q) => [q, msg.query(q)]));
+
 /** Queued bytes past which a client waiting for a backend stops being read. */
 const QUEUE_PAUSE_BYTES = 1024 * 1024;
 
@@ -871,8 +874,16 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.backend = b;
     b.attach(this);
     b.errorSinceIdle = false;
-    const prep = this.preparation(b);
+    const clear = this.clearing(b);
+    const prep = this.preparation(b, clear);
     if (prep === null) {
+      if (clear !== null) {
+        // Ahead of the client's messages in the same write: it cannot fail on an idle
+        // connection, and if it did, the connection is not trusted with anyone after.
+        this.sendOwn(b, CLEAR_QUERIES.get(clear)!, true, (ok) => { if (!ok) b.requireClose(); });
+        b.sequencesOf = null;
+        b.namedOf = null;
+      }
       // Nothing to bring over: the queued messages go out in this same tick.
       this.enter(Phase.Linked);
       this.drainQueue(b);
@@ -908,21 +919,31 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /**
    * What a freshly borrowed backend needs to act for this client: settings that differ and,
-   * for the first statement, the role and claims. Null when nothing (the common case).
+   * for the first statement, the role and claims (with `clear` ahead of them). Null when
+   * nothing (the common case).
    */
-  private preparation(b: Backend): { sql: string; want: string | null | undefined } | null {
+  private preparation(b: Backend, clear: string | null): { sql: string; want: string | null | undefined } | null {
     const stmts = settingsDiff(b.applied, this.ledger.settings);
-    // Another client's sequence values (lastval, currval) and statements stay with it.
-    if (b.sequencesOf !== null && b.sequencesOf !== this) stmts.unshift('DISCARD SEQUENCES');
-    if (b.namedOf !== null && b.namedOf !== this) stmts.unshift('DEALLOCATE ALL');
     let want: string | null | undefined;
     if (this.enforcing) {
       const first = this.queue.find((q) => q.role !== undefined);
       want = this.context.needed(b, first?.role);
       if (want !== undefined) stmts.push(this.context.statement(b, want));
     }
+    if (stmts.length === 0) return null;
+    // The round trip is paid anyway: what the last client left is cleared in it too.
+    if (clear !== null) stmts.unshift(clear);
     // One statement a line: a recorded SET may end in a -- comment.
-    return stmts.length === 0 ? null : { sql: stmts.join('\n;\n'), want };
+    return { sql: stmts.join('\n;\n'), want };
+  }
+
+  /** What another client left that only the next one could see: its sequence values
+   * (lastval, currval) and, untracked, its named statements. Null when nothing. */
+  private clearing(b: Backend): string | null {
+    const seq = b.sequencesOf !== null && b.sequencesOf !== this;
+    const named = b.namedOf !== null && b.namedOf !== this;
+    if (!seq && !named) return null;
+    return seq && named ? 'DEALLOCATE ALL;\nDISCARD SEQUENCES' : seq ? 'DISCARD SEQUENCES' : 'DEALLOCATE ALL';
   }
 
   /** Answers queued messages with an error when no backend could be had; the client may retry. */
