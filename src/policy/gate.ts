@@ -151,8 +151,9 @@ export class SessionGate implements StatementGate {
     if (tracker === null) return null;
     const fx = tracker.effects(sql);
     if (!fx.tracked) return null;
-    // A session of its own keeps its state; only the pinned settings matter there.
-    return c.poolMode === 'transaction' || fx.pinned !== null ? fx : null;
+    // A session of its own keeps its state; only the pinned settings matter there, and the
+    // end of a transaction that may undo a role scopegate switched inside it.
+    return c.poolMode === 'transaction' || fx.pinned !== null || fx.undo ? fx : null;
   }
 
   checkQuery(c: GateClient, sql: string, fx: SessionEffects | null): Verdict {

@@ -116,6 +116,8 @@ export class Rewriter {
   private readonly handled = new WeakSet<object>();
   private readonly checks: BindCheck[] = [];
   private changed = false;
+  /** A row filter was applied somewhere in the statement. */
+  private filtered = false;
 
   constructor(private readonly rules: EffectiveRules, private readonly claims: ClaimResolver) {}
 
@@ -123,6 +125,11 @@ export class Rewriter {
     const root: M = { [type]: structuredClone(body) as M };
     const uses = paramUses(root);
     if (REWRITABLE.has(type)) this.walk(root, null);
+    if (type === 'ExplainStmt' && this.filtered) {
+      // Estimates come from statistics over every row, and ANALYZE counts the rows the
+      // filter removed: both describe rows the client may not read.
+      throw new RowRuleDenied('permission denied: EXPLAIN of a statement on a row-filtered table', 'its row estimates and counts describe rows outside the filter; run the statement itself');
+    }
     this.verify(root, type);
     this.singleUseParams(uses);
     if (!this.changed) return { text: null, bindChecks: this.checks };
@@ -241,6 +248,7 @@ export class Rewriter {
     if (w === null || w.filters === null || w.columns !== null) return null;
     const refname = (isM(rv.alias) ? str(rv.alias.aliasname) : null) ?? rel.name;
     const f = qualify(or(w.filters.map((x) => this.expr('filter', x, rel))), refname) as Node;
+    this.filtered = true;
     this.handled.add(rv);
     rv.schemaname = rel.schema;
     this.changed = true;
@@ -287,6 +295,7 @@ export class Rewriter {
         : { name: col.name, val: this.expr('mask', col.mask, rel) } }));
     const sub: M = { targetList, fromClause: [{ RangeVar: inner }], limitOption: 'LIMIT_OPTION_DEFAULT', op: 'SETOP_NONE' };
     if (w.filters !== null) {
+      this.filtered = true;
       sub.whereClause = or(w.filters.map((f) => this.expr('filter', f, rel)));
       // OFFSET 0 keeps Postgres from merging the subquery into the outer query, where the
       // outer conditions could run on rows before the filter does (guard.ts).
@@ -313,6 +322,7 @@ export class Rewriter {
     const f = this.filterExprs(t.rel, action);
     if (f === null) return null;
     this.changed = true;
+    this.filtered = true;
     return qualify(or(f), t.refname) as Node;
   }
 
