@@ -25,6 +25,16 @@ export interface PoolSettings {
   max_prepared_statements: number;
   shutdown_timeout: Millis;
   server_reset_query: string;
+  /** A client must finish its login (startup and authentication) within this (PgBouncer's name). */
+  client_login_timeout: Millis;
+  /** Largest message a client may send before it is authenticated (a token fits). */
+  max_login_packet_size: number;
+  /** Largest message an authenticated client may send (PgBouncer's name). */
+  max_packet_size: number;
+  /** Largest Query or Parse message scopegate parses. */
+  max_statement_size: number;
+  /** Most statements in one Query. */
+  max_statements_per_query: number;
 }
 
 export interface DatabaseConfig {
@@ -75,6 +85,11 @@ export const POOL_DEFAULTS: PoolSettings = {
   max_prepared_statements: 200,
   shutdown_timeout: 30_000,
   server_reset_query: 'DISCARD ALL',
+  client_login_timeout: 60_000,
+  max_login_packet_size: 65_536,
+  max_packet_size: 64 * 1024 * 1024,
+  max_statement_size: 1024 * 1024,
+  max_statements_per_query: 1000,
 };
 
 type Obj = Record<string, unknown>;
@@ -197,6 +212,10 @@ function parsePool(raw: unknown): PoolSettings {
       case 'reserve_pool_size': p.reserve_pool_size = int(v, key); break;
       case 'max_client_conn': p.max_client_conn = int(v, key, 1, 10_000_000); break;
       case 'max_prepared_statements': p.max_prepared_statements = int(v, key); break;
+      case 'max_login_packet_size': p.max_login_packet_size = int(v, key, 1024, 1 << 30); break;
+      case 'max_packet_size': p.max_packet_size = int(v, key, 1024, 1 << 30); break;
+      case 'max_statement_size': p.max_statement_size = int(v, key, 1024, 1 << 30); break;
+      case 'max_statements_per_query': p.max_statements_per_query = int(v, key, 1); break;
       case 'server_reset_query': p.server_reset_query = typeof v === 'string' ? v : str(v, key); break;
       case 'reserve_pool_timeout':
       case 'query_wait_timeout':
@@ -205,6 +224,7 @@ function parsePool(raw: unknown): PoolSettings {
       case 'server_lifetime':
       case 'idle_transaction_timeout':
       case 'shutdown_timeout':
+      case 'client_login_timeout':
         p[k] = parseDuration(v, key);
         break;
     }

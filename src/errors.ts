@@ -19,6 +19,7 @@ export const SQLSTATE = {
   DUPLICATE_PREPARED_STATEMENT: '42P05',
   INVALID_SQL_STATEMENT_NAME: '26000',
   CONFIG_FILE_ERROR: 'F0000',
+  PROGRAM_LIMIT_EXCEEDED: '54000',
 } as const;
 
 export type SqlState = (typeof SQLSTATE)[keyof typeof SQLSTATE] | string;

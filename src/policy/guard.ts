@@ -16,10 +16,10 @@ import { isNode, type Node } from './parse.js';
  * with comparison operators (and AND/OR/NOT, IN, BETWEEN, IS NULL of those): they raise no
  * error that depends on a row's value.
  */
-export function guardedWhere(user: unknown, filter: Node): Node {
+export function guardedWhere(user: unknown, filter: Node, columns: ReadonlySet<string> | null): Node {
   if (user === undefined || user === null) return filter;
   const all = conjuncts(user);
-  const safe = all.filter(cannotLeak);
+  const safe = all.filter((c) => cannotLeak(c, columns));
   if (safe.length === all.length) return { BoolExpr: { boolop: 'AND_EXPR', args: [user, filter] } };
   const rest = all.filter((c) => !safe.includes(c));
   const guarded = {
@@ -40,11 +40,16 @@ function conjuncts(e: unknown): unknown[] {
 
 const COMPARISONS = new Set(['=', '<>', '!=', '<', '>', '<=', '>=']);
 
-/** Comparisons and boolean logic over columns, constants and parameters only. */
-export function cannotLeak(e: unknown): boolean {
+/**
+ * Comparisons and boolean logic over columns, constants and parameters only. `columns`: the
+ * filtered relation's columns; a name that is none of them may be a function call in
+ * attribute notation (`t.f` is `f(t)`), and null (columns unknown) trusts no name.
+ */
+export function cannotLeak(e: unknown, columns: ReadonlySet<string> | null): boolean {
   if (!isNode(e)) return false;
+  const atom = (x: unknown): boolean => isAtom(x, columns);
   const b = e.BoolExpr;
-  if (isNode(b)) return Array.isArray(b.args) && b.args.every(cannotLeak);
+  if (isNode(b)) return Array.isArray(b.args) && b.args.every((x) => cannotLeak(x, columns));
   const x = e.A_Expr;
   if (isNode(x)) {
     const op = Array.isArray(x.name) && x.name.length === 1 && isNode(x.name[0]) && isNode(x.name[0].String) ? x.name[0].String.sval : null;
@@ -70,9 +75,14 @@ export function cannotLeak(e: unknown): boolean {
 }
 
 /** A column, a constant or a parameter; a cast only of a constant or a parameter (row-independent). */
-function atom(e: unknown): boolean {
+function isAtom(e: unknown, columns: ReadonlySet<string> | null): boolean {
   if (!isNode(e)) return false;
-  if (isNode(e.ColumnRef)) return Array.isArray(e.ColumnRef.fields) && e.ColumnRef.fields.every((f) => isNode(f) && isNode(f.String));
+  if (isNode(e.ColumnRef)) {
+    const fields = e.ColumnRef.fields;
+    if (!Array.isArray(fields) || fields.length === 0 || !fields.every((f) => isNode(f) && isNode(f.String))) return false;
+    const last = (fields[fields.length - 1] as { String: { sval?: unknown } }).String.sval;
+    return columns !== null && typeof last === 'string' && columns.has(last);
+  }
   if (isNode(e.A_Const) || isNode(e.ParamRef)) return true;
   const c = e.TypeCast;
   return isNode(c) && isNode(c.arg) && (isNode(c.arg.A_Const) || isNode(c.arg.ParamRef));

@@ -4,7 +4,7 @@ import { deparseSync } from 'pgsql-deparser';
 import { unqualifiedRelationSchema } from './builtins.js';
 import type { ClaimResolver } from './claims.js';
 import { policyExpr } from './exprs.js';
-import { cannotLeak, guardedWhere } from './guard.js';
+import { guardedWhere } from './guard.js';
 import { displayName } from './names.js';
 import type { Node } from './parse.js';
 import { RLS_HINT, RowRuleDenied, type EffectiveRules, type RowAction, type WriteAction } from './rules.js';
@@ -227,7 +227,7 @@ export class Rewriter {
     for (const [k, x] of Object.entries(st)) if (k !== 'withClause' && k !== 'fromClause') this.walk(x, c);
     // After the walk: the policy's own expression is trusted, not rewritten; the client's
     // conditions see only rows it passed (guard.ts).
-    if (inline !== null) st.whereClause = guardedWhere(st.whereClause, inline);
+    if (inline !== null) st.whereClause = guardedWhere(st.whereClause, inline.filter, this.columnsOf(inline.rel));
   }
 
   /**
@@ -235,7 +235,7 @@ export class Rewriter {
    * as is (no projection: no masks, no star expansion, no column list): the filter, qualified by
    * `x` (or `t`), to AND into this level's WHERE instead of wrapping `t`; else null.
    */
-  private inlineFilter(from: unknown, c: CteFrame | null): Node | null {
+  private inlineFilter(from: unknown, c: CteFrame | null): { filter: Node; rel: QualName } | null {
     if (!Array.isArray(from) || from.length !== 1) return null;
     const u = unwrap(from[0]);
     if (u === null || u[0] !== 'RangeVar') return null;
@@ -252,7 +252,7 @@ export class Rewriter {
     this.handled.add(rv);
     rv.schemaname = rel.schema;
     this.changed = true;
-    return f;
+    return { filter: f, rel };
   }
 
   private fromItem(node: unknown, c: CteFrame | null): unknown {
@@ -315,6 +315,30 @@ export class Rewriter {
     const rel = this.resolve(rv);
     const alias = isM(rv.alias) ? str(rv.alias.aliasname) : null;
     return { rv, rel, refname: alias ?? rel.name };
+  }
+
+  /** The target rows the client may see or touch at all: any of its filters (null: unfiltered). */
+  private visibleFilter(t: { rel: QualName; refname: string }): Node | null {
+    const parts: Node[] = [];
+    for (const action of ['select', 'update', 'delete'] as const) {
+      const f = this.rules.filters(t.rel, action);
+      if (f === null) {
+        // An action granted without a filter sees every row; one not granted at all adds nothing.
+        if (this.rules.grantsAction(t.rel, action)) return null;
+        continue;
+      }
+      for (const sql of f) parts.push(this.expr('filter', sql, t.rel));
+    }
+    if (parts.length === 0) return null;
+    this.filtered = true;
+    this.changed = true;
+    return qualify(or(parts), t.refname) as Node;
+  }
+
+  /** The relation's columns as the catalog knows them (null: unknown). */
+  private columnsOf(rel: QualName): ReadonlySet<string> | null {
+    const cols = this.rules.catalogColumns(rel);
+    return cols === undefined ? null : new Set(cols);
   }
 
   /** The filter for `action` on the target, qualified by its name; null when unfiltered. */
@@ -415,7 +439,7 @@ export class Rewriter {
         this.noMaskedTargetReads(t, [oc.targetList, oc.whereClause]);
         // Only conflicting rows inside the update filter may be updated.
         const f = this.targetFilter(t, 'update');
-        if (f !== null) oc.whereClause = guardedWhere(oc.whereClause, f);
+        if (f !== null) oc.whereClause = guardedWhere(oc.whereClause, f, this.columnsOf(t.rel));
         this.checkRows(t.rel, 'update', [this.setRow(oc.targetList)], true);
       }
     }
@@ -431,7 +455,7 @@ export class Rewriter {
     this.noMaskedTargetReads(t, [st.targetList, st.whereClause, st.returningClause]);
     this.walk([st.targetList, st.whereClause, st.returningClause], c);
     const f = this.targetFilter(t, 'update');
-    if (f !== null) st.whereClause = guardedWhere(st.whereClause, f);
+    if (f !== null) st.whereClause = guardedWhere(st.whereClause, f, this.columnsOf(t.rel));
     this.checkRows(t.rel, 'update', [this.setRow(st.targetList)], true);
   }
 
@@ -443,7 +467,7 @@ export class Rewriter {
     this.noMaskedTargetReads(t, [st.whereClause, st.returningClause]);
     this.walk([st.whereClause, st.returningClause], c);
     const f = this.targetFilter(t, 'delete');
-    if (f !== null) st.whereClause = guardedWhere(st.whereClause, f);
+    if (f !== null) st.whereClause = guardedWhere(st.whereClause, f, this.columnsOf(t.rel));
   }
 
   private merge(st: M, outer: CteFrame | null): void {
@@ -451,10 +475,11 @@ export class Rewriter {
     const t = this.target(st.relation);
     if (t === null) return;
     st.sourceRelation = this.fromItem(st.sourceRelation, c);
-    // The join condition meets every target row, before any WHEN adds the filter.
-    if ((this.rules.filters(t.rel, 'update') !== null || this.rules.filters(t.rel, 'delete') !== null) && !cannotLeak(st.joinCondition)) {
-      throw new RowRuleDenied(`permission denied: the MERGE join condition on row-filtered ${displayName(t.rel)} may only compare columns, constants and parameters`, 'move other conditions into the WHEN clauses');
-    }
+    // The join condition meets every target row, before any WHEN adds the filter: whether a
+    // row of another tenant matches would show (no INSERT when it does). Only rows inside a
+    // filter of the client's may match; the WHEN clauses keep their own filters.
+    const visible = this.visibleFilter(t);
+    if (visible !== null) st.joinCondition = guardedWhere(st.joinCondition, visible, this.columnsOf(t.rel));
     this.noMaskedTargetReads(t, [st.joinCondition, st.mergeWhenClauses, st.returningClause]);
     this.walk([st.joinCondition, st.returningClause], c);
     for (const w of list(st.mergeWhenClauses)) {
@@ -473,7 +498,7 @@ export class Rewriter {
       const action: WriteAction | null = cmd === 'CMD_UPDATE' ? 'update' : cmd === 'CMD_DELETE' ? 'delete' : null;
       if (action === null) continue;
       const f = this.targetFilter(t, action);
-      if (f !== null) wc.condition = guardedWhere(wc.condition, f);
+      if (f !== null) wc.condition = guardedWhere(wc.condition, f, this.columnsOf(t.rel));
       if (action === 'update') this.checkRows(t.rel, 'update', [this.setRow(wc.targetList)], true);
     }
   }

@@ -46,7 +46,9 @@ export class EffectiveRules {
 
   /** Filter texts to OR for `action` on `rel`; null = unfiltered (some granting scope has no filter). */
   filters(rel: QualName, action: RowAction): string[] | null {
-    const granting = this.held.filter((s) => relGranted(s, this.policy, action, rel, null));
+    // A mask alone grants reading one column, masked: it neither adds a filter nor lifts
+    // another scope's (a scope masking customers.email must not unfilter customers' rows).
+    const granting = this.held.filter((s) => relGranted(s.masks.length === 0 ? s : { ...s, masks: [] }, this.policy, action, rel, null));
     if (granting.length === 0) return null;
     const out: string[] = [];
     for (const s of granting) {
@@ -56,6 +58,11 @@ export class EffectiveRules {
       if (!out.includes(f.sql)) out.push(f.sql);
     }
     return out;
+  }
+
+  /** Whether a held scope grants `action` on `rel` at all (masks aside). */
+  grantsAction(rel: QualName, action: RowAction): boolean {
+    return this.held.some((s) => relGranted(s.masks.length === 0 ? s : { ...s, masks: [] }, this.policy, action, rel, null));
   }
 
   masks(rel: QualName): Map<string, string> {

@@ -10,33 +10,60 @@ export type MessageSink = (type: number, buf: Buffer, start: number, end: number
  * message split across chunks is copied, once, when its last piece arrives.
  */
 export class Framer {
-  private pending: Buffer | null = null;
-  constructor(private readonly maxMessageSize: number) {}
+  /** Pieces of a message split across chunks (its header included), and their total size. */
+  private pieces: Buffer[] = [];
+  private held = 0;
+  /** The whole length of that message once its header has arrived, else 0. */
+  private want = 0;
+  constructor(private maxMessageSize: number) {}
+
+  /** Changes the limit (the session lowers it before authentication, raises it after). */
+  setLimit(maxMessageSize: number): void {
+    this.maxMessageSize = maxMessageSize;
+  }
 
   push(chunk: Buffer, sink: MessageSink): void {
     let buf = chunk;
-    if (this.pending !== null) {
-      buf = Buffer.concat([this.pending, chunk]);
-      this.pending = null;
+    if (this.held !== 0) {
+      // A large message arrives in many chunks: keep them, join once when it is whole, so
+      // the cost stays linear in its size.
+      this.pieces.push(chunk);
+      this.held += chunk.length;
+      if (this.want === 0 && this.held >= 5) this.want = this.lengthOf(Buffer.concat(this.pieces, 5));
+      if (this.want === 0 || this.held < this.want) return;
+      buf = Buffer.concat(this.pieces, this.held);
+      this.pieces = [];
+      this.held = 0;
+      this.want = 0;
     }
     let off = 0;
     const n = buf.length;
     while (n - off >= 5) {
-      const len = buf.readInt32BE(off + 1);
-      if (len < 4 || len > this.maxMessageSize) {
-        throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, len < 4 ? `invalid message length ${len}` : `message of ${len} bytes exceeds the limit of ${this.maxMessageSize}`, { severity: 'FATAL' });
-      }
-      const end = off + 1 + len;
+      const end = off + this.lengthOf(buf.subarray(off, off + 5));
       if (end > n) break;
       sink(buf[off]!, buf, off, end);
       off = end;
     }
-    if (off < n) this.pending = off === 0 ? buf : buf.subarray(off);
+    if (off < n) {
+      const rest = off === 0 ? buf : buf.subarray(off);
+      this.pieces = [rest];
+      this.held = rest.length;
+      this.want = rest.length >= 5 ? this.lengthOf(rest) : 0;
+    }
+  }
+
+  /** 1 + the length field of the message whose first 5 bytes are `head`; refuses bad ones. */
+  private lengthOf(head: Buffer): number {
+    const len = head.readInt32BE(1);
+    if (len < 4 || len > this.maxMessageSize) {
+      throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, len < 4 ? `invalid message length ${len}` : `message of ${len} bytes exceeds the limit of ${this.maxMessageSize}`, { severity: 'FATAL' });
+    }
+    return 1 + len;
   }
 
   /** Bytes held for a message not yet complete. */
   get buffered(): number {
-    return this.pending?.length ?? 0;
+    return this.held;
   }
 }
 

@@ -9,6 +9,7 @@ import { drainAndRelease } from '../pool/janitor.js';
 import type { DatabasePool } from '../pool/database-pool.js';
 import { FE, TX_IDLE } from '../protocol/codes.js';
 import { Framer, readCString } from '../protocol/framer.js';
+import { statementRefusal, type StatementLimits } from './limits.js';
 import * as msg from '../protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from '../protocol/startup.js';
 import { quoteLiteral, settingsDiff, startupSettings } from './settings.js';
@@ -23,8 +24,6 @@ import { ClientStatements, NO_CHECKS, type CheckedParse, type ClientStatement } 
 import { CLOSE_NOTHING, ensurePrepared, PARSE_COMPLETE, type StatementSender } from '../backend/server-statements.js';
 import { parseMessage, renameStatement } from '../protocol/messages.js';
 
-/** Largest message a client may send (a whole COPY row or a big INSERT fits easily). */
-const MAX_CLIENT_MESSAGE = 64 * 1024 * 1024;
 /** The answers to a BEGIN, COMMIT or ROLLBACK scopegate gives itself (role logins, see localTransaction). */
 const LOCAL_BEGIN = Buffer.concat([msg.commandComplete('BEGIN'), msg.readyForQuery('T')]);
 const LOCAL_COMMIT = Buffer.concat([msg.commandComplete('COMMIT'), msg.readyForQuery('I')]);
@@ -79,7 +78,10 @@ export class ClientSession implements BackendOwner, StatementSender {
   /** Where this session is (see phase.ts); written only by enter(). */
   private phase: Phase = Phase.Startup;
   private startupBuf: Buffer | null = null;
-  private readonly framer = new Framer(MAX_CLIENT_MESSAGE);
+  private readonly framer = new Framer(0);
+  private readonly limits: StatementLimits;
+  /** Until the client has logged in (client_login_timeout). */
+  private loginTimer: NodeJS.Timeout | null = null;
   user = '';
   database = '';
   /** The pool of the backend this client holds or will hold next (per transaction with role logins). */
@@ -141,6 +143,16 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   constructor(readonly socket: Socket, private readonly ctx: ServerContext) {
     this.address = socket.remoteAddress ?? 'unknown';
+    const limits = ctx.config.pool;
+    this.framer.setLimit(limits.max_login_packet_size);
+    this.limits = { maxBytes: limits.max_statement_size, maxStatements: limits.max_statements_per_query };
+    if (limits.client_login_timeout > 0) {
+      this.loginTimer = setTimeout(() => {
+        this.log.info({ addr: this.address }, 'client_login_timeout: closing a client that did not log in');
+        this.closeWith(new SqlError(SQLSTATE.PROTOCOL_VIOLATION, `client_login_timeout: login not completed within ${limits.client_login_timeout / 1000}s`, { severity: 'FATAL' }));
+      }, limits.client_login_timeout);
+      this.loginTimer.unref();
+    }
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => this.onClose());
@@ -273,6 +285,8 @@ export class ClientSession implements BackendOwner, StatementSender {
     ctx.cancels.add(this.pid, this);
     out.push(msg.backendKeyData(key.pid, key.secret), msg.readyForQuery('I'));
     this.socket.write(Buffer.concat(out));
+    if (this.loginTimer !== null) { clearTimeout(this.loginTimer); this.loginTimer = null; }
+    this.framer.setLimit(this.ctx.config.pool.max_packet_size);
     this.enter(Phase.Idle);
     if (ctx.log.isLevelEnabled('debug')) this.log.debug('client ready');
   }
@@ -316,6 +330,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       case FE.Query: {
         this.checkSessionStillValid();
         const [sql] = readCString(buf, start + 5, end);
+        const tooBig = statementRefusal(this.limits, sql, end - start);
+        if (tooBig !== null) { this.reject(tooBig, false); return; }
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, false); return; }
@@ -338,6 +354,8 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.checkSessionStillValid();
         const [name, afterName] = readCString(buf, start + 5, end);
         const [sql, afterSql] = readCString(buf, afterName, end);
+        const tooBig = statementRefusal(this.limits, sql, end - start);
+        if (tooBig !== null) { this.reject(tooBig, true); return; }
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
@@ -1152,6 +1170,7 @@ export class ClientSession implements BackendOwner, StatementSender {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
+    if (this.loginTimer !== null) { clearTimeout(this.loginTimer); this.loginTimer = null; }
     if (this.pid) this.ctx.cancels.remove(this.pid, this);
     this.ctx.onClientClosed(this);
   }

@@ -88,6 +88,43 @@ describe('row filters hold against error oracles', { timeout: 120_000 }, () => {
     await m.end();
   });
 
+  test('MERGE: whether another tenant\'s row matches the join condition cannot be observed', async () => {
+    const w = await fx.client('orders:write', 'carol', { tenant: 'acme' });
+    const own = (await fx.su("SELECT min(id) AS id FROM orders WHERE tenant_id = 'acme'")).rows[0].id as number;
+    const merged = async (id: number): Promise<number | null> => {
+      await w.query('BEGIN');
+      try {
+        const r = await w.query(`MERGE INTO orders t USING (SELECT ${id} AS id) s ON t.id = s.id AND t.total >= 0 WHEN NOT MATCHED THEN INSERT (tenant_id, total) VALUES ('acme', 1)`);
+        return r.rowCount;
+      } finally {
+        await w.query('ROLLBACK');
+      }
+    };
+    const absent = await merged(999_999);
+    assert.equal(absent, 1, 'no row matches: the insert happens');
+    for (const id of foreignIds) assert.equal(await merged(id), absent, `another tenant's row ${id} looks absent`);
+    assert.equal(await merged(own), 0, 'the own row matches (control)');
+    await w.end();
+  });
+
+  test('a scope that only masks a column does not lift another scope\'s row filter', async () => {
+    // orders:write masks customers.email; orders:read filters customers by country.
+    const c = await fx.client('orders:read orders:write', 'dave', { tenant: 'acme', countries: '["UK"]' });
+    const r = await c.query('SELECT id, name, country FROM customers ORDER BY id');
+    assert.deepEqual(r.rows.map((x) => x.country), ['UK']);
+    const ext = await c.query({ text: 'SELECT name FROM customers WHERE id > $1 ORDER BY id', values: [0] });
+    assert.deepEqual(ext.rows.map((x) => x.name), ['Ada']);
+    await c.end();
+  });
+
+  test('a function call in attribute notation (`orders.row_to_json`) waits for the filter like any call', async () => {
+    const c = await fx.client('orders:read', 'alice', { tenant: 'acme', countries: '["UK"]' });
+    await c.query("SELECT id FROM orders WHERE orders.row_to_json IS NOT NULL AND id > 0");
+    const line = await fx.sg.waitForLog((l) => typeof l.rewritten === 'string' && l.rewritten.includes('row_to_json'));
+    assert.match(String(line.rewritten), /CASE WHEN .*THEN .*row_to_json/);
+    await c.end();
+  });
+
   test('a rewrite the deparser would print differently (`x AS name` inside UPDATE) is refused, never sent altered', async () => {
     const w = await fx.client('orders:write', 'carol', { tenant: 'acme' });
     const own = (await fx.su("SELECT min(id) AS id FROM orders WHERE tenant_id = 'acme'")).rows[0].id as number;

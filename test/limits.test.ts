@@ -1,0 +1,87 @@
+// Concern: limits on what one client may send (before and after login, statement size and count) end that client's request with a clear error and leave everyone else served.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { countStatements } from '../src/session/limits.js';
+import { errorFields, RawClient, startupPacket } from './harness/rawclient.js';
+import { errorOf, startFixture, type Fixture } from './scope.fixture.test.js';
+
+describe('countStatements (the lexical count behind max_statements_per_query)', () => {
+  it('counts statements outside quotes and comments only', () => {
+    assert.equal(countStatements('SELECT 1'), 1);
+    assert.equal(countStatements('SELECT 1;'), 1);
+    assert.equal(countStatements('SELECT 1; SELECT 2;; ;'), 2);
+    assert.equal(countStatements("SELECT ';;;', \"a;b\", E'\\';', $$;;$$, $x$;$x$ -- ;;\n; /* ; /* ; */ ; */ SELECT 3"), 2);
+    assert.equal(countStatements('SELECT 1;'.repeat(5000), 101), 101, 'stops counting past the limit');
+  });
+});
+
+describe('limits', () => {
+  let fx: Fixture;
+  before(async () => {
+    fx = await startFixture({ poolSize: 2, config: { pool: { client_login_timeout: '1s', max_login_packet_size: 65536, max_statement_size: 65536, max_statements_per_query: 100 } } });
+  });
+  after(async () => { await fx?.stop(); });
+
+  /** A bystander's query, run while something else goes on: it must be answered correctly. */
+  async function bystanderOk(): Promise<void> {
+    const c = await fx.client('orders:read', { sub: 'bystander' });
+    assert.equal((await c.query('SELECT count(*)::int AS n FROM orders')).rows[0].n, 10);
+    await c.end();
+  }
+
+  it('a password message larger than max_login_packet_size ends that client with 08P01; others are served', async () => {
+    const raw = await RawClient.connect(fx.sg.port);
+    raw.write(startupPacket({ user: 'mallory', database: 'app' }));
+    assert.equal((await raw.read()).type, 'R'); // the authentication request
+    // 8 MB announced: refused as soon as its header arrives, without reading the rest.
+    const header = Buffer.alloc(5);
+    header.write('p', 0);
+    header.writeInt32BE(8 * 1024 * 1024, 1);
+    raw.write(Buffer.concat([header, Buffer.alloc(1024 * 1024, 0x41)]));
+    const got = await raw.readUntilClosed();
+    const err = got.find((m) => m.type === 'E');
+    assert.ok(err !== undefined, 'an ErrorResponse before the close');
+    const f = errorFields(err.body);
+    assert.equal(f.C, '08P01');
+    assert.match(f.M ?? '', /exceeds the limit of 65536/);
+    await bystanderOk();
+  });
+
+  it('a client that does not finish its login within client_login_timeout is closed with 08P01', async () => {
+    const silent = await RawClient.connect(fx.sg.port);
+    const half = await RawClient.connect(fx.sg.port);
+    half.write(startupPacket({ user: 'slow', database: 'app' }));
+    const [a, b] = await Promise.all([silent.readUntilClosed(5_000), half.readUntilClosed(5_000)]);
+    for (const got of [a, b]) {
+      const err = got.find((m) => m.type === 'E');
+      assert.ok(err !== undefined);
+      assert.match(errorFields(err.body).M ?? '', /client_login_timeout/);
+    }
+    await bystanderOk();
+  });
+
+  it('a statement past max_statement_size gets 54000, simple and extended, and the session goes on', async () => {
+    const c = await fx.client('orders:read', { sub: 'big' });
+    const text = `SELECT count(*) FROM orders WHERE status <> '${'x'.repeat(70_000)}'`;
+    const simple = await errorOf(() => c.query(text));
+    assert.equal(simple.code, '54000');
+    assert.match(simple.message, /max_statement_size/);
+    const ext = await errorOf(() => c.query({ text, values: [] }));
+    assert.equal(ext.code, '54000');
+    assert.equal((await c.query('SELECT count(*)::int AS n FROM orders')).rows[0].n, 10);
+    await c.end();
+  });
+
+  it('more statements than max_statements_per_query in one Query get 54000; semicolons in literals do not count', async () => {
+    const c = await fx.client('orders:read', { sub: 'many' });
+    const e = await errorOf(() => c.query('SELECT 1;'.repeat(150)));
+    assert.equal(e.code, '54000');
+    assert.match(e.message, /max_statements_per_query/);
+    const fine = await c.query('SELECT 1;'.repeat(50));
+    assert.equal(Array.isArray(fine) ? fine.length : 1, 50);
+    const literal = await c.query(`SELECT '${';'.repeat(500)}' AS v`);
+    assert.equal(literal.rows[0].v, ';'.repeat(500));
+    await c.end();
+    await bystanderOk();
+  });
+});
