@@ -9,10 +9,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { EXAMPLE_POLICY, errorOf, pollUntil, startFixture, type Fixture } from '../scope.fixture.test.js';
+import { errorOf, pollUntil, startFixture, type Fixture } from '../scope.fixture.test.js';
+import { readerMayExecute } from './policies.js';
 
 const ESCALATE = `
 CREATE FUNCTION public.escalate() RETURNS text LANGUAGE plpgsql AS $$
@@ -27,20 +25,11 @@ const ROLES = {
   app_writer: { password: 'writer-pw', pool_size: 1 },
 };
 
-/** The example policy with public.escalate() granted to the read scope. */
-function escalatePolicy(): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'sg-esc-')), 'policy.yaml');
-  const line = '      - { actions: [select], tables: [customers], columns: [id, name, country] }';
-  const text = readFileSync(EXAMPLE_POLICY, 'utf8');
-  assert.ok(text.includes(line));
-  writeFileSync(file, text.replace(line, `${line}\n      - { actions: [execute], functions: [public.escalate] }`));
-  return file;
-}
 
 describe('authenticator login: what the second wall is for', () => {
   let fx: Fixture;
   before(async () => {
-    fx = await startFixture({ poolSize: 1, policy: escalatePolicy(), setupSql: ESCALATE });
+    fx = await startFixture({ poolSize: 1, policy: readerMayExecute('public.escalate'), setupSql: ESCALATE });
   });
   after(async () => {
     await fx?.stop();
@@ -57,7 +46,7 @@ describe('authenticator login: what the second wall is for', () => {
 describe('server_login: role', () => {
   let fx: Fixture;
   before(async () => {
-    fx = await startFixture({ poolSize: 1, policy: escalatePolicy(), setupSql: ESCALATE, database: { server_login: 'role', roles: ROLES } });
+    fx = await startFixture({ poolSize: 1, policy: readerMayExecute('public.escalate'), setupSql: ESCALATE, database: { server_login: 'role', roles: ROLES } });
   });
   after(async () => {
     await fx?.stop();

@@ -8,24 +8,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { EXAMPLE_POLICY, errorOf, startFixture, type Fixture } from '../scope.fixture.test.js';
+import { errorOf, startFixture, type Fixture } from '../scope.fixture.test.js';
+import { readerMayExecute } from './policies.js';
 
 const LAX_FN = `CREATE FUNCTION public.lax() RETURNS text LANGUAGE sql AS $$ SELECT set_config('standard_conforming_strings', 'off', false) $$;
   GRANT EXECUTE ON FUNCTION public.lax() TO app_reader`;
 
-/** The example policy, with public.lax() granted to the reader scope. */
-function laxPolicy(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'sg-lax-'));
-  const file = join(dir, 'policy.yaml');
-  const line = '      - { actions: [select], tables: [customers], columns: [id, name, country] }';
-  const text = readFileSync(EXAMPLE_POLICY, 'utf8');
-  assert.ok(text.includes(line));
-  writeFileSync(file, text.replace(line, `${line}\n      - { actions: [execute], functions: [public.lax] }`));
-  return file;
-}
 
 describe('server connections that stop reading text as scopegate does', () => {
   let f2: Fixture;
@@ -99,7 +87,7 @@ describe('statements that would pin other values for later sessions', () => {
 describe('a pinned setting changed at run time by a granted function', () => {
   let f3: Fixture;
   before(async () => {
-    f3 = await startFixture({ poolSize: 1, policy: laxPolicy() });
+    f3 = await startFixture({ poolSize: 1, policy: readerMayExecute('public.lax') });
     await f3.su(LAX_FN);
   });
   after(async () => {
