@@ -29,7 +29,7 @@ export class Framer {
       // the cost stays linear in its size.
       this.pieces.push(chunk);
       this.held += chunk.length;
-      if (this.want === 0 && this.held >= 5) this.want = this.lengthOf(Buffer.concat(this.pieces, 5));
+      if (this.want === 0 && this.held >= 5) this.want = this.lengthOf(Buffer.concat(this.pieces, 5), 0);
       if (this.want === 0 || this.held < this.want) return;
       buf = Buffer.concat(this.pieces, this.held);
       this.pieces = [];
@@ -39,7 +39,7 @@ export class Framer {
     let off = 0;
     const n = buf.length;
     while (n - off >= 5) {
-      const end = off + this.lengthOf(buf.subarray(off, off + 5));
+      const end = off + this.lengthOf(buf, off);
       if (end > n) break;
       sink(buf[off]!, buf, off, end);
       off = end;
@@ -48,13 +48,13 @@ export class Framer {
       const rest = off === 0 ? buf : buf.subarray(off);
       this.pieces = [rest];
       this.held = rest.length;
-      this.want = rest.length >= 5 ? this.lengthOf(rest) : 0;
+      this.want = rest.length >= 5 ? this.lengthOf(rest, 0) : 0;
     }
   }
 
-  /** 1 + the length field of the message whose first 5 bytes are `head`; refuses bad ones. */
-  private lengthOf(head: Buffer): number {
-    const len = head.readInt32BE(1);
+  /** 1 + the length field of the message starting at buf[off]; refuses bad ones. */
+  private lengthOf(buf: Buffer, off: number): number {
+    const len = buf.readInt32BE(off + 1);
     if (len < 4 || len > this.maxMessageSize) {
       throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, len < 4 ? `invalid message length ${len}` : `message of ${len} bytes exceeds the limit of ${this.maxMessageSize}`, { severity: 'FATAL' });
     }
