@@ -48,7 +48,7 @@ export class EffectiveRules {
   filters(rel: QualName, action: RowAction): string[] | null {
     // A mask alone grants reading one column, masked: it neither adds a filter nor lifts
     // another scope's (a scope masking customers.email must not unfilter customers' rows).
-    const granting = this.held.filter((s) => relGranted(s.masks.length === 0 ? s : { ...s, masks: [] }, this.policy, action, rel, null));
+    const granting = this.held.filter((s) => this.grantsBeyondMasks(s, action, rel));
     if (granting.length === 0) return null;
     const out: string[] = [];
     for (const s of granting) {
@@ -62,7 +62,11 @@ export class EffectiveRules {
 
   /** Whether a held scope grants `action` on `rel` at all (masks aside). */
   grantsAction(rel: QualName, action: RowAction): boolean {
-    return this.held.some((s) => relGranted(s.masks.length === 0 ? s : { ...s, masks: [] }, this.policy, action, rel, null));
+    return this.held.some((s) => this.grantsBeyondMasks(s, action, rel));
+  }
+
+  private grantsBeyondMasks(s: ScopePolicy, action: RowAction, rel: QualName): boolean {
+    return relGranted(s.masks.length === 0 ? s : { ...s, masks: [] }, this.policy, action, rel, null);
   }
 
   masks(rel: QualName): Map<string, string> {

@@ -713,10 +713,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.flushRun();
       this.queue.unshift(item);
       this.queuedBytes += item.end - item.start;
-      this.backend = null;
-      this.enter(Phase.Idle);
-      if (this.backendPausedForClient) { this.backendPausedForClient = false; b.resume(); }
-      this.pool!.releaseNow(b);
+      this.letGo(b);
       this.acquire();
       return false;
     }
@@ -1072,10 +1069,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     }
     if (status === TX_IDLE) {
       if (this.poolMode === 'transaction' && b.quiet && this.queue.length === 0 && this.runBuf === null) {
-        this.backend = null;
-        if (this.phase === Phase.Linked) this.enter(Phase.Idle);
-        if (this.backendPausedForClient) { this.backendPausedForClient = false; b.resume(); }
-        this.pool!.releaseNow(b);
+        this.letGo(b);
         if (this.ctx.shuttingDown) this.closeWith(new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'terminating connection: scopegate is shutting down', { severity: 'FATAL' }));
       }
       return;
@@ -1089,7 +1083,15 @@ export class ClientSession implements BackendOwner, StatementSender {
     }
   }
 
-  onBackendLost(err: SqlError): void {
+  /** Between transactions: `b` goes back to its pool and this client waits for its next message. */
+  private letGo(b: Backend): void {
+    this.backend = null;
+    if (this.phase === Phase.Linked) this.enter(Phase.Idle);
+    if (this.backendPausedForClient) { this.backendPausedForClient = false; b.resume(); }
+    this.pool!.releaseNow(b);
+  }
+
+    onBackendLost(err: SqlError): void {
     const b = this.backend;
     this.backend = null;
     if (b) void this.pool!.destroy(b);
