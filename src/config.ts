@@ -35,6 +35,10 @@ export interface PoolSettings {
   max_statement_size: number;
   /** Most statements in one Query. */
   max_statements_per_query: number;
+  /** Worker threads that parse and decide big texts (0: everything on the event loop). */
+  parser_threads: number;
+  /** Texts of at least this many characters are decided by those threads, not on the event loop. */
+  parser_thread_min_size: number;
 }
 
 export interface DatabaseConfig {
@@ -90,6 +94,8 @@ export const POOL_DEFAULTS: PoolSettings = {
   max_packet_size: 64 * 1024 * 1024,
   max_statement_size: 1024 * 1024,
   max_statements_per_query: 1000,
+  parser_threads: 2,
+  parser_thread_min_size: 4096,
 };
 
 type Obj = Record<string, unknown>;
@@ -216,6 +222,8 @@ function parsePool(raw: unknown): PoolSettings {
       case 'max_packet_size': p.max_packet_size = int(v, key, 1024, 1 << 30); break;
       case 'max_statement_size': p.max_statement_size = int(v, key, 1024, 1 << 30); break;
       case 'max_statements_per_query': p.max_statements_per_query = int(v, key, 1); break;
+      case 'parser_threads': p.parser_threads = int(v, key, 0, 64); break;
+      case 'parser_thread_min_size': p.parser_thread_min_size = int(v, key, 1); break;
       case 'server_reset_query': p.server_reset_query = typeof v === 'string' ? v : str(v, key); break;
       case 'reserve_pool_timeout':
       case 'query_wait_timeout':

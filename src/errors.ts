@@ -20,6 +20,7 @@ export const SQLSTATE = {
   INVALID_SQL_STATEMENT_NAME: '26000',
   CONFIG_FILE_ERROR: 'F0000',
   PROGRAM_LIMIT_EXCEEDED: '54000',
+  STATEMENT_TOO_COMPLEX: '54001',
 } as const;
 
 export type SqlState = (typeof SQLSTATE)[keyof typeof SQLSTATE] | string;

@@ -2,7 +2,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config.js';
-import type { ColumnCatalog } from './index.js';
+import type { CatalogData, ColumnCatalog } from './types.js';
 
 /**
  * Table columns in catalog order, read from pg_attribute (visible whatever the login
@@ -39,7 +39,6 @@ export class DatabaseCatalog {
         `SELECT DISTINCT proname FROM pg_catalog.pg_proc
           WHERE prokind IN ('f', 'a', 'w') AND pronargs >= 1 AND (pronargs - pronargdefaults <= 1 OR provariadic <> 0)`,
       );
-      const functions = new Set(f.rows.map((r) => r.proname));
       const tables = new Map<string, string[]>();
       for (const row of r.rows) {
         const key = `${row.nspname}.${row.relname}`;
@@ -49,7 +48,7 @@ export class DatabaseCatalog {
       }
       const version = `${this.db.name}:${++this.loads}`;
       this.log.debug({ db: this.db.name, tables: tables.size, version }, 'column catalog loaded');
-      return { version, columns: (schema: string, table: string) => tables.get(`${schema}.${table}`), oneArgFunction: (name: string) => functions.has(name) };
+      return catalogFromData({ version, tables: [...tables], functions: f.rows.map((r) => r.proname) });
     } catch (err) {
       this.log.warn({ db: this.db.name, err: (err as Error).message }, 'could not read the column catalog; star expansion is refused until it loads');
       return null;
@@ -57,4 +56,11 @@ export class DatabaseCatalog {
       await c.end().catch(() => undefined);
     }
   }
+}
+
+/** A catalog from its plain-data form (the same in the event loop and in a decision worker). */
+export function catalogFromData(data: CatalogData): ColumnCatalog {
+  const tables = new Map(data.tables);
+  const functions = new Set(data.functions);
+  return { version: data.version, data, columns: (schema: string, table: string) => tables.get(`${schema}.${table}`), oneArgFunction: (name: string) => functions.has(name) };
 }

@@ -244,7 +244,8 @@ const TXN_KINDS: Record<string, string> = {
  */
 export function classifySql(text: string): StatementInfo[] {
   const parsed = parseCached(text);
-  if (!parsed.ok) return [{ kind: 'unparseable', nodeType: '', text, isTransactionControl: false, transaction: null, sessionEffects: [], lexical: null }];
+  // A parser that failed says nothing about the text: not even that Postgres would refuse it.
+  if (!parsed.ok) return [{ kind: parsed.failure === true ? 'parser_failed' : 'unparseable', nodeType: '', text, isTransactionControl: false, transaction: null, sessionEffects: [], lexical: null }];
   return parsed.statements.map((ps) => {
     const an = analyzeStatement(ps, 'public');
     const transaction = ps.type === 'TransactionStmt' && typeof ps.body.kind === 'string' ? TXN_KINDS[ps.body.kind] ?? null : null;

@@ -118,6 +118,18 @@ function applyRowRules(policy: Policy, held: readonly ScopePolicy[], chosen: Sco
   return { ok: true, text: changed ? texts.join(';\n') : null, bindChecks };
 }
 
+/**
+ * The refusal of a text too deeply nested to walk (the walk ran out of stack). Refused in
+ * audit mode too: nobody knows what it would do. Postgres's own answer to such depth is 54001.
+ */
+export function tooComplexDecision(version: string): Decision {
+  return {
+    allowed: false, enforced: true, role: null, scope: null, statements: [], fingerprint: '', normalized: '', policyVersion: version,
+    rewritten: null, bindChecks: [], summary: '', reason: 'parser_failed',
+    error: { code: SQLSTATE.STATEMENT_TOO_COMPLEX, message: 'statement too deeply nested for scopegate to check', hint: 'Flatten the expression (an IN list or an array instead of a chain of operators), or send it in parts.' },
+  };
+}
+
 /** Decides one message (a simple Query may carry several statements). Pure: no caching here. */
 export function decide(policy: Policy, version: string, parsed: ParsedText, scopes: readonly string[], ctx: RuleContext = { claims: new ClaimResolver(undefined), catalog: null }): Decision {
   const enforced = policy.mode === 'enforce';
@@ -127,8 +139,10 @@ export function decide(policy: Policy, version: string, parsed: ParsedText, scop
   if (!parsed.ok) {
     return {
       ...base, allowed: false, role: enforced ? null : fallback?.role ?? null, scope: enforced ? null : fallback?.name ?? null, statements: [],
-      error: { code: SQLSTATE.SYNTAX_ERROR, message: `unparseable statement: ${parsed.error}`, hint: 'scopegate only forwards statements the PostgreSQL parser accepts' },
-      reason: 'unparseable', summary: '',
+      error: parsed.failure === true
+        ? { code: SQLSTATE.STATEMENT_TOO_COMPLEX, message: `statement refused: ${parsed.error}`, hint: 'scopegate replaced its parser; simplify the statement or send it in parts' }
+        : { code: SQLSTATE.SYNTAX_ERROR, message: `unparseable statement: ${parsed.error}`, hint: 'scopegate only forwards statements the PostgreSQL parser accepts' },
+      reason: parsed.failure === true ? 'parser_failed' : 'unparseable', summary: '',
     };
   }
   const analyses = parsed.statements.map((ps) => analyzeStatement(ps, policy.defaultSchema, ctx.catalog));

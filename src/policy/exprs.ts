@@ -1,5 +1,5 @@
 /** Policy expressions (row filters, masks) parsed and validated once at load. */
-import { parseSync } from 'libpg-query';
+import { parseSync } from './wasm.js';
 import { findNode, isNode, type Node } from './parse.js';
 
 /**

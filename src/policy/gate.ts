@@ -10,6 +10,8 @@ import type { BindCheck, Decision, PolicyStore } from './index.js';
 import type { DatabaseCatalog } from './catalog.js';
 import { ShapeCache } from './shapes.js';
 import { classifySql } from './classify.js';
+import type { DecisionThreads } from './decision-threads.js';
+import { wasmBroken } from './wasm.js';
 
 /** What the gate reads of a client session; it never writes to it. */
 export interface GateClient extends AuthPeer {
@@ -79,6 +81,19 @@ export interface StatementGate {
   loadCatalog(): Promise<boolean>;
   /** The text is one BEGIN/START TRANSACTION, COMMIT/END or ROLLBACK/ABORT (else null). */
   transactionControl(sql: string): 'begin' | 'commit' | 'rollback' | null;
+  /** Whether the text parses (Postgres would refuse it otherwise). */
+  parses(sql: string): boolean;
+  /**
+   * Whether effectsOf/checkQuery would have to parse this big text on the event loop: then
+   * the session holds its input and awaits decideOffThread first.
+   */
+  needsOffThread(c: GateClient, sql: string): boolean;
+  /**
+   * Works out the text's decision and effects in a decision worker and caches them, so the
+   * checks that follow answer from the cache. Resolves with the error to send instead when
+   * the text could not be judged. Never rejects.
+   */
+  decideOffThread(c: GateClient, sql: string): Promise<SqlError | null>;
 }
 
 export interface GateParts {
@@ -95,6 +110,8 @@ export interface GateParts {
   audit: Logger | null;
   /** Fraction of allowed statements audited; denials always are. */
   auditSample: number;
+  /** Where big texts are parsed and decided (null: on the event loop). */
+  threads?: DecisionThreads | null;
 }
 
 const NO_SCOPES: readonly string[] = Object.freeze([]);
@@ -200,9 +217,65 @@ export class SessionGate implements StatementGate {
   }
 
   transactionControl(sql: string): 'begin' | 'commit' | 'rollback' | null {
+    const tracker = this.parts.sessionState;
+    if (tracker !== null) return tracker.effects(sql).control;
     const infos = classifySql(sql);
     const t = infos.length === 1 ? infos[0]!.transaction : null;
     return t === 'begin' || t === 'start' ? 'begin' : t === 'commit' || t === 'rollback' ? t : null;
+  }
+
+  parses(sql: string): boolean {
+    const tracker = this.parts.sessionState;
+    if (tracker !== null) return !tracker.effects(sql).unparsed;
+    return classifySql(sql).every((s) => s.kind !== 'unparseable');
+  }
+
+  needsOffThread(c: GateClient, sql: string): boolean {
+    const threads = this.parts.threads ?? null;
+    // Once the event loop's own parser has failed, every text goes to the threads.
+    if (threads === null || (sql.length < threads.minSize && wasmBroken() === null)) return false;
+    const tracker = this.parts.sessionState;
+    return (tracker !== null && !tracker.has(sql)) || this.decisionNeeded(c, sql);
+  }
+
+  /** Whether checkQuery would decide this text afresh (so parse it). */
+  private decisionNeeded(c: GateClient, sql: string): boolean {
+    const policy = this.parts.policy;
+    if (policy === null || !this.catalogReady) return false;
+    const scopes = c.identity?.scopes ?? NO_SCOPES;
+    const shapes = this.shapes;
+    if (shapes !== null && shapes.enabled) return !shapes.has(sql, scopes, c.scopeKey);
+    return !policy.has(sql, scopes, c.identity?.claims);
+  }
+
+  async decideOffThread(c: GateClient, sql: string): Promise<SqlError | null> {
+    const threads = this.parts.threads ?? null;
+    if (threads === null) return null;
+    const tracker = this.parts.sessionState;
+    const policy = this.parts.policy;
+    const scopes = c.identity?.scopes ?? NO_SCOPES;
+    // Row rules off: decisions do not read claims, and checkQuery asks without them.
+    const claims = this.shapes !== null && this.shapes.enabled ? undefined : c.identity?.claims;
+    const decide = this.decisionNeeded(c, sql);
+    const effects = tracker !== null && !tracker.has(sql);
+    const started = performance.now();
+    const r = await threads.run({ sql, scopes: [...scopes], claims, decide, effects });
+    if (this.parts.log.isLevelEnabled('debug')) this.parts.log.debug({ addr: c.address, chars: sql.length, ms: Math.round(performance.now() - started), failed: r.failed !== null }, 'statement decided off the event loop');
+    const failed = r.failed ?? (r.made?.decision.reason === 'parser_failed' ? r.made.decision.error?.message ?? 'the SQL parser failed' : null);
+    if (failed !== null) {
+      const hint = 'scopegate replaced its parser; simplify the statement or send it in parts';
+      this.parts.log.warn({ addr: c.address, bytes: sql.length, why: failed }, 'statement refused: it could not be parsed');
+      // Refused in audit mode too: a statement nobody could judge never runs.
+      this.audit(c, {
+        allowed: false, enforced: true, role: null, scope: null, statements: [], reason: 'parser_failed', fingerprint: '', normalized: sql.slice(0, 200),
+        policyVersion: policy?.version ?? '', summary: '', rewritten: null, bindChecks: [], error: { code: SQLSTATE.STATEMENT_TOO_COMPLEX, message: failed, hint },
+      }, 'statement');
+      return new SqlError(SQLSTATE.STATEMENT_TOO_COMPLEX, `statement refused: ${failed}`, { hint });
+    }
+    if (r.effects !== null) tracker?.adopt(sql, r.effects);
+    // Made against another policy or catalog than the current one: checkQuery decides afresh.
+    if (r.made !== null) policy?.adopt(sql, scopes, claims, r.made);
+    return null;
   }
 
   defaultRole(c: GateClient): string | null {

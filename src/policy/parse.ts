@@ -1,5 +1,5 @@
 /** libpg-query wrapper: parse, fingerprint and normalize, cached per distinct text. */
-import { fingerprintSync, loadModule, normalizeSync, parseSync } from 'libpg-query';
+import { fingerprintSync, initWasm, normalizeSync, ParserFailure, parseSync, wasmReady } from './wasm.js';
 import { LruCache } from './cache.js';
 
 /** A parse-tree node: `{ TypeName: body }` wrappers and bodies are both plain objects. */
@@ -51,21 +51,15 @@ export interface ParsedStatement {
 
 export type ParsedText =
   | { ok: true; statements: ParsedStatement[]; fingerprint: string; normalized: string }
-  | { ok: false; error: string; fingerprint: ''; normalized: string };
-
-let ready: Promise<void> | null = null;
-let loaded = false;
+  | { ok: false; error: string; fingerprint: ''; normalized: string; /** The parser itself failed (not the text's syntax). */ failure?: true };
 
 /** Loads the WASM parser once. Every other function here needs it to have resolved. */
 export function initParser(): Promise<void> {
-  ready ??= loadModule().then(() => {
-    loaded = true;
-  });
-  return ready;
+  return initWasm();
 }
 
 export function parserReady(): boolean {
-  return loaded;
+  return wasmReady();
 }
 
 const stats = { parses: 0 };
@@ -74,10 +68,14 @@ export function parseCount(): number {
   return stats.parses;
 }
 
-let parseCache = new LruCache<string, ParsedText>(10_000);
+/** A parse tree takes about this many bytes per byte of its text (JSON: 16). */
+const TREE_BYTES_PER_CHAR = 32;
+/** Trees kept, by size: big texts are decided off the event loop and need no tree here. */
+const PARSE_CACHE_BYTES = 256 * 1024 * 1024;
+let parseCache = new LruCache<string, ParsedText>(10_000, PARSE_CACHE_BYTES);
 
 export function setParseCacheSize(n: number): void {
-  if (n !== parseCache.maxSize) parseCache = new LruCache<string, ParsedText>(n);
+  if (n !== parseCache.maxSize) parseCache = new LruCache<string, ParsedText>(n, PARSE_CACHE_BYTES);
 }
 
 function sliceBytes(text: string, bytes: Buffer | null, loc: number, len: number): string {
@@ -87,15 +85,7 @@ function sliceBytes(text: string, bytes: Buffer | null, loc: number, len: number
 }
 
 function doParse(text: string): ParsedText {
-  if (!loaded) {
-    // Another module may have loaded the (shared) WASM module already.
-    try {
-      parseSync('SELECT 1');
-      loaded = true;
-    } catch {
-      throw new Error('policy parser not initialised: await initParser() first');
-    }
-  }
+  if (!wasmReady()) throw new Error('policy parser not initialised: await initParser() first');
   stats.parses++;
   // libpg-query refuses an empty string; Postgres answers it with EmptyQueryResponse.
   if (text.trim() === '') return { ok: true, statements: [], fingerprint: '', normalized: '' };
@@ -103,6 +93,7 @@ function doParse(text: string): ParsedText {
   try {
     tree = parseSync(text);
   } catch (err) {
+    if (err instanceof ParserFailure) return { ok: false, error: err.message, fingerprint: '', normalized: '', failure: true };
     return { ok: false, error: (err as Error).message, fingerprint: '', normalized: '' };
   }
   const stmts = isNode(tree) && Array.isArray(tree.stmts) ? tree.stmts : [];
@@ -137,6 +128,7 @@ export function parseCached(text: string): ParsedText {
   const hit = parseCache.get(text);
   if (hit !== undefined) return hit;
   const p = doParse(text);
-  parseCache.set(text, p);
+  // A failure of the parser says nothing lasting about the text: the next instance may parse it.
+  if (p.ok || p.failure !== true) parseCache.set(text, p, text.length * TREE_BYTES_PER_CHAR);
   return p;
 }

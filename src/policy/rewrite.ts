@@ -1,5 +1,5 @@
 /** AST rewrites for row filters, column masks and `*` expansion, deparsed back to SQL. */
-import { parseSync } from 'libpg-query';
+import { parseSync } from './wasm.js';
 import { deparseSync } from 'pgsql-deparser';
 import { unqualifiedRelationSchema } from './builtins.js';
 import type { ClaimResolver } from './claims.js';

@@ -173,6 +173,8 @@ export interface LoadedPolicy {
   policy: Policy;
   /** Content hash: the same file gives the same version, any change a new one. */
   version: string;
+  /** The YAML it was read from (the decision workers load the same). */
+  text: string;
 }
 
 export function parsePolicyText(text: string): LoadedPolicy {
@@ -184,7 +186,7 @@ export function parsePolicyText(text: string): LoadedPolicy {
   }
   const policy = parsePolicy(doc);
   const version = createHash('sha256').update(text).digest('hex').slice(0, 12);
-  return { policy, version };
+  return { policy, version, text };
 }
 
 export function loadPolicyFile(file: string): LoadedPolicy {

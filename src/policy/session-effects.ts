@@ -3,7 +3,7 @@ import { classifySql } from './index.js';
 import { LruCache } from './cache.js';
 import { numericShape } from './shapes.js';
 import { isNotCarried, isPinned, pinnedRefusal } from './lexical.js';
-import type { SqlError } from '../errors.js';
+import { SqlError, type SqlState } from '../errors.js';
 
 /**
  * What one simple Query or Parse does to session state that would outlive its transaction
@@ -32,6 +32,8 @@ export interface SessionEffects {
   unparsed: boolean;
   /** A change of a setting that decides how the server reads text (refused). */
   pinned: SqlError | null;
+  /** The text is one BEGIN/START, COMMIT or ROLLBACK (scopegate may answer it itself). */
+  control: 'begin' | 'commit' | 'rollback' | null;
   /** Any of the above asks something of the pooler. */
   tracked: boolean;
   /** What the above says depends on a literal of the text (a SET's value, set_config's
@@ -54,32 +56,82 @@ export class SessionStateTracker {
   /** Effects by numeric shape, for results that depend on no literal. */
   private readonly shapes: LruCache<string, SessionEffects>;
   constructor(maxEntries = 5000) {
-    this.cache = new LruCache(maxEntries);
-    this.shapes = new LruCache(maxEntries);
+    this.cache = new LruCache(maxEntries, TRACKER_CACHE_BYTES);
+    this.shapes = new LruCache(maxEntries, TRACKER_CACHE_BYTES);
   }
 
   effects(sql: string): SessionEffects {
-    let fx = this.cache.get(sql);
-    if (fx !== undefined) return fx;
+    // The text first: the shape costs a scan of it.
+    const own = this.cache.get(sql);
+    if (own !== undefined) return own;
     const shape = numericShape(sql);
-    if (shape !== null) {
-      fx = this.shapes.get(shape);
-      if (fx !== undefined) return fx;
-    }
-    fx = classify(sql);
-    if (shape !== null && !fx.literal) this.shapes.set(shape, fx);
-    else this.cache.set(sql, fx);
+    const shared = shape === null ? undefined : this.shapes.get(shape);
+    if (shared !== undefined) return shared;
+    const fx = classify(sql);
+    this.keep(sql, shape, fx);
     return fx;
+  }
+
+  /** Whether effects() would answer from the cache. */
+  has(sql: string): boolean {
+    if (this.cache.get(sql) !== undefined) return true;
+    const shape = numericShape(sql);
+    return shape !== null && this.shapes.get(shape) !== undefined;
+  }
+
+  /** Takes effects worked out elsewhere (a decision worker, by classify()) into the cache. */
+  adopt(sql: string, fx: SessionEffects): void {
+    this.keep(sql, numericShape(sql), fx);
+  }
+
+  private keep(sql: string, shape: string | null, fx: SessionEffects): void {
+    if (shape !== null && !fx.literal) this.shapes.set(shape, fx, shape.length);
+    else this.cache.set(sql, fx, sql.length);
   }
 }
 
+/** Texts kept by the tracker, by size. */
+const TRACKER_CACHE_BYTES = 32 * 1024 * 1024;
+
+/** SessionEffects as plain data (a worker's message cannot carry an SqlError). */
+export type WireEffects = Omit<SessionEffects, 'pinned'> & { pinned: { code: SqlState; message: string; hint: string | undefined } | null };
+
+export function effectsToWire(fx: SessionEffects): WireEffects {
+  const p = fx.pinned;
+  return { ...fx, pinned: p === null ? null : { code: p.code, message: p.message, hint: p.hint } };
+}
+
+export function effectsFromWire(w: WireEffects): SessionEffects {
+  const p = w.pinned;
+  return Object.freeze({ ...w, pinned: p === null ? null : new SqlError(p.code, p.message, p.hint === undefined ? {} : { hint: p.hint }) });
+}
+
+/**
+ * What a text too deeply nested to walk may do: anything, so its server connection is not
+ * reused (with a policy it is refused anyway; without one Postgres judges it).
+ */
+const UNKNOWN_EFFECTS: SessionEffects = Object.freeze({ settings: [], resetAll: false, needsReset: true, needsClose: true, sequences: true, undo: true, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: true, pinned: null, control: null, tracked: true, literal: true });
+
 /** Maps the policy module's statement classification onto what the pooler must do. */
 export function classify(sql: string): SessionEffects {
-  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, needsClose: false, sequences: false, undo: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, tracked: false, literal: false };
+  try {
+    return classifyTree(sql);
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    return UNKNOWN_EFFECTS;
+  }
+}
+
+function classifyTree(sql: string): SessionEffects {
+  const fx: SessionEffects = { settings: [], resetAll: false, needsReset: false, needsClose: false, sequences: false, undo: false, listen: false, sqlPrepared: false, deallocateAll: false, unparsed: false, pinned: null, control: null, tracked: false, literal: false };
   // Any SET of a pinned setting counts as tracked, allowed value or not, and as literal.
   let lexical = false;
   let literalEffect = false;
-  for (const info of classifySql(sql)) {
+  const infos = classifySql(sql);
+  if (infos.some((i) => i.kind === 'parser_failed')) return UNKNOWN_EFFECTS;
+  const t = infos.length === 1 ? infos[0]!.transaction : null;
+  fx.control = t === 'begin' || t === 'start' ? 'begin' : t === 'commit' || t === 'rollback' ? t : null;
+  for (const info of infos) {
     if (info.kind === 'unparseable') fx.unparsed = true;
     if (info.lexical !== null) lexical = true;
     // A value that is not one plain constant counts as a change (refused).

@@ -24,7 +24,7 @@ export function numericShape(sql: string): string | null {
 }
 
 export class ShapeCache {
-  private readonly cache = new LruCache<string, Decision>(10_000);
+  private readonly cache = new LruCache<string, Decision>(10_000, 64 * 1024 * 1024);
 
   constructor(private readonly policy: PolicyStore) {}
 
@@ -44,12 +44,24 @@ export class ShapeCache {
   check(sql: string, scopes: readonly string[], scopeKey: string): Decision {
     const shape = numericShape(sql);
     if (shape === null) return this.policy.check(sql, scopes);
-    const key = `${shape}\u0000${scopeKey}\u0000${this.policy.version}`;
+    const key = this.key(shape, scopeKey);
     let d = this.cache.get(key);
     if (d === undefined) {
       d = this.policy.check(sql, scopes);
-      if (d.rewritten === null && d.bindChecks.length === 0) this.cache.set(key, d);
+      if (d.rewritten === null && d.bindChecks.length === 0) this.cache.set(key, d, key.length + sql.length);
     }
     return d;
+  }
+
+  /** Whether check() would answer without deciding. */
+  has(sql: string, scopes: readonly string[], scopeKey: string): boolean {
+    const shape = numericShape(sql);
+    if (shape !== null && this.cache.get(this.key(shape, scopeKey)) !== undefined) return true;
+    return this.policy.has(sql, scopes);
+  }
+
+  // The catalog decides what `t.name` means, so a decision is shared within one catalog version.
+  private key(shape: string, scopeKey: string): string {
+    return `${shape}\u0000${scopeKey}\u0000${this.policy.version}\u0000${this.policy.catalogVersion}`;
   }
 }

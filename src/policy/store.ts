@@ -1,7 +1,7 @@
 /** The loaded policy, its version, reloads and the decision cache. */
 import { LruCache } from './cache.js';
 import { ClaimResolver, claimsDigest } from './claims.js';
-import { decide } from './decide.js';
+import { decide, tooComplexDecision } from './decide.js';
 import { parseCached, setParseCacheSize } from './parse.js';
 import { loadPolicyFile, parsePolicyText, type LoadedPolicy } from './schema.js';
 import type { Claims, ColumnCatalog, Decision, Policy } from './types.js';
@@ -15,6 +15,18 @@ export interface PolicyStoreOptions {
 
 interface State extends LoadedPolicy {
   file: string | null;
+}
+
+/** Decisions kept, by size (a decision holds its text, and a rewrite another). */
+const DECISION_CACHE_BYTES = 128 * 1024 * 1024;
+
+/** A decision made elsewhere (a decision worker) with what it was made against. */
+export interface MadeDecision {
+  decision: Decision;
+  /** The claim paths it read. */
+  used: readonly string[];
+  /** The catalog version it saw ('' for none). */
+  catalogVersion: string;
 }
 
 /**
@@ -33,8 +45,8 @@ export class PolicyStore {
 
   private constructor(state: State, opts: PolicyStoreOptions) {
     this.state = state;
-    this.decisions = new LruCache(opts.cacheSize ?? 10_000);
-    this.claimDeps = new LruCache(opts.cacheSize ?? 10_000);
+    this.decisions = new LruCache(opts.cacheSize ?? 10_000, DECISION_CACHE_BYTES);
+    this.claimDeps = new LruCache(opts.cacheSize ?? 10_000, DECISION_CACHE_BYTES);
     if (opts.parseCacheSize !== undefined) setParseCacheSize(opts.parseCacheSize);
   }
 
@@ -57,6 +69,19 @@ export class PolicyStore {
 
   get file(): string | null {
     return this.state.file;
+  }
+
+  /** The policy's YAML. */
+  get text(): string {
+    return this.state.text;
+  }
+
+  get catalogVersion(): string {
+    return this.catalog?.version ?? '';
+  }
+
+  get columnCatalog(): ColumnCatalog | null {
+    return this.catalog;
   }
 
   /** Re-reads the file (or `file`, which then becomes the store's file). Throws ConfigError if invalid. */
@@ -108,20 +133,62 @@ export class PolicyStore {
    * `claims` (row filters use them; absent: filters needing a claim deny). Needs initParser().
    */
   check(sql: string, scopes: readonly string[], claims?: Claims): Decision {
+    const base = this.baseKey(sql, scopes);
+    const hit = this.cached(base, claims);
+    if (hit !== undefined) return hit;
+    const made = this.make(sql, scopes, claims);
+    this.keep(base, sql, claims, made);
+    return made.decision;
+  }
+
+  /** Whether check() would answer from the cache. */
+  has(sql: string, scopes: readonly string[], claims?: Claims): boolean {
+    return this.cached(this.baseKey(sql, scopes), claims) !== undefined;
+  }
+
+  /** A decision with what it depends on, cached nowhere (decision workers make them). */
+  make(sql: string, scopes: readonly string[], claims?: Claims): MadeDecision {
     const st = this.state;
     const catalog = this.catalog;
-    const base = sql + '\u0000' + this.scopeKey(scopes) + '\u0000' + st.version + '\u0000' + (catalog?.version ?? '');
+    const resolver = new ClaimResolver(claims);
+    let decision: Decision;
+    try {
+      decision = decide(st.policy, st.version, parseCached(sql), scopes, { claims: resolver, catalog });
+    } catch (err) {
+      // The tree is walked recursively: a deep enough one runs out of stack. Refused, not cached.
+      if (!(err instanceof RangeError)) throw err;
+      decision = tooComplexDecision(st.version);
+    }
+    return { decision, used: [...resolver.used.keys()].sort(), catalogVersion: catalog?.version ?? '' };
+  }
+
+  /**
+   * Takes a decision made by a worker into the cache, if it was made against this policy and
+   * catalog (one that was not is dropped: check() then decides afresh).
+   */
+  adopt(sql: string, scopes: readonly string[], claims: Claims | undefined, made: MadeDecision): boolean {
+    if (made.decision.policyVersion !== this.state.version || made.catalogVersion !== (this.catalog?.version ?? '')) return false;
+    this.keep(this.baseKey(sql, scopes), sql, claims, made);
+    return true;
+  }
+
+  private baseKey(sql: string, scopes: readonly string[]): string {
+    return sql + '\u0000' + this.scopeKey(scopes) + '\u0000' + this.state.version + '\u0000' + (this.catalog?.version ?? '');
+  }
+
+  private cached(base: string, claims: Claims | undefined): Decision | undefined {
     // Decisions that used claims are keyed by those claims' values too: tenants never share a rewrite.
     const deps = this.claimDeps.get(base);
-    if (deps !== undefined) {
-      const hit = this.decisions.get(deps.length === 0 ? base : base + '\u0000' + claimsDigest(deps, claims));
-      if (hit !== undefined) return hit;
-    }
-    const resolver = new ClaimResolver(claims);
-    const d = decide(st.policy, st.version, parseCached(sql), scopes, { claims: resolver, catalog });
-    const used = [...resolver.used.keys()].sort();
-    this.claimDeps.set(base, used);
-    this.decisions.set(used.length === 0 ? base : base + '\u0000' + claimsDigest(used, claims), d);
-    return d;
+    if (deps === undefined) return undefined;
+    return this.decisions.get(deps.length === 0 ? base : base + '\u0000' + claimsDigest(deps, claims));
+  }
+
+  private keep(base: string, sql: string, claims: Claims | undefined, made: MadeDecision): void {
+    const d = made.decision;
+    // The parser failing says nothing lasting about the text: the next instance may parse it.
+    if (d.reason === 'parser_failed') return;
+    this.claimDeps.set(base, made.used, base.length);
+    const weight = base.length + sql.length + (d.rewritten?.length ?? 0);
+    this.decisions.set(made.used.length === 0 ? base : base + '\u0000' + claimsDigest(made.used, claims), d, weight);
   }
 }

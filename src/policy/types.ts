@@ -126,6 +126,15 @@ export interface ColumnCatalog {
    */
   oneArgFunction?(name: string): boolean;
   readonly version: string;
+  /** The catalog as plain data, for the decision workers (absent: they are not used). */
+  readonly data?: CatalogData;
+}
+
+/** A catalog snapshot as plain data: `schema.table` -> columns, and the one-argument functions. */
+export interface CatalogData {
+  readonly version: string;
+  readonly tables: ReadonlyArray<readonly [string, readonly string[]]>;
+  readonly functions: readonly string[];
 }
 
 /** Token claims (decoded JWT payload or introspection result). */

@@ -1,8 +1,14 @@
 /** Type+length framing of a client's byte stream, with views into the socket's chunks. */
 import { SqlError, SQLSTATE } from '../errors.js';
 
-/** Called once per complete message: buf[start, end) is the whole message including its header. */
-export type MessageSink = (type: number, buf: Buffer, start: number, end: number) => void;
+/**
+ * Called once per complete message: buf[start, end) is the whole message including its
+ * header. Returning HOLD stops the framer before this message, to be handed out again by
+ * resume() (the session awaits something first); it keeps the bytes after it unread too.
+ */
+export type MessageSink = (type: number, buf: Buffer, start: number, end: number) => boolean | void;
+
+export const HOLD = false;
 
 /**
  * Splits a byte stream of typed messages (1-byte type, int32 length) into whole messages.
@@ -15,6 +21,8 @@ export class Framer {
   private held = 0;
   /** The whole length of that message once its header has arrived, else 0. */
   private want = 0;
+  /** A sink said HOLD: the pieces start with the held message, and nothing is handed out. */
+  private holding = false;
   constructor(private maxMessageSize: number) {}
 
   /** Changes the limit (the session lowers it before authentication, raises it after). */
@@ -24,6 +32,11 @@ export class Framer {
 
   push(chunk: Buffer, sink: MessageSink): void {
     let buf = chunk;
+    if (this.holding) {
+      this.pieces.push(chunk);
+      this.held += chunk.length;
+      return;
+    }
     if (this.held !== 0) {
       // A large message arrives in many chunks: keep them, join once when it is whole, so
       // the cost stays linear in its size.
@@ -41,7 +54,10 @@ export class Framer {
     while (n - off >= 5) {
       const end = off + this.lengthOf(buf, off);
       if (end > n) break;
-      sink(buf[off]!, buf, off, end);
+      if (sink(buf[off]!, buf, off, end) === HOLD) {
+        this.holding = true;
+        break;
+      }
       off = end;
     }
     if (off < n) {
@@ -50,6 +66,23 @@ export class Framer {
       this.held = rest.length;
       this.want = rest.length >= 5 ? this.lengthOf(rest, 0) : 0;
     }
+  }
+
+  /** Hands out the held message again (or skips it: `skipHeld`), then what followed it. */
+  resume(sink: MessageSink, skipHeld = false): void {
+    if (!this.holding) return;
+    this.holding = false;
+    if (this.held === 0) return;
+    let buf = Buffer.concat(this.pieces, this.held);
+    this.pieces = [];
+    this.held = 0;
+    this.want = 0;
+    if (skipHeld) buf = buf.subarray(this.lengthOf(buf, 0));
+    if (buf.length !== 0) this.push(buf, sink);
+  }
+
+  get isHolding(): boolean {
+    return this.holding;
   }
 
   /** 1 + the length field of the message starting at buf[off]; refuses bad ones. */

@@ -5,6 +5,7 @@ import { isLoopback, parseAuthConfig } from '../auth/index.js';
 import { ClientAuthenticator } from '../auth/exchange.js';
 import type { Config } from '../config.js';
 import { SessionGate } from '../policy/gate.js';
+import { DecisionThreads } from '../policy/decision-threads.js';
 import { SessionStateTracker } from '../policy/session-effects.js';
 import { initParser, PolicyStore } from '../policy/index.js';
 import { checkLoginRole } from '../backend/login-role-checks.js';
@@ -24,8 +25,10 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
     throw new ConfigError('auth.method', 'trust is only allowed when listen.host is a loopback address');
   }
   if (auth.method === 'trust') log.warn('auth.method is trust: any client on loopback may connect without a token');
+  const threads = config.pool.parser_threads === 0 ? null : new DecisionThreads(config.pool.parser_threads, config.pool.parser_thread_min_size, policy, log);
   return new SessionGate({
     log,
+    threads,
     auth: auth.method === 'oauth' ? new ClientAuthenticator(auth, log) : null,
     clockToleranceMs: auth.clockToleranceMs,
     sessionState: new SessionStateTracker(),

@@ -8,7 +8,7 @@ import { SqlError, SQLSTATE } from '../errors.js';
 import { drainAndRelease } from '../pool/janitor.js';
 import type { DatabasePool } from '../pool/database-pool.js';
 import { FE, TX_IDLE } from '../protocol/codes.js';
-import { Framer, readCString } from '../protocol/framer.js';
+import { Framer, HOLD, readCString } from '../protocol/framer.js';
 import { statementRefusal, type StatementLimits } from './limits.js';
 import * as msg from '../protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from '../protocol/startup.js';
@@ -17,7 +17,6 @@ import { SessionLedger } from './effects.js';
 import { holdsMessages, Phase } from './phase.js';
 import type { SessionEffects } from '../policy/session-effects.js';
 import { Rewrite, type RoleChoice, type StatementGate } from '../policy/gate.js';
-import { classifySql } from '../policy/index.js';
 import { ClientContext } from './context.js';
 import type { Identity } from '../auth/index.js';
 import { ClientStatements, NO_CHECKS, type CheckedParse, type ClientStatement } from './statements.js';
@@ -167,22 +166,22 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   // ---- input ------------------------------------------------------------------------
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Buffer | null): void {
     if (this.phase === Phase.Closed) return;
     try {
       if (this.phase === Phase.Startup) {
-        this.onStartupData(chunk);
+        if (chunk !== null) this.onStartupData(chunk);
         return;
       }
       if (this.phase === Phase.Authenticating) {
-        this.framer.push(chunk, this.onAuthMessage);
+        if (chunk !== null) this.framer.push(chunk, this.onAuthMessage);
         return;
       }
       const b = this.backend;
       if (b === null) {
         this.inInput = true;
         try {
-          this.framer.push(chunk, this.onMessage);
+          this.feed(chunk);
           this.flushRun();
         } finally {
           this.inInput = false;
@@ -195,7 +194,7 @@ export class ClientSession implements BackendOwner, StatementSender {
       }
       b.socket.cork();
       try {
-        this.framer.push(chunk, this.onMessage);
+        this.feed(chunk);
         this.flushRun();
       } finally {
         // Also on a protocol error: the janitor's ROLLBACK must not sit in a corked buffer.
@@ -204,6 +203,42 @@ export class ClientSession implements BackendOwner, StatementSender {
     } catch (err) {
       this.fatal(err);
     }
+  }
+
+  /** A chunk from the socket, or (null) the input held for a decision worker. */
+  private feed(chunk: Buffer | null): void {
+    if (chunk !== null) this.framer.push(chunk, this.onMessage);
+    else this.framer.resume(this.onMessage);
+  }
+
+  /**
+   * What a decision worker said of the held message, taken when it is handed out again: its
+   * refusal, or null when the checks may go on (from the cache it filled, or, if that was
+   * made against a policy since replaced, afresh on the event loop: never a second hold).
+   */
+  private offThread: { sql: string; refusal: SqlError | null } | null = null;
+
+  /**
+   * A big text not yet decided: a worker parses and decides it while this client's input
+   * waits unread (the socket paused), so the event loop goes on serving everyone else.
+   */
+  /** HOLD when `sql` must be decided off the event loop first; else its refusal, or null. */
+  private offThreadVerdict(sql: string): SqlError | null | typeof HOLD {
+    const done = this.offThread;
+    this.offThread = null;
+    if (done !== null && done.sql === sql) return done.refusal;
+    return this.ctx.gate.needsOffThread(this, sql) ? this.holdForDecision(sql) : null;
+  }
+
+  private holdForDecision(sql: string): typeof HOLD {
+    this.socket.pause();
+    void this.ctx.gate.decideOffThread(this, sql).then((refusal) => {
+      if (this.isClosed()) return;
+      this.offThread = { sql, refusal };
+      if (!this.clientPaused) this.socket.resume();
+      this.onData(null);
+    });
+    return HOLD;
   }
 
   private onStartupData(chunk: Buffer): void {
@@ -314,7 +349,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     w({ type, body: Buffer.from(buf.subarray(start + 5, end)) });
   };
 
-  private readonly onMessage = (type: number, buf: Buffer, start: number, end: number): void => {
+  private readonly onMessage = (type: number, buf: Buffer, start: number, end: number): boolean | void => {
     if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
     if (this.phase === Phase.SkippingToSync) {
       if (type === FE.Sync) {
@@ -330,7 +365,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       case FE.Query: {
         this.checkSessionStillValid();
         const [sql] = readCString(buf, start + 5, end);
-        const tooBig = statementRefusal(this.limits, sql, end - start);
+        const tooBig = statementRefusal(this.limits, sql, end - start) ?? this.offThreadVerdict(sql);
+        if (tooBig === HOLD) return HOLD;
         if (tooBig !== null) { this.reject(tooBig, false); return; }
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
@@ -354,7 +390,8 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.checkSessionStillValid();
         const [name, afterName] = readCString(buf, start + 5, end);
         const [sql, afterSql] = readCString(buf, afterName, end);
-        const tooBig = statementRefusal(this.limits, sql, end - start);
+        const tooBig = statementRefusal(this.limits, sql, end - start) ?? this.offThreadVerdict(sql);
+        if (tooBig === HOLD) return HOLD;
         if (tooBig !== null) { this.reject(tooBig, true); return; }
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
@@ -401,7 +438,8 @@ export class ClientSession implements BackendOwner, StatementSender {
           role = verdict;
           this.statements.setChecks(name, NO_CHECKS);
         }
-        if (this.trackStatements && name !== '' && !parses(sentSql)) {
+        // A rewrite was parsed again when it was made; the client's own text is asked about.
+        if (this.trackStatements && name !== '' && sentSql === sql && !this.ctx.gate.parses(sql)) {
           // Postgres will refuse it: let it say so in its own words, and keep no mapping.
           this.forwardToBackend(type, message, mStart, mEnd, null, undefined);
           return;
@@ -1192,10 +1230,6 @@ const CLOSE_ROLE_PORTAL = msg.closePortal('sg_role');
 
 
 /** Whether Postgres's parser accepts the text (cached per text by the policy module). */
-function parses(sql: string): boolean {
-  return classifySql(sql).every((s) => s.kind !== 'unparseable');
-}
-
 const BIND_UNNAMED = msg.bind('', '');
 const EXECUTE_UNNAMED = msg.execute('');
 

@@ -1,0 +1,47 @@
+/** A decision worker thread: the same parser, policy and catalog as the event loop, for big texts. */
+import { parentPort } from 'node:worker_threads';
+import { catalogFromData } from './catalog.js';
+import { initParser, setParseCacheSize } from './parse.js';
+import { classify, effectsToWire } from './session-effects.js';
+import { PolicyStore } from './store.js';
+import { wasmBroken } from './wasm.js';
+import type { ToWorker, FromWorker } from './decision-messages.js';
+
+const port = parentPort;
+if (port === null) throw new Error('decision-worker.ts runs as a worker thread only');
+
+// Each text comes here once and its decision is cached by the event loop: trees need no keeping.
+setParseCacheSize(16);
+let store: PolicyStore | null = null;
+
+function reply(m: FromWorker): void {
+  port!.postMessage(m);
+}
+
+function run(m: ToWorker): void {
+  switch (m.kind) {
+    case 'policy':
+      if (store === null) store = PolicyStore.fromText(m.text, { cacheSize: 16 });
+      else store.reloadText(m.text);
+      return;
+    case 'catalog':
+      store?.setCatalog(m.data === null ? null : catalogFromData(m.data));
+      return;
+    case 'job': {
+      try {
+        const made = m.decide && store !== null ? store.make(m.sql, m.scopes, m.claims) : null;
+        const effects = m.effects ? effectsToWire(classify(m.sql)) : null;
+        const broken = wasmBroken();
+        reply({ kind: 'done', id: m.id, made, effects, failed: broken === null ? null : `the SQL parser failed on this statement (${broken})` });
+      } catch (err) {
+        reply({ kind: 'done', id: m.id, made: null, effects: null, failed: (err as Error).message });
+      }
+      // A parser that failed is not trusted again: this thread ends, a new one takes its place.
+      if (wasmBroken() !== null) process.exit(1);
+    }
+  }
+}
+
+await initParser();
+port.on('message', run);
+reply({ kind: 'ready' });
