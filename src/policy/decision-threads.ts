@@ -75,12 +75,12 @@ export class DecisionThreads {
 
   private spawn(): Slot {
     const worker = new Worker(new URL('./decision-worker.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } });
-    // A worker never keeps scopegate running.
-    worker.unref();
     const slot: Slot = { worker, ready: false, busy: null, timer: null, policyVersion: '', catalogVersion: '' };
     worker.on('message', (m: FromWorker) => this.onMessage(slot, m));
     worker.on('error', (err) => this.log.warn({ err: err.message }, 'decision worker failed'));
     worker.on('exit', (code) => this.onExit(slot, code));
+    // A worker never keeps scopegate running (after the listeners: a 'message' listener refs its port).
+    worker.unref();
     return slot;
   }
 
