@@ -303,6 +303,7 @@ describe('protocol fuzzing', () => {
     if (bad.length > 0) v.push(`scopegate logged: ${JSON.stringify(bad.slice(0, 3))}`);
     if (env.sg.stderr.length > stderrMark) v.push(`scopegate stderr: ${env.sg.stderr.slice(stderrMark).join('').slice(0, 2000)}`);
     figures.caseMs.push(Date.now() - t0);
+    if (v.length > 0) v.push(`scopegate log during the case (last 6): ${JSON.stringify(env.sg.logs.slice(logMark).slice(-6))}`);
     return v;
   }
 
