@@ -30,7 +30,7 @@
  *
  * Environment:
  *   SG_FUZZ_RUNS         number of cases (default 120; the full size is 100000)
- *   SG_FUZZ_SEED         seed to replay (printed at the start and on failure)
+ *   SG_FUZZ_SEED         seed (default 2, fixed so that npm test is reproducible; printed at the start and on failure)
  *   SG_FUZZ_PATH         counterexample path to replay a shrunk case (printed on failure, with the seed)
  *   SG_FUZZ_TIME_LIMIT_S stop generating new cases after this many seconds (reported, not failed)
  *   SG_FUZZ_DEADLINE_MS  per-wait liveness bound (default 5000)
@@ -45,7 +45,8 @@ import { caseArbitrary, describeCase, type Case, type GenContext, type Persona }
 import { badLogLines, FuzzConn, LIMITS, startFuzzEnv, type BeMsg, type FuzzEnv } from './fuzz-env.js';
 
 const RUNS = Number(process.env.SG_FUZZ_RUNS ?? 120);
-const SEED = process.env.SG_FUZZ_SEED !== undefined ? Number(process.env.SG_FUZZ_SEED) : Math.floor(Math.random() * 2 ** 31);
+// A fixed default seed keeps `npm test` reproducible; a full run picks its own with SG_FUZZ_SEED.
+const SEED = Number(process.env.SG_FUZZ_SEED ?? 2);
 const PATH = process.env.SG_FUZZ_PATH;
 const TIME_LIMIT_S = process.env.SG_FUZZ_TIME_LIMIT_S !== undefined ? Number(process.env.SG_FUZZ_TIME_LIMIT_S) : undefined;
 const DEADLINE_MS = Number(process.env.SG_FUZZ_DEADLINE_MS ?? 5000);
