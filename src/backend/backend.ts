@@ -60,8 +60,19 @@ export class Backend {
   get pendingSyncs(): number { return this.syncsOwed; }
   /** Extended-protocol messages were sent after the last Sync. */
   get unsynced(): boolean { return this.extendedOpen; }
+  /** An extended-protocol request failed and no Sync has been sent since: the server
+   * discards every message until it gets one, so nothing sent now is answered. */
+  private discarding = false;
   /** The server is in COPY FROM STDIN and waits for CopyData/CopyDone/CopyFail. */
   copyIn = false;
+  /** A CopyDone or CopyFail went out during this COPY: the server reads what follows it
+   * normally (a Sync after it is answered). */
+  private copyEndSent = false;
+  /** CopyDone and CopyFail messages sent so far, and CopyData messages (they order COPY
+   * messages against requests in flight), and whether CopyData went out during this COPY. */
+  private copyEndsSent = 0;
+  private copyDataSent = 0;
+  private copyDataInCopy = false;
   /** An ErrorResponse arrived since the last idle ReadyForQuery. */
   errorSinceIdle = false;
   private cleanupNeeded: Cleanup = Cleanup.None;
@@ -175,30 +186,65 @@ export class Backend {
    * count of answers owed is kept. `own` hides its answer; `onDone` hears if it completed.
    */
   noteSent(type: number, own: boolean, onDone?: (ok: boolean) => void): void {
+    if (this.discarding && type !== FE.Sync) {
+      // The server drops everything up to the next Sync (after an extended-protocol error):
+      // no answer will come, so none is awaited, and a Query does not start an epoch.
+      for (const e of this.pendingEvictions) if (e.epoch === this.epochSent) this.uncertain.add(e.name);
+      this.pendingEvictions = this.pendingEvictions.filter((e) => e.epoch !== this.epochSent);
+      if (type !== FE.CopyData && type !== FE.CopyDone && type !== FE.CopyFail) this.extendedOpen = true;
+      onDone?.(false);
+      return;
+    }
+    if (this.copyIn && !this.copyEndSent && type !== FE.Sync && type !== FE.Flush && type !== FE.CopyData && type !== FE.CopyDone && type !== FE.CopyFail) {
+      // The server errors out of COPY on it and consumes it: what it answers next is no
+      // longer known here. The connection is not trusted with anything more.
+      this.unfollowable('a request was sent during COPY FROM STDIN');
+    }
     switch (type) {
       case FE.Query:
         this.syncsOwed++;
         this.epochSent++;
-        this.responses.push(type, own, onDone);
+        this.responses.push(type, own, onDone, this.copyEndsSent, this.copyDataSent);
         break;
       case FE.Sync:
-        // The server ignores Sync while it is in COPY FROM STDIN.
-        if (!this.copyIn) {
+        this.discarding = false;
+        // The server ignores Sync while it is in COPY FROM STDIN; but CopyData may have
+        // failed the COPY before the Sync arrives, and then it is answered: not followable.
+        if (this.copyIn && !this.copyEndSent && this.copyDataInCopy) this.unfollowable('a Sync was sent inside COPY FROM STDIN after CopyData');
+        if (!this.copyIn || this.copyEndSent) {
           this.syncsOwed++;
           this.epochSent++;
-          this.responses.push(type, own, onDone);
+          this.responses.push(type, own, onDone, this.copyEndsSent, this.copyDataSent);
         }
         this.extendedOpen = false;
         break;
-      case FE.CopyData: case FE.CopyDone: case FE.CopyFail:
+      case FE.CopyDone: case FE.CopyFail:
+        // The server leaves COPY when it reads this: a Sync after it is answered.
+        this.copyEndsSent++;
+        if (this.copyIn) this.copyEndSent = true;
+        break;
+      case FE.CopyData:
+        this.copyDataSent++;
+        if (this.copyIn) this.copyDataInCopy = true;
         break;
       case FE.Flush:
         this.extendedOpen = true;
         break;
       default:
         this.extendedOpen = true;
-        this.responses.push(type, own, onDone);
+        this.responses.push(type, own, onDone, this.copyEndsSent, this.copyDataSent);
     }
+  }
+
+  /**
+   * What the server will answer can no longer be matched to what was sent: the client gets
+   * a FATAL error and the connection is closed, never reused. (Only a client breaking the
+   * COPY sub-protocol gets here; PostgreSQL itself would just fail the COPY.)
+   */
+  private unfollowable(why: string): void {
+    if (this.broken) return;
+    this.requireClose();
+    process.nextTick(() => this.lost(new SqlError(SQLSTATE.CONNECTION_FAILURE, `closed by scopegate: ${why}`)));
   }
 
   detach(): void {
@@ -209,6 +255,12 @@ export class Backend {
   }
 
   write(buf: Buffer): boolean {
+    // A Flush with a body fails on the server and starts a skip to Sync, but it has no
+    // answer of its own to pin that error to: the answers would be misread from then on.
+    for (let off = 0; off + 5 <= buf.length; off += 1 + buf.readInt32BE(off + 1)) {
+      if (buf[off] === FE.Flush && buf.readInt32BE(off + 1) !== 4) { this.unfollowable('a malformed Flush message'); break; }
+      if (buf.readInt32BE(off + 1) < 4) break;
+    }
     return this.socket.write(buf);
   }
 
@@ -371,14 +423,31 @@ export class Backend {
       case BE.ErrorResponse:
         this.errorSinceIdle = true;
         this.copyIn = false;
+        this.copyEndSent = false;
+        this.copyDataInCopy = false;
         if (this.prepared.size !== 0 && isStalePlanError(buf, start, end)) {
           // A table changed under a prepared statement: parse everything afresh on next use.
           this.forgetPrepared();
         }
         break;
-      case BE.CopyInResponse:
+      case BE.CopyInResponse: {
+        // Requests sent before this arrived reached the server inside the COPY, unless a
+        // CopyDone/CopyFail went ahead of them.
+        const { syncsRemoved, requestInCopy } = this.responses.copyInStarted();
+        if (syncsRemoved !== 0) {
+          // Ignored Syncs: no ReadyForQuery is owed for them, and they start no epoch.
+          const base = this.recvEpoch + (this.responses.headType() === FE.Query ? 1 : 0);
+          this.syncsOwed -= syncsRemoved;
+          this.epochSent -= syncsRemoved;
+          for (const p of this.pendingParses) if (p.epoch > base) p.epoch -= syncsRemoved;
+          for (const e of this.pendingEvictions) if (e.epoch > base) e.epoch -= syncsRemoved;
+        }
+        if (requestInCopy) this.unfollowable('a request was sent during COPY FROM STDIN');
         this.copyIn = true;
+        this.copyEndSent = this.copyEndsSent !== this.responses.headMark();
+        this.copyDataInCopy = this.copyDataSent !== this.responses.headDataMark();
         break;
+      }
       case BE.CommandComplete:
         // 'ROLLBACK' is the tag of ROLLBACK, ROLLBACK TO SAVEPOINT and a COMMIT that failed.
         if (end - start >= 13 && buf[start + 5] === 0x52 && buf[start + 6] === 0x4f && buf.toString('latin1', start + 5, start + 13) === 'ROLLBACK') this.rolledBack = true;
@@ -401,31 +470,46 @@ export class Backend {
    * when this response answers a request the client never sent.
    */
   private trackResponse(type: number): boolean {
-    if (type === BE.ErrorResponse && this.pendingEvictions.length !== 0) {
-      const epoch = this.recvEpoch;
-      for (const e of this.pendingEvictions) if (e.epoch === epoch) this.uncertain.add(e.name);
-      this.pendingEvictions = this.pendingEvictions.filter((e) => e.epoch !== epoch);
+    if (type !== BE.ErrorResponse) {
+      if (type === BE.ParseComplete && this.pendingParses.length !== 0) this.pendingParses.shift();
+      return this.responses.onResponse(type);
     }
-    if (this.pendingParses.length !== 0) {
-      if (type === BE.ParseComplete) {
-        this.pendingParses.shift();
-      } else if (type === BE.ErrorResponse) {
-        // The server skips everything up to the next Sync: pending Parses of this epoch failed.
-        const epoch = this.recvEpoch;
-        while (this.pendingParses.length !== 0 && this.pendingParses[0]!.epoch === epoch) {
-          const p = this.pendingParses.shift()!;
-          if (p.serverName !== null) {
-            this.prepared.delete(p.serverName);
-            this.uncertain.add(p.serverName);
-          }
-          if (p.owner !== null && p.stmt !== null) p.owner.dropIfSame(p.stmt);
-        }
-      }
+    const own = this.responses.onResponse(type);
+    const skipped = this.responses.takeSkipped();
+    // The server skips everything up to the next Sync: what was sent in this epoch failed,
+    // and so did what was sent after Query messages it skips too (each began an epoch here).
+    const epoch = this.recvEpoch;
+    const last = epoch + (skipped?.queries ?? 0);
+    if (this.pendingEvictions.length !== 0) {
+      for (const e of this.pendingEvictions) if (e.epoch >= epoch && e.epoch <= last) this.uncertain.add(e.name);
+      this.pendingEvictions = this.pendingEvictions.filter((e) => e.epoch < epoch || e.epoch > last);
     }
-    return this.responses.onResponse(type);
+    while (this.pendingParses.length !== 0 && this.pendingParses[0]!.epoch <= last) this.failParse(this.pendingParses.shift()!);
+    if (skipped !== null && skipped.queries !== 0) {
+      // Those Queries get no ReadyForQuery: they neither count as owed nor start epochs.
+      const n = skipped.queries;
+      this.syncsOwed = Math.max(0, this.syncsOwed - n);
+      this.epochSent -= n;
+      for (const p of this.pendingParses) if (p.epoch > last) p.epoch -= n;
+      for (const e of this.pendingEvictions) if (e.epoch > last) e.epoch -= n;
+    }
+    if (skipped !== null && skipped.untilUnsentSync && this.extendedOpen) this.discarding = true;
+    return own;
+  }
+
+  /** A Parse that got no ParseComplete: its name is not on the server (or not known to be). */
+  private failParse(p: PendingParse): void {
+    if (p.serverName !== null) {
+      this.prepared.delete(p.serverName);
+      this.uncertain.add(p.serverName);
+    }
+    if (p.owner !== null && p.stmt !== null) p.owner.dropIfSame(p.stmt);
   }
 
   private onReady(status: number): void {
+    // Nothing sent before this ReadyForQuery's Sync or Query is answered after it: a Parse
+    // still pending was skipped by the server (sent while it discarded up to a Sync).
+    while (this.pendingParses.length !== 0 && this.pendingParses[0]!.epoch <= this.recvEpoch) this.failParse(this.pendingParses.shift()!);
     this.recvEpoch++;
     if (this.pendingEvictions.length !== 0) this.pendingEvictions = this.pendingEvictions.filter((e) => e.epoch >= this.recvEpoch);
     if (this.forgetAtIdle && this.pendingSyncs <= 1) {
@@ -434,6 +518,8 @@ export class Backend {
     }
     this.txStatus = status;
     this.copyIn = false;
+    this.copyEndSent = false;
+    this.copyDataInCopy = false;
     if (this.syncsOwed > 0) this.syncsOwed--;
     if (this.pendingSyncs === 0 && this.owner) this.owner.onIdle(status);
     if (status === TX_IDLE && this.pendingSyncs === 0) this.rolledBack = false;
