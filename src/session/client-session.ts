@@ -201,6 +201,8 @@ export class ClientSession implements BackendOwner, StatementSender {
         b.socket.uncork();
       }
     } catch (err) {
+      // The messages before the bad one were accounted for on the backend: they must reach it.
+      this.flushRun();
       this.fatal(err);
     }
   }
@@ -352,6 +354,9 @@ export class ClientSession implements BackendOwner, StatementSender {
   private readonly onMessage = (type: number, buf: Buffer, start: number, end: number): boolean | void => {
     if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
     if (this.phase === Phase.SkippingToSync) {
+      // Postgres checks the type before it skips: an unknown one ends the session, and so does Terminate.
+      if (!isFrontendType(type)) throw unknownType(type);
+      if (type === FE.Terminate) { this.terminate(); return; }
       if (type === FE.Sync) {
         this.enter(this.backend === null ? Phase.Idle : Phase.Linked);
         this.socket.write(msg.readyForQuery(this.backend ? txChar(this.backend.txStatus) : 'I'));
@@ -543,7 +548,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.reject(new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'the fastpath function call protocol is not supported through scopegate'), false);
         return;
       default:
-        throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, `invalid frontend message type ${type} ('${String.fromCharCode(type)}')`, { severity: 'FATAL' });
+        throw unknownType(type);
     }
     this.forwardToBackend(type, buf, start, end);
   };
@@ -1151,6 +1156,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   private terminate(): void {
+    // Terminate may end a chunk whose earlier messages are accounted for but not yet written.
+    this.flushRun();
     this.abandonBackend(this.enter(Phase.Closed));
     this.socket.end();
     this.finish();
@@ -1158,6 +1165,7 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   closeWith(err: SqlError): void {
     if (this.phase === Phase.Closed) return;
+    this.flushRun();
     this.socket.end(msg.errorResponse(err));
     this.abandonBackend(this.enter(Phase.Closed));
     this.finish();
@@ -1243,4 +1251,19 @@ function raiseStatement(err: SqlError): string {
   let tag = '$scopegate$';
   for (let i = 0; body.includes(tag); i++) tag = `$scopegate${i}$`;
   return `DO ${tag} ${body} ${tag}`;
+}
+
+/** The message types a client may send once logged in (Postgres's SocketBackend list). */
+function isFrontendType(type: number): boolean {
+  switch (type) {
+    case FE.Bind: case FE.Close: case FE.Describe: case FE.Execute: case FE.FunctionCall: case FE.Flush:
+    case FE.Parse: case FE.Query: case FE.Sync: case FE.Terminate: case FE.CopyData: case FE.CopyDone: case FE.CopyFail:
+      return true;
+    default:
+      return false;
+  }
+}
+
+function unknownType(type: number): SqlError {
+  return new SqlError(SQLSTATE.PROTOCOL_VIOLATION, `invalid frontend message type ${type} ('${String.fromCharCode(type)}')`, { severity: 'FATAL' });
 }

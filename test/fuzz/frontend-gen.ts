@@ -13,13 +13,7 @@
  * - ends: the client asked to end the session (Terminate), or the step ends a startup-phase
  *   connection by design (CancelRequest);
  * - throws: scopegate may end the session while reading it.
- *
- * KNOWN BUG (src/session/client-session.ts, see test/fuzz/pending-dropped-run.test.ts.txt):
- * when scopegate ends a session while reading a chunk, the messages of that chunk it had
- * already accounted for but not yet written to the server are dropped, and the server
- * connection then waits for answers that never come (30 s, then it is closed). Until that is
- * fixed, steps that may end the session come only first in the logged-in states (so no
- * earlier message of the same chunk is pending); SG_FUZZ_KNOWN_BUGS=1 lifts that.
+
  */
 import fc from 'fast-check';
 import { CANCEL_REQUEST, PROTOCOL_3_0, SSL_REQUEST, startupPacket, typed } from '../harness/rawclient.js';
@@ -66,8 +60,6 @@ export interface GenContext {
   /** Valid tokens: the bad client's own (by persona), and one for another user. */
   tokens: Record<Persona, string>;
   otherUserToken: string;
-  /** Generate the patterns of known, not yet fixed bugs too (SG_FUZZ_KNOWN_BUGS=1). */
-  knownBugs: boolean;
 }
 
 const MAX_STEPS = 8;
@@ -408,21 +400,10 @@ export function caseArbitrary(ctx: GenContext): fc.Arbitrary<Case> {
   const session = sessionMessage(ctx);
   const framingS = badFrame(ctx.limits.maxPacket, ctx);
   const logged = (extra: fc.Arbitrary<Step> | null): fc.Arbitrary<Step[]> => {
-    if (ctx.knownBugs) {
-      return fc.array(
-        fc.oneof({ weight: 12, arbitrary: session }, { weight: 1, arbitrary: framingS }, ...(extra === null ? [] : [{ weight: 8, arbitrary: extra }])),
-        { minLength: 1, maxLength: MAX_STEPS },
-      );
-    }
-    // See KNOWN BUG above: a step that may end the session only comes first.
-    const safe = session.filter((s) => s.throws !== true);
-    const ending = fc.oneof({ weight: 3, arbitrary: session.filter((s) => s.throws === true) }, { weight: 2, arbitrary: framingS });
-    return fc
-      .tuple(
-        fc.option(ending, { freq: 4 }),
-        fc.array(fc.oneof({ weight: 12, arbitrary: safe }, ...(extra === null ? [] : [{ weight: 8, arbitrary: extra }])), { minLength: 1, maxLength: MAX_STEPS - 1 }),
-      )
-      .map(([first, rest]) => (first === null ? rest : [first, ...rest]));
+    return fc.array(
+      fc.oneof({ weight: 12, arbitrary: session }, { weight: 1, arbitrary: framingS }, ...(extra === null ? [] : [{ weight: 8, arbitrary: extra }])),
+      { minLength: 1, maxLength: MAX_STEPS },
+    );
   };
   const extErrorFollow = fc.oneof(
     session.filter((s) => /^(Bind|Execute|Describe|Close|Flush|Parse)/.test(s.label)),

@@ -34,7 +34,6 @@
  *   SG_FUZZ_PATH         counterexample path to replay a shrunk case (printed on failure, with the seed)
  *   SG_FUZZ_TIME_LIMIT_S stop generating new cases after this many seconds (reported, not failed)
  *   SG_FUZZ_DEADLINE_MS  per-wait liveness bound (default 5000)
- *   SG_FUZZ_KNOWN_BUGS   1: also generate the pattern of the known bug described in frontend-gen.ts
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -136,7 +135,7 @@ describe('protocol fuzzing', () => {
       env.token('admin', 'checker'),
       env.token('orders:read', 'bystander'),
     ]);
-    gen = { limits: LIMITS, tokens: { admin, reader }, otherUserToken: other, knownBugs: process.env.SG_FUZZ_KNOWN_BUGS === '1' };
+    gen = { limits: LIMITS, tokens: { admin, reader }, otherUserToken: other };
     expectedOrders = (await env.pg.sql('SELECT count(*)::int AS n FROM orders', 'app')).rows[0].n as number;
     await connectBystander();
     baseline = await check();
@@ -249,16 +248,11 @@ describe('protocol fuzzing', () => {
 
       const loggedIn = c.state !== 'startup' && c.state !== 'auth-password' && c.state !== 'auth-sasl';
       // The first step that must be refused, if the stream is still aligned when it comes.
-      // KNOWN BUG 2 (src/session/client-session.ts, see test/fuzz/pending-skip-unknown-type.test.ts.txt):
-      // while scopegate itself skips to Sync after refusing an extended-protocol message, it
-      // drops an unknown message type instead of refusing it; so the refusal is required only
-      // of a first step, outside ext-error, unless SG_FUZZ_KNOWN_BUGS=1.
       let mustRefuse = false;
       for (const s of c.steps) {
         if (s.fatal) { mustRefuse = true; break; }
-        if (!s.intact || s.ends || !gen.knownBugs) break;
+        if (!s.intact || s.ends) break;
       }
-      if (!gen.knownBugs && c.state === 'ext-error') mustRefuse = false;
       const probeable = loggedIn && c.steps.every((s) => s.intact && !s.ends && !s.fatal);
       const tClose0 = Date.now();
       if (mustRefuse && c.state !== 'startup') {

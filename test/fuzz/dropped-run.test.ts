@@ -1,4 +1,4 @@
-// Concern: PENDING (fails today; not run: the fix is in src/session/client-session.ts, which is another engineer's right now). When scopegate ends a session while reading a chunk, the messages of that chunk already accounted for must still reach the server, or the server connection waits 30 s for answers that never come.
+// Concern: When scopegate ends a session while reading a chunk, the messages of that chunk already accounted for must still reach the server, or the server connection waits 30 s for answers that never come.
 /**
  * Found by test/fuzz/protocol.fuzz.test.ts (shrunk: state=tx, steps Query("SELECT 1") then
  * an unknown message type in the same write; also Query + Terminate, Query + a malformed
@@ -13,20 +13,17 @@
  * send, until DRAIN_TIMEOUT_MS (30 s) closes the connection: with pool_size 1 every other
  * client waits 30 s.
  *
- * Proposed fix (client-session.ts): write what was accounted for before giving the backend
+ * Fix (client-session.ts): write what was accounted for before giving the backend
  * up: in onData's catch, and in terminate()/closeWith() before abandonBackend(), call
  * this.flushRun() while this.backend is still set (the bytes are whole messages: the
  * server answers them, and the janitor's wait ends normally).
- *
- * Rename to pending-dropped-run.test.ts (under test/fuzz/) once fixed; and drop the
- * "throws only first" rule in test/fuzz/frontend-gen.ts (or run the fuzz with SG_FUZZ_KNOWN_BUGS=1).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { errorFields, fe, RawClient, startupPacket, typed } from '../harness/rawclient.js';
 import { startFixture, type Fixture } from '../scope.fixture.test.js';
 
-describe('PENDING: a chunk ending the session still sends what was accounted for', () => {
+describe('a chunk ending the session still sends what was accounted for', () => {
   let fx: Fixture;
   before(async () => { fx = await startFixture({ poolSize: 1 }); });
   after(async () => { await fx?.stop(); });
