@@ -173,6 +173,7 @@ scopes:
     role: fault_writer
     allow:
       - { actions: [select, insert], tables: [fault_rows] }
+      - { actions: [execute], functions: [pg_catalog.pg_sleep] }
 ${pgbench ? `      - { actions: [select, insert, update], tables: [${PGBENCH_TABLES.join(', ')}] }\n` : ''}`;
 }
 
