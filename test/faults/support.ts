@@ -20,6 +20,7 @@ import pg from 'pg';
 import { SUPERPASS, SUPERUSER } from '../harness/postgres.js';
 import { freePort } from '../harness/ports.js';
 import { startScopegate, type RunningScopegate } from '../harness/scopegate.js';
+import { RawClient, startupPacket, typed, type Msg } from '../harness/rawclient.js';
 import { initPgbench, runPgbench, type PgbenchResult } from '../../bench/runner.js';
 
 export const DB = 'app';
@@ -57,6 +58,8 @@ export interface RestartablePostgres {
   /** Starts the server again on the same port and data directory. */
   start(): Promise<void>;
   readonly running: boolean;
+  /** The server's recent stderr (log lines). */
+  log(): string;
   /** Stops it (if running) and removes the data directory. */
   destroy(): Promise<void>;
 }
@@ -75,7 +78,7 @@ export async function startRestartablePostgres(flags: string[] = []): Promise<Re
     persistent: true,
     createPostgresUser: userInfo().uid === 0,
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', `unix_socket_directories=${parent}`, ...flags],
-    onLog: (m: string) => { logs.push(m); if (logs.length > 200) logs.splice(0, 100); },
+    onLog: (m: string) => { logs.push(m); if (logs.length > 2000) logs.splice(0, 1000); },
     onError: (m: unknown) => { logs.push(String(m)); },
   });
   await server.initialise();
@@ -107,6 +110,7 @@ export async function startRestartablePostgres(flags: string[] = []): Promise<Re
     },
     start,
     get running() { return running; },
+    log: () => logs.join(''),
     async destroy() {
       if (running) await server.stop();
       running = false;
@@ -439,4 +443,15 @@ export function pace(ms: number): Promise<void> {
 /** Counts a failed pgbench run's messages by their text (pgbench prints no SQLSTATE). */
 export function pgbenchErrors(res: PgbenchResult): string[] {
   return res.output.split('\n').filter((l) => /error|aborted|FATAL|could not/i.test(l) && !/^number of/.test(l)).map((l) => l.trim());
+}
+
+/** A raw wire-protocol client logged in through scopegate with a token as its password. */
+export async function rawLogin(port: number, sub: string, token: string): Promise<{ raw: RawClient; login: Msg[] }> {
+  const raw = await RawClient.connect(port);
+  raw.write(startupPacket({ user: sub, database: DB }));
+  const auth = await raw.read();
+  if (auth.type !== 'R' || auth.body.readInt32BE(0) !== 3) throw new Error(`expected a cleartext password request, got ${auth.type}`);
+  raw.write(typed('p', Buffer.from(token + '\0', 'utf8')));
+  const login = await raw.readUntilReady();
+  return { raw, login };
 }
