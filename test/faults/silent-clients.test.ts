@@ -37,8 +37,9 @@ describe('silent clients and client_login_timeout', { timeout: 300_000 }, () => 
     const opened = Date.now();
     const silent = await Promise.all(Array.from({ length: SILENT }, async (_, i) => {
       const kind = KINDS[i % KINDS.length]!;
-      const raw = await RawClient.connect(fx.sg.port);
+      // From before the connect: scopegate's timer starts when it accepts, which is later.
       const sentAt = Date.now();
+      const raw = await RawClient.connect(fx.sg.port);
       const packet = startupPacket({ user: `silent-${i}`, database: 'app' });
       if (kind === 'half a startup packet') raw.write(packet.subarray(0, packet.length >> 1));
       if (kind === 'startup, no password') raw.write(packet);
