@@ -179,6 +179,11 @@ export class Backend {
     this.owner = owner;
     this.mode = Mode.Client;
     this.lastUsed = Date.now();
+    // A pause belonged to the previous owner's slow reader. The janitor takes over a backend
+    // whose client left mid-result without detach(): still paused, it would never read the
+    // server's answer to its cancel (Postgres blocked in a write does not act on a cancel
+    // until the write completes) and would hold the pool slot until the drain timeout.
+    this.resume();
   }
 
   /**

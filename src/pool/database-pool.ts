@@ -70,6 +70,7 @@ export class DatabasePool {
     this.pool = this.makePool();
     this.tick = setInterval(() => {
       this.returnIdle(false);
+      this.pump();
       this.expireWaiters();
     }, 1_000);
     this.tick.unref();
@@ -115,6 +116,10 @@ export class DatabasePool {
           this.lastLoginError = null;
           if (this.serverParams === null) this.serverParams = new Map(b.params);
           this.log.debug({ db: this.db.name, backend: b.id, pid: b.pid }, 'server connection opened');
+          // generic-pool hands the new connection to its own waiting acquire, if any; when that
+          // one was served meanwhile by a released connection (or timed out), it stays in
+          // generic-pool's available list, where clients queued here would never see it.
+          setImmediate(() => this.pump());
           return b;
         },
         destroy: async (b) => {
@@ -307,6 +312,15 @@ export class DatabasePool {
     b.close();
     if (pool.isBorrowedResource(b)) await pool.destroy(b).catch(() => undefined);
     // The slot is free again: a queued client may open a new connection in it.
+    this.pump();
+  }
+
+  /**
+   * Moves queued clients to generic-pool while it has an available connection or room for a
+   * new one (a slot freed by a destroy, a connection whose login finished with nobody there
+   * to take it).
+   */
+  private pump(): void {
     while (this.queue.length !== 0 && (this.pool.available > 0 || this.roomInPool())) {
       const w = this.queue.shift()!;
       if (!w.settled) this.acquireFromPool(w);
