@@ -200,6 +200,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         // Also on a protocol error: the janitor's ROLLBACK must not sit in a corked buffer.
         b.socket.uncork();
       }
+      this.watchUnsynced();
     } catch (err) {
       // The messages before the bad one were accounted for on the backend: they must reach it.
       this.flushRun();
@@ -671,6 +672,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (corked) {
       this.flushRun();
       b.socket.uncork();
+      this.watchUnsynced();
     }
     if (!holdsMessages(this.phase)) this.resumeClient();
   }
@@ -1079,6 +1081,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   // ---- backend -> client (BackendOwner) --------------------------------------------
 
   forward(buf: Buffer, start: number, end: number): void {
+    // The server is still answering an unsynced batch: it is not idle.
+    if (this.idleTxTimer !== null && this.unsyncedIdle) this.idleTxTimer.refresh();
     if (!this.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end)) && !this.backendPausedForClient) {
       this.backendPausedForClient = true;
       this.backend?.pause();
@@ -1117,13 +1121,30 @@ export class ClientSession implements BackendOwner, StatementSender {
       }
       return;
     }
+    this.armIdleTimer(false);
+  }
+
+  /** The idle timer runs for a batch without Sync (no ReadyForQuery will start it). */
+  private unsyncedIdle = false;
+
+  /**
+   * A client that sends Parse/Bind/Execute and then nothing holds its server connection with
+   * no ReadyForQuery to come: idle_transaction_timeout counts from the last message either
+   * side sent (the server's answers refresh it), as the server cannot say it is idle.
+   */
+  private watchUnsynced(): void {
+    const b = this.backend;
+    if (b !== null && b.unsynced && !b.copyIn && this.idleTxTimer === null && !this.isClosed()) this.armIdleTimer(true);
+  }
+
+  private armIdleTimer(unsynced: boolean): void {
     const timeout = this.ctx.config.pool.idle_transaction_timeout;
-    if (timeout > 0) {
-      this.idleTxTimer = setTimeout(() => {
-        this.closeWith(new SqlError(SQLSTATE.IDLE_IN_TRANSACTION_TIMEOUT, `idle_transaction_timeout: transaction idle for more than ${timeout / 1000}s`, { severity: 'FATAL' }));
-      }, timeout);
-      this.idleTxTimer.unref();
-    }
+    if (timeout <= 0) return;
+    this.unsyncedIdle = unsynced;
+    this.idleTxTimer = setTimeout(() => {
+      this.closeWith(new SqlError(SQLSTATE.IDLE_IN_TRANSACTION_TIMEOUT, `idle_transaction_timeout: transaction idle for more than ${timeout / 1000}s`, { severity: 'FATAL' }));
+    }, timeout);
+    this.idleTxTimer.unref();
   }
 
   /** Between transactions: `b` goes back to its pool and this client waits for its next message. */

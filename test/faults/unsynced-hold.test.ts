@@ -3,9 +3,8 @@
  * In transaction mode a server connection belongs to a client until the server is idle outside
  * a transaction, and without a Sync it never is. query_wait_timeout is what bounds the others'
  * wait (checked once a second, so a client may wait up to query_wait_timeout + 1 s).
- * idle_transaction_timeout does not end the holder today: its timer starts at a
- * ReadyForQuery, which never comes without a Sync (test/faults/pending-unsynced-idle-timeout
- * .test.ts.txt holds the test for the fix; the fix belongs in src/session/client-session.ts).
+ * idle_transaction_timeout is off here (0, the default); with it set the holder is ended
+ * (test/faults/unsynced-idle-timeout.test.ts).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,7 +16,7 @@ const WAIT_TIMEOUT_MS = 2000;
 describe('an extended-protocol batch without Sync on a pool of 1', { timeout: 120_000 }, () => {
   let fx: FaultFixture;
   before(async () => {
-    fx = await startFaultFixture({ poolSize: 1, pool: { query_wait_timeout: `${WAIT_TIMEOUT_MS}ms`, idle_transaction_timeout: '1s' } });
+    fx = await startFaultFixture({ poolSize: 1, pool: { query_wait_timeout: `${WAIT_TIMEOUT_MS}ms`, idle_transaction_timeout: 0 } });
   });
   after(async () => { await fx?.stop(); });
 
@@ -38,7 +37,7 @@ describe('an extended-protocol batch without Sync on a pool of 1', { timeout: 12
     const err = await other.query('SELECT 1').then(() => null, (e: unknown) => e as { code?: string; message?: string; hint?: string });
     const waited = Date.now() - t0;
     assert.ok(err !== null, 'the other client was served while the only connection was held');
-    t.diagnostic(`the other client waited ${waited} ms (query_wait_timeout ${WAIT_TIMEOUT_MS} ms) and got ${err.code}: ${err.message} (hint: ${err.hint}); the holder ${holderClosed ? 'was closed' : 'still holds the connection'} though idle_transaction_timeout is 1 s`);
+    t.diagnostic(`the other client waited ${waited} ms (query_wait_timeout ${WAIT_TIMEOUT_MS} ms) and got ${err.code}: ${err.message} (hint: ${err.hint}); the holder ${holderClosed ? 'was closed' : 'still holds the connection'}`);
     assert.equal(err.code, '53300');
     assert.match(err.message ?? '', /query_wait_timeout/);
     // The holder's batch completes when it syncs: its results, then the connection is free.
