@@ -7,36 +7,64 @@
  * no idle client was closed; the server connections stayed within the pool; afterwards
  * every client (or SG_SCALE_IDLE_CHECK of them, spread over all) runs SELECT 1 and gets 1;
  * a fresh client logs in and is served. Memory is reported, never asserted: scopegate's
- * VmRSS (/proc/<pid>/status) and V8 heap (via test/scale/memory-probe.ts, after a full GC)
- * with a warm-up baseline of a few clients, and per client = (RSS_N - RSS_baseline) / N.
+ * VmRSS (/proc/<pid>/status) and V8 heap (via test/scale/memory-probe.ts, after a full GC),
+ * per client = (RSS_N - RSS_baseline) / N. The baseline is read with a few clients held,
+ * after a warm-up burst of logins that left again: the first burst grows the allocator's
+ * arenas and the young generation once, which is not what each further client costs (the
+ * figure from before the warm-up is reported too, and the young generation separately).
  *
  * Environment:
  *   SG_SCALE_IDLE        idle clients (default 1000; full size 10000)
  *   SG_SCALE_IDLE_CHECK  how many of them run SELECT 1 afterwards (default: all)
+ *   SG_SCALE_IDLE_WARM   logins of the warm-up burst before the baseline (default 1000, at most N)
+ *   SG_SCALE_SG_ENV      extra environment for scopegate, `K=V K=V` (to compare allocator or V8
+ *                        settings, e.g. `MALLOC_ARENA_MAX=2` or `NODE_OPTIONS=--max-semi-space-size=4`)
  * Both processes need N + a few hundred file descriptors (checked up front: `ulimit -n`).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { mintDevToken, parseAuthConfig, type AuthConfig } from '../../src/auth/index.js';
-import { fe, firstError, RawClient, rows, startupPacket, typed } from '../harness/rawclient.js';
+import { fe, firstError, RawClient, rows, startupPacket, typed, waitFor } from '../harness/rawclient.js';
 import { AUTH, DB, SECRET, startFixture, type Fixture } from '../scope.fixture.test.js';
 import { probeEnv, type MemoryReading } from './memory-probe.js';
 
 const N = Number(process.env.SG_SCALE_IDLE ?? 1000);
 const CHECK = Math.min(N, Number(process.env.SG_SCALE_IDLE_CHECK ?? N));
 const BASELINE = 20;
+const WARM = Math.min(N, Number(process.env.SG_SCALE_IDLE_WARM ?? 1000));
 const POOL = 4;
 /** Logins in flight at once (each is two round trips and one signature check). */
 const LOGIN_CONCURRENCY = 64;
 const SCOPE = 'orders:read';
 const KiB = 1024;
 
+/** The scopegate process's environment: the memory probe, plus SG_SCALE_SG_ENV. */
+function scopegateEnv(): Record<string, string> {
+  const env = probeEnv();
+  for (const kv of (process.env.SG_SCALE_SG_ENV ?? '').split(' ').filter((x) => x !== '')) {
+    const eq = kv.indexOf('=');
+    assert.ok(eq > 0, `SG_SCALE_SG_ENV: expected K=V, got ${kv}`);
+    const k = kv.slice(0, eq);
+    env[k] = k === 'NODE_OPTIONS' ? `${env[k] ?? ''} ${kv.slice(eq + 1)}`.trim() : kv.slice(eq + 1);
+  }
+  return env;
+}
+
 /** A field of /proc/<pid>/status in bytes (VmRSS, VmHWM, ...). */
 function procStatusBytes(pid: number, field: string): number {
   const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   assert.ok(m, `${field} missing from /proc/${pid}/status`);
   return Number(m[1]) * 1024;
+}
+
+/** Client connections scopegate holds: established TCP sockets on its port (its side of them). */
+function established(port: number): number {
+  const hexPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1).filter((line) => {
+    const f = line.trim().split(/\s+/);
+    return f[1]?.endsWith(hexPort) === true && f[3] === '01';
+  }).length;
 }
 
 /** The soft limit on open files of a process (/proc/<pid>/limits). */
@@ -88,8 +116,8 @@ describe('idle authenticated clients at scale', { timeout: 900_000 }, () => {
     fx = await startFixture({
       poolSize: POOL,
       // Room for the N, the baseline and the fresh client; no login deadline gets near.
-      config: { pool: { max_client_conn: N + BASELINE + 100 } },
-      sgEnv: probeEnv(),
+      config: { pool: { max_client_conn: N + BASELINE + LOGIN_CONCURRENCY + 100 } },
+      sgEnv: scopegateEnv(),
     });
     process.env.SG_SECRET = SECRET;
     auth = parseAuthConfig(AUTH, '.');
@@ -142,11 +170,22 @@ describe('idle authenticated clients at scale', { timeout: 900_000 }, () => {
       assert.ok(lim >= need, `${who} may open ${lim} files, ${N} idle clients need about ${need}: raise \`ulimit -n\` before running`);
     }
 
-    // Warm-up baseline: a few clients logged in and served, so code is compiled, the pool
-    // connected and the caches filled before the first reading.
+    // Baseline: a few clients logged in and served, so the pool is connected and the
+    // caches filled before the first reading.
     const baseline: Held[] = [];
     for (let i = 0; i < BASELINE; i++) baseline.push(await login(`warm-${i}`));
     for (const [i, h] of baseline.entries()) await selectOne(h.raw, `warm-${i}`);
+    const cold = await measure();
+    // Then a burst of WARM logins that leave again: the first burst costs memory once (the
+    // young generation grows to its cap, compilers and allocators take their arenas), and
+    // that is not what each further client costs.
+    await inParallel(WARM, LOGIN_CONCURRENCY, async (i) => {
+      const h = await login(`burst-${i}`);
+      await selectOne(h.raw, `burst-${i}`);
+      h.raw.write(fe.terminate());
+      await h.raw.closed;
+    });
+    await waitFor(() => established(fx.sg.port) === BASELINE, 'scopegate to close the warm-up burst', 30_000);
     const base = await measure();
 
     const held: Held[] = new Array<Held>(N);
@@ -159,6 +198,7 @@ describe('idle authenticated clients at scale', { timeout: 900_000 }, () => {
     // no server connection (transaction pooling): the pool stayed within its size.
     assert.equal(held.filter((h) => h !== undefined).length, N);
     assert.deepEqual(held.flatMap((h, i) => (h.closedEarly ? [i] : [])), [], 'idle clients closed by scopegate');
+    assert.equal(established(fx.sg.port), BASELINE + N, 'client connections open on scopegate\'s side');
     const servers = (await fx.su("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = 'authenticator'")).rows[0] as { n: number };
     assert.ok(servers.n <= POOL, `server connections: ${servers.n} > pool_size ${POOL}`);
 
@@ -177,18 +217,17 @@ describe('idle authenticated clients at scale', { timeout: 900_000 }, () => {
     await selectOne(fresh.raw, 'fresh');
     assert.deepEqual(held.flatMap((h, i) => (h.closedEarly ? [i] : [])), [], 'clients closed by scopegate while the others ran');
 
+    const noYoung = (r: Reading): number => r.rss - r.newSpace;
     const report = [
-      `idle clients: ${N} (baseline ${BASELINE}); logins ${loginMs} ms (${Math.round(N / (loginMs / 1000))}/s); SELECT 1 on ${CHECK} of them ${checkMs} ms`,
-      `scopegate VmRSS: baseline ${mib(base.rss)}, with ${N} idle ${mib(idle.rss)}, after they each ran SELECT 1 ${mib(served.rss)}; peak (VmHWM) ${mib(procStatusBytes(pid(), 'VmHWM'))}`,
-      `RSS per idle client: ${perClient(idle.rss, base.rss, N)}; after one statement each: ${perClient(served.rss, base.rss, N)}`,
-      `  of it V8 heap used: ${perClient(idle.heapUsed, base.heapUsed, N)} (baseline ${mib(base.heapUsed)}, idle ${mib(idle.heapUsed)}, served ${mib(served.heapUsed)})`,
-      `  V8 pages committed: ${perClient(idle.committed, base.committed, N)} (${mib(base.committed)} -> ${mib(idle.committed)}; young generation ${mib(base.newSpace)} -> ${mib(idle.newSpace)}, a one-time growth under the login burst, not per client)`,
-      `  outside V8 (sockets, malloc): ${perClient(idle.rss - idle.committed, base.rss - base.committed, N)}; external+arrayBuffers ${perClient(idle.external, base.external, N)}`,
+      `idle clients: ${N} (with ${BASELINE} held for the baseline, after a warm-up burst of ${WARM} logins that left); logins ${loginMs} ms (${Math.round(N / (loginMs / 1000))}/s); SELECT 1 on ${CHECK} of them ${checkMs} ms`,
+      `scopegate VmRSS: ${mib(cold.rss)} before the warm-up, baseline ${mib(base.rss)}, with ${N} idle ${mib(idle.rss)}, after they each ran SELECT 1 ${mib(served.rss)}; peak (VmHWM) ${mib(procStatusBytes(pid(), 'VmHWM'))}`,
+      `RSS per idle client: ${perClient(idle.rss, base.rss, N)}; after one statement each: ${perClient(served.rss, base.rss, N)}; without the young generation's growth (capacity, empty after a full GC): ${perClient(noYoung(idle), noYoung(base), N)}; from before the warm-up: ${perClient(idle.rss, cold.rss, N)}`,
+      `  V8 heap used: ${perClient(idle.heapUsed, base.heapUsed, N)} per client (baseline ${mib(base.heapUsed)}, idle ${mib(idle.heapUsed)}, served ${mib(served.heapUsed)})`,
+      `  V8 pages committed: ${perClient(idle.committed - idle.newSpace, base.committed - base.newSpace, N)} per client without the young generation (${mib(base.committed - base.newSpace)} -> ${mib(idle.committed - idle.newSpace)}); young generation ${mib(cold.newSpace)} before the warm-up, ${mib(base.newSpace)} at the baseline, ${mib(idle.newSpace)} idle`,
+      `  outside V8 (sockets, malloc): ${perClient(idle.rss - idle.committed, base.rss - base.committed, N)} per client; external+arrayBuffers ${perClient(idle.external, base.external, N)}`,
     ];
-    for (const line of report) {
-      t.diagnostic(line);
-      console.log(`[scale] ${line}`);
-    }
+    if (process.env.SG_SCALE_SG_ENV) report.push(`scopegate environment: ${process.env.SG_SCALE_SG_ENV}`);
+    for (const line of report) t.diagnostic(`[scale] ${line}`);
 
     for (const h of [...baseline, ...held, fresh]) {
       h.raw.write(fe.terminate());
