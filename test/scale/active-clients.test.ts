@@ -13,6 +13,7 @@
  *   SG_SCALE_ACTIVE       clients (default 200; full size 1000)
  *   SG_SCALE_ACTIVE_POOL  pool_size (default 10, or 20 from 1000 clients)
  *   SG_SCALE_ACTIVE_TX    transactions per client (default 20)
+ *   SG_SCALE_SG_ENV       extra environment for scopegate, `K=V K=V` (see scale-env.ts)
  * pgbench must be installed (postgresql-client); both it and scopegate need CLIENTS + a few
  * hundred file descriptors (checked up front: `ulimit -n`).
  */
@@ -22,6 +23,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DB, startFixture, type Fixture } from '../scope.fixture.test.js';
+import { scopegateEnv } from './scale-env.js';
 
 const PGBENCH = '/usr/bin/pgbench';
 const CLIENTS = Number(process.env.SG_SCALE_ACTIVE ?? 200);
@@ -87,6 +89,7 @@ describe(`${CLIENTS} active clients over a pool of ${POOL}`, { timeout: 600_000 
       // Clients wait for a server connection as long as the run may take, and log in slowly
       // under a thousand-connection burst without being cut.
       config: { pool: { max_client_conn: CLIENTS + 100, query_wait_timeout: '180s', client_login_timeout: '120s' }, log: { level: 'info', audit: 'off' } },
+      sgEnv: scopegateEnv(),
     });
     token = await fx.token('orders:read', SUB);
     script = join(fx.dir, 'two-selects.sql');
@@ -136,6 +139,7 @@ describe(`${CLIENTS} active clients over a pool of ${POOL}`, { timeout: 600_000 
         `-M ${mode}, ${CLIENTS} clients over pool ${POOL}, ${CLIENTS * TX} transactions of 2 checked SELECTs in BEGIN/END: tps ${tps}, latency average ${lat} ms, initial connection time ${conn} ms`,
         `scopegate CPU ${cpu} ms (${((cpu * 1000) / (CLIENTS * TX)).toFixed(0)} µs per transaction); VmRSS ${(statusKiB(pid, 'VmRSS') / 1024).toFixed(1)} MiB, peak ${(statusKiB(pid, 'VmHWM') / 1024).toFixed(1)} MiB; server connections seen at most ${maxServers}`,
       ];
+      if (process.env.SG_SCALE_SG_ENV) lines.push(`scopegate environment: ${process.env.SG_SCALE_SG_ENV}`);
       for (const l of lines) t.diagnostic(`[scale] ${l}`);
     });
   }

@@ -25,9 +25,10 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { mintDevToken, parseAuthConfig, type AuthConfig } from '../../src/auth/index.js';
-import { fe, firstError, RawClient, rows, startupPacket, typed, waitFor } from '../harness/rawclient.js';
+import { errorFields, fe, firstError, RawClient, rows, startupPacket, typed, waitFor } from '../harness/rawclient.js';
 import { AUTH, DB, SECRET, startFixture, type Fixture } from '../scope.fixture.test.js';
 import { probeEnv, type MemoryReading } from './memory-probe.js';
+import { scopegateEnv } from './scale-env.js';
 
 const N = Number(process.env.SG_SCALE_IDLE ?? 1000);
 const CHECK = Math.min(N, Number(process.env.SG_SCALE_IDLE_CHECK ?? N));
@@ -38,18 +39,6 @@ const POOL = 4;
 const LOGIN_CONCURRENCY = 64;
 const SCOPE = 'orders:read';
 const KiB = 1024;
-
-/** The scopegate process's environment: the memory probe, plus SG_SCALE_SG_ENV. */
-function scopegateEnv(): Record<string, string> {
-  const env = probeEnv();
-  for (const kv of (process.env.SG_SCALE_SG_ENV ?? '').split(' ').filter((x) => x !== '')) {
-    const eq = kv.indexOf('=');
-    assert.ok(eq > 0, `SG_SCALE_SG_ENV: expected K=V, got ${kv}`);
-    const k = kv.slice(0, eq);
-    env[k] = k === 'NODE_OPTIONS' ? `${env[k] ?? ''} ${kv.slice(eq + 1)}`.trim() : kv.slice(eq + 1);
-  }
-  return env;
-}
 
 /** A field of /proc/<pid>/status in bytes (VmRSS, VmHWM, ...). */
 function procStatusBytes(pid: number, field: string): number {
@@ -117,7 +106,7 @@ describe('idle authenticated clients at scale', { timeout: 900_000 }, () => {
       poolSize: POOL,
       // Room for the N, the baseline and the fresh client; no login deadline gets near.
       config: { pool: { max_client_conn: N + BASELINE + LOGIN_CONCURRENCY + 100 } },
-      sgEnv: scopegateEnv(),
+      sgEnv: scopegateEnv(probeEnv()),
     });
     process.env.SG_SECRET = SECRET;
     auth = parseAuthConfig(AUTH, '.');
@@ -143,8 +132,8 @@ describe('idle authenticated clients at scale', { timeout: 900_000 }, () => {
     void raw.closed.then(() => { held.closedEarly = true; });
     raw.write(startupPacket({ user: sub, database: DB }));
     const ask = await raw.read();
-    assert.equal(ask.type, 'R');
-    assert.equal(ask.body.readInt32BE(0), 3, 'AuthenticationCleartextPassword');
+    assert.equal(ask.type, 'R', `${sub}: expected an authentication request, got '${ask.type}' ${ask.type === 'E' ? JSON.stringify(errorFields(ask.body)) : ''}`);
+    assert.equal(ask.body.readInt32BE(0), 3, `${sub}: AuthenticationCleartextPassword`);
     raw.write(typed('p', Buffer.from(`${token}\0`, 'utf8')));
     const msgs = await raw.readUntilReady(60_000);
     assert.equal(firstError(msgs), undefined, `${sub}: ${JSON.stringify(firstError(msgs))}`);
