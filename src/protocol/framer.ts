@@ -4,14 +4,14 @@ import { SqlError, SQLSTATE } from '../errors.js';
 /** Called once per complete message: buf[start, end) is the whole message including its header. */
 export type MessageSink = (type: number, buf: Buffer, start: number, end: number) => void;
 
+/** The pieces of no message: shared, never pushed to (push() only appends while `held` is not 0). */
+const NO_PIECES: Buffer[] = [];
+
 /**
  * Splits a byte stream of typed messages (1-byte type, int32 length) into whole messages.
  * Messages that arrive whole are handed out as views into the socket's own chunk; only a
  * message split across chunks is copied, once, when its last piece arrives.
  */
-/** The pieces of no message: shared, never pushed to (push() only appends while `held` is not 0). */
-const NO_PIECES: Buffer[] = [];
-
 export class Framer {
   /** Pieces of a message split across chunks (its header included), and their total size. */
   private pieces: Buffer[] = NO_PIECES;
