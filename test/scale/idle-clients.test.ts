@@ -4,7 +4,8 @@
  * in through scopegate with a token of their own (HS256, sub `idle-<i>`, minted in this
  * process with the project's mintDevToken) and then stay idle. The suite asserts
  * correctness only: every login got AuthenticationOk, BackendKeyData and ReadyForQuery;
- * no idle client was closed; the server connections stayed within the pool; afterwards
+ * no idle client was closed and scopegate's side holds exactly their connections
+ * (/proc/net/tcp); the server connections stayed within the pool; afterwards
  * every client (or SG_SCALE_IDLE_CHECK of them, spread over all) runs SELECT 1 and gets 1;
  * a fresh client logs in and is served. Memory is reported, never asserted: scopegate's
  * VmRSS (/proc/<pid>/status) and V8 heap (via test/scale/memory-probe.ts, after a full GC),
