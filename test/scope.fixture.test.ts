@@ -178,6 +178,8 @@ export interface FixtureOptions {
   database?: Record<string, unknown>;
   /** Superuser SQL run on `app` before scopegate starts. */
   setupSql?: string;
+  /** Extra environment for the scopegate process (NODE_OPTIONS for a test probe, ...). */
+  sgEnv?: Record<string, string>;
 }
 
 export async function startFixture(opts: FixtureOptions = {}): Promise<Fixture> {
@@ -203,7 +205,7 @@ export async function startFixture(opts: FixtureOptions = {}): Promise<Fixture> 
       ...(policy === null ? {} : { policy }),
       ...(opts.config ?? {}),
     };
-    sg = await startScopegate(cfg, { SG_SECRET: SECRET });
+    sg = await startScopegate(cfg, { SG_SECRET: SECRET, ...(opts.sgEnv ?? {}) });
   } catch (err) {
     await pgsrv.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -10,6 +10,9 @@ export type MessageSink = (type: number, buf: Buffer, start: number, end: number
 
 export const HOLD = false;
 
+/** The pieces of no message: shared, never pushed to (push() only appends while `held` is not 0). */
+const NO_PIECES: Buffer[] = [];
+
 /**
  * Splits a byte stream of typed messages (1-byte type, int32 length) into whole messages.
  * Messages that arrive whole are handed out as views into the socket's own chunk; only a
@@ -17,7 +20,7 @@ export const HOLD = false;
  */
 export class Framer {
   /** Pieces of a message split across chunks (its header included), and their total size. */
-  private pieces: Buffer[] = [];
+  private pieces: Buffer[] = NO_PIECES;
   private held = 0;
   /** The whole length of that message once its header has arrived, else 0. */
   private want = 0;
@@ -45,7 +48,7 @@ export class Framer {
       if (this.want === 0 && this.held >= 5) this.want = this.lengthOf(Buffer.concat(this.pieces, 5), 0);
       if (this.want === 0 || this.held < this.want) return;
       buf = Buffer.concat(this.pieces, this.held);
-      this.pieces = [];
+      this.pieces = NO_PIECES;
       this.held = 0;
       this.want = 0;
     }

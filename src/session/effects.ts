@@ -16,17 +16,23 @@ import type { SettingMap } from './settings.js';
  * on its next one: uncertain always means reset, never guess.
  */
 export class SessionLedger {
-  /** The settings the client has, as the server confirmed them: name -> SET statement. */
-  private current: SettingMap;
+  /**
+   * The settings the client has, as the server confirmed them: name -> SET statement.
+   * The startup settings themselves (often shared by many clients) until the first change:
+   * `own` says whether this ledger has a copy of its own to write.
+   */
+  private current: ReadonlyMap<string, string>;
+  private own = false;
   /** Effects confirmed by the server inside the open transaction, waiting for its end. */
   private tentative: SessionEffects[] = [];
   /** Effectful messages sent whose answer has not arrived. */
   private inFlight = 0;
-  /** Effects of statements bound to portals (extended protocol), by portal name. */
-  private readonly portals = new Map<string, SessionEffects>();
+  /** Effects of statements bound to portals (extended protocol), by portal name; made on first use. */
+  private portals: Map<string, SessionEffects> | null = null;
 
-  constructor(private readonly startup: SettingMap) {
-    this.current = new Map(startup);
+  /** `startup` is read, never written: clients with the same startup settings may share it. */
+  constructor(private readonly startup: ReadonlyMap<string, string>) {
+    this.current = startup;
   }
 
   /** What a server connection must have applied to act for this client. */
@@ -34,19 +40,28 @@ export class SessionLedger {
     return this.current;
   }
 
+  /** The settings, as a map of this ledger's own to change. */
+  private writable(): SettingMap {
+    if (!this.own) {
+      this.current = new Map(this.current);
+      this.own = true;
+    }
+    return this.current as SettingMap;
+  }
+
   /** A Bind of a statement with effects: they happen when the portal is executed. */
   bound(portal: string, fx: SessionEffects | null): void {
-    if (fx !== null) this.portals.set(portal, fx);
-    else if (this.portals.size !== 0) this.portals.delete(portal);
+    if (fx !== null) (this.portals ??= new Map()).set(portal, fx);
+    else if (this.portals !== null && this.portals.size !== 0) this.portals.delete(portal);
   }
 
   /** The effects an Execute of `portal` carries (null: none). */
   executing(portal: string): SessionEffects | null {
-    return this.portals.size === 0 ? null : this.portals.get(portal) ?? null;
+    return this.portals === null || this.portals.size === 0 ? null : this.portals.get(portal) ?? null;
   }
 
   get hasPortals(): boolean {
-    return this.portals.size !== 0;
+    return this.portals !== null && this.portals.size !== 0;
   }
 
   /**
@@ -79,7 +94,7 @@ export class SessionLedger {
    * become the client's and `b`'s. Otherwise they are dropped, and `b` is reset before reuse.
    */
   transactionEnded(b: Backend, committed: boolean): void {
-    if (this.portals.size !== 0) this.portals.clear();
+    if (this.portals !== null && this.portals.size !== 0) this.portals.clear();
     if (this.tentative.length === 0) return;
     const done = this.tentative;
     this.tentative = [];
@@ -89,17 +104,18 @@ export class SessionLedger {
     }
     for (const fx of done) {
       if (fx.resetAll) {
-        this.current = new Map(this.startup);
+        this.current = this.startup;
+        this.own = false;
         b.applied.clear();
       }
       for (const [name, stmt] of fx.settings) {
         if (stmt === null) {
           const initial = this.startup.get(name);
-          if (initial !== undefined) this.current.set(name, initial);
-          else this.current.delete(name);
+          if (initial !== undefined) this.writable().set(name, initial);
+          else if (this.current.has(name)) this.writable().delete(name);
           b.applied.delete(name);
         } else {
-          this.current.set(name, stmt);
+          this.writable().set(name, stmt);
           b.applied.set(name, stmt);
         }
       }
@@ -111,6 +127,6 @@ export class SessionLedger {
     if (this.inFlight !== 0 || this.tentative.length !== 0) b.requireReset();
     this.inFlight = 0;
     this.tentative = [];
-    this.portals.clear();
+    this.portals?.clear();
   }
 }

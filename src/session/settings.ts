@@ -33,11 +33,36 @@ export function setStatement(name: string, value: string): string {
   return `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`;
 }
 
+/** A map nobody may change once built: startup settings shared by the clients that sent them. */
+class SharedMap extends Map<string, string> {
+  constructor(from: Map<string, string>) {
+    super();
+    for (const [k, v] of from) super.set(k, v);
+  }
+  override set(): this { throw new TypeError('shared startup settings are read-only'); }
+  override delete(): boolean { throw new TypeError('shared startup settings are read-only'); }
+  override clear(): void { throw new TypeError('shared startup settings are read-only'); }
+}
+
+export interface StartupSettings {
+  /** name -> SET statement. */
+  settings: ReadonlyMap<string, string>;
+  /** name -> value as sent. */
+  values: ReadonlyMap<string, string>;
+}
+
+const NO_STARTUP_SETTINGS: StartupSettings = { settings: new SharedMap(new Map()), values: new SharedMap(new Map()) };
+/** Startup settings by their text: the clients of one application send the same ones and share one pair of maps. */
+const seenStartupSettings = new Map<string, StartupSettings>();
+/** Distinct sets kept; past it (a parameter unique per client) each client gets maps of its own. */
+const MAX_SHARED_STARTUP_SETTINGS = 256;
+
 /**
  * Turns startup parameters (and `options=-c ...`) into settings; refuses role changes.
- * `values` keeps the values as sent, for the policy's startup check.
+ * `values` keeps the values as sent, for the policy's startup check. The maps returned are
+ * read-only and may be shared with other clients that sent the same settings.
  */
-export function startupSettings(params: Map<string, string>, fromOptions: Map<string, string>): { settings: SettingMap; values: Map<string, string> } {
+export function startupSettings(params: Map<string, string>, fromOptions: Map<string, string>): StartupSettings {
   const out: SettingMap = new Map();
   const values = new Map<string, string>();
   const add = (rawName: string, value: string): void => {
@@ -56,7 +81,14 @@ export function startupSettings(params: Map<string, string>, fromOptions: Map<st
   };
   for (const [k, v] of params) if (!NOT_SETTINGS.has(k)) add(k, v);
   for (const [k, v] of fromOptions) add(k, v);
-  return { settings: out, values };
+  if (out.size === 0) return NO_STARTUP_SETTINGS;
+  let key = '';
+  for (const [k, v] of values) key += `${k}\0${v}\0`;
+  const seen = seenStartupSettings.get(key);
+  if (seen !== undefined) return seen;
+  const made: StartupSettings = { settings: new SharedMap(out), values: new SharedMap(values) };
+  if (seenStartupSettings.size < MAX_SHARED_STARTUP_SETTINGS) seenStartupSettings.set(key, made);
+  return made;
 }
 
 /**

@@ -44,36 +44,55 @@ export interface UnnamedStatement extends CheckedParse {
   readonly message: Buffer;
 }
 
-/** The statements of one client. */
+/**
+ * The empty statement map of every client that has named none: reads, delete and clear
+ * work on it, set does not (add() gives the client a map of its own first).
+ */
+class NoStatements extends Map<string, ClientStatement> {
+  override set(): this {
+    throw new TypeError('NO_STATEMENTS is shared: ClientStatements.add() makes a map of its own');
+  }
+}
+const NO_STATEMENTS: Map<string, ClientStatement> = new NoStatements();
+
+/**
+ * The statements of one client. Most clients of a pool never prepare a named statement:
+ * the maps are made on first use (an idle client costs no empty maps).
+ */
 export class ClientStatements implements StatementOwner {
-  readonly byName = new Map<string, ClientStatement>();
+  private named: Map<string, ClientStatement> | null = null;
   /** The client's last unnamed Parse (null: it has none, and may not Bind or Describe one). */
   unnamed: UnnamedStatement | null = null;
   /** Row-filter checks on parameter values, by statement name ('' = unnamed). */
-  private readonly checks = new Map<string, readonly BindCheck[]>();
+  private checks: Map<string, readonly BindCheck[]> | null = null;
   /** What executing the statement does to the session, by name ('' = unnamed); only those with effects. */
-  private readonly effects = new Map<string, SessionEffects>();
+  private effects: Map<string, SessionEffects> | null = null;
+
+  /** The client's named statements by name (add() is the only way in). */
+  get byName(): Map<string, ClientStatement> {
+    return this.named ?? NO_STATEMENTS;
+  }
 
   get hasEffects(): boolean {
-    return this.effects.size !== 0;
+    return this.effects !== null && this.effects.size !== 0;
   }
 
   setEffects(name: string, fx: SessionEffects | null): void {
-    if (fx === null) this.effects.delete(name);
-    else this.effects.set(name, fx);
+    if (fx === null) this.effects?.delete(name);
+    else (this.effects ??= new Map()).set(name, fx);
   }
 
   effectsOf(name: string): SessionEffects | null {
-    return this.effects.size === 0 ? null : this.effects.get(name) ?? null;
+    return this.effects === null || this.effects.size === 0 ? null : this.effects.get(name) ?? null;
   }
 
   get hasChecks(): boolean {
-    return this.checks.size !== 0;
+    return this.checks !== null && this.checks.size !== 0;
   }
 
   setChecks(name: string, checks: readonly BindCheck[]): void {
-    if (checks.length === 0) this.checks.delete(name);
-    else this.checks.set(name, checks);
+    if (checks.length === 0) this.checks?.delete(name);
+    else (this.checks ??= new Map()).set(name, checks);
   }
 
   /**
@@ -105,7 +124,7 @@ export class ClientStatements implements StatementOwner {
     const portalEnd = buf.indexOf(0, start + 5);
     const nameEnd = buf.indexOf(0, portalEnd + 1);
     if (portalEnd < 0 || nameEnd < 0 || nameEnd >= end) return null; // malformed: the server says so
-    const checks = this.checks.get(buf.toString('utf8', portalEnd + 1, nameEnd));
+    const checks = this.checks?.get(buf.toString('utf8', portalEnd + 1, nameEnd));
     if (checks === undefined) return null;
     let off = nameEnd + 1;
     const nFormats = buf.readInt16BE(off);
@@ -136,7 +155,7 @@ export class ClientStatements implements StatementOwner {
 
   add(name: string, sql: string, tail: Buffer): ClientStatement {
     const stmt: ClientStatement = { name, serverName: serverNameFor(tail), parse: parseMessage(serverNameFor(tail), tail), sql, checkedVersion: '', sentSql: sql, role: undefined };
-    this.byName.set(name, stmt);
+    (this.named ??= new Map()).set(name, stmt);
     return stmt;
   }
 
