@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 /**
  * The environment of the protocol fuzz suite (no tests here): a real PostgreSQL with the
  * scope fixture's schema, the real scopegate CLI in front of it with small size limits and a
@@ -7,6 +8,7 @@
 import { connect, type Socket } from 'node:net';
 import pg from 'pg';
 import { startPostgres, type TestPostgres } from '../harness/postgres.js';
+import { startLoggedPostgres } from '../scope.fixture.test.js';
 import { startScopegate, type LogLine, type RunningScopegate } from '../harness/scopegate.js';
 import { AUTH, AUTH_PASSWORD, DB, EXAMPLE_POLICY, ROLES_SQL, SCHEMA_SQL, SECRET, mintToken } from '../scope.fixture.test.js';
 import type { Limits } from './frontend-gen.js';
@@ -30,7 +32,7 @@ export interface FuzzEnv {
 }
 
 export async function startFuzzEnv(): Promise<FuzzEnv> {
-  const pgsrv = await startPostgres();
+  const pgsrv = process.env.SG_FUZZ_PGLOG ? await startLoggedPostgres([]) : await startPostgres();
   await pgsrv.sql(ROLES_SQL);
   await pgsrv.sql(`CREATE DATABASE ${DB}`);
   await pgsrv.sql(SCHEMA_SQL, DB);
@@ -84,6 +86,8 @@ export async function startFuzzEnv(): Promise<FuzzEnv> {
     },
     async stop() {
       await env.sg.stop().catch(() => null);
+      // SG_FUZZ_PGLOG=FILE: the server's log (log_statement=all) is written there, to see what it was sent.
+      if (process.env.SG_FUZZ_PGLOG && 'serverLog' in pgsrv) writeFileSync(process.env.SG_FUZZ_PGLOG, (pgsrv as { serverLog(): string }).serverLog());
       await pgsrv.stop();
     },
   };

@@ -1,0 +1,24 @@
+import { startFixture } from '/work/main/dist/test/scope.fixture.test.js';
+import { RawClient, startupPacket, typed, fe } from '/work/main/dist/test/harness/rawclient.js';
+const fx = await startFixture({ poolSize: 1, serverLog: true, pgFlags: ['-c', 'log_statement=all', '-c', 'log_min_messages=debug1'] });
+const raw = await RawClient.connect(fx.sg.port);
+raw.write(startupPacket({ user: 'fuzz', database: 'app' }));
+await raw.read(5000);
+raw.write(typed('p', Buffer.from(`${await fx.token('admin')}\0`)));
+await raw.readUntilReady(5000);
+await raw.query('BEGIN');
+const p1 = Buffer.concat([Buffer.from('P'), Buffer.alloc(4), Buffer.from('\0DECLARE fz_c2 CURSOR FOR SELECT 1\0'), Buffer.from([0,3, 0,0,0,25, 0,0,0,25, 0,0,0,16])]); p1.writeInt32BE(p1.length - 1, 1);
+const p2 = Buffer.concat([Buffer.from('P'), Buffer.alloc(4), Buffer.from('\0PREPARE fz_p AS SELECT 1\0'), Buffer.from([0,2, 0,0,0,16, 0,0,0,25])]); p2.writeInt32BE(p2.length - 1, 1);
+const all = Buffer.concat([Buffer.from('450000000d667a5f63007fffffff', 'hex'), p1, p2]);
+const split = (process.argv[2] ?? '').split(',').filter(Boolean).map(Number);
+let off = 0; for (const n of split) { raw.write(all.subarray(off, off + n)); off += n; await new Promise(r => setTimeout(r, 20)); } raw.write(all.subarray(off));
+await new Promise(r => setTimeout(r, 100));
+raw.write(Buffer.concat([typed('f', Buffer.from('fuzz probe\0')), fe.sync(), fe.query('ROLLBACK'), fe.query("SELECT 'probe-1'")]));
+await new Promise(r => setTimeout(r, 500));
+console.log('got', raw.since?.().map?.(m => m.type).join('') ?? '');
+raw.close();
+await new Promise(r => setTimeout(r, 1000));
+try { console.log((await fx.su('SELECT 1 AS x')).rows); } catch (e) { console.log('after:', e.message); }
+const log = fx.pg.serverLog();
+console.log(log.split('\n').filter(l => /statement:|execute|terminated|signal|ERROR|FATAL|LOG:  server/.test(l)).slice(-25).join('\n'));
+await fx.stop();
