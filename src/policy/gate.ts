@@ -293,9 +293,15 @@ export class SessionGate implements StatementGate {
     return this.decide(c, policy.check(stmt.sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims));
   }
 
+  private parserLossLogged = false;
+
   /** Turns a decision into the error to send or the role to run under, and audits it. */
   private decide(c: GateClient, d: Decision): Verdict {
     this.audit(c, d, 'statement');
+    if (d.reason === 'parser_failed' && !this.parserLossLogged && wasmBroken() !== null) {
+      this.parserLossLogged = true;
+      this.parts.log.error({ why: wasmBroken(), threads: this.parts.threads != null }, "the event loop's SQL parser failed and is not used again: statements are decided by the parser threads (restart scopegate to get it back)");
+    }
     if (!d.allowed) {
       if (d.enforced) {
         const e = d.error ?? { code: SQLSTATE.INSUFFICIENT_PRIVILEGE, message: 'permission denied', hint: 'no scope grants it' };
