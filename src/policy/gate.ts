@@ -300,7 +300,8 @@ export class SessionGate implements StatementGate {
     this.audit(c, d, 'statement');
     if (d.reason === 'parser_failed' && !this.parserLossLogged && wasmBroken() !== null) {
       this.parserLossLogged = true;
-      this.parts.log.error({ why: wasmBroken(), threads: this.parts.threads != null }, "the event loop's SQL parser failed and is not used again: statements are decided by the parser threads (restart scopegate to get it back)");
+      const then = this.parts.threads != null ? 'statements are decided by the parser threads' : 'with parser_threads 0, statements not yet decided are refused';
+      this.parts.log.error({ why: wasmBroken() }, `the event loop's SQL parser failed and is not used again: ${then} (restart scopegate to get it back)`);
     }
     if (!d.allowed) {
       if (d.enforced) {
