@@ -95,7 +95,7 @@ export const POOL_DEFAULTS: PoolSettings = {
   max_statement_size: 1024 * 1024,
   max_statements_per_query: 1000,
   parser_threads: 2,
-  parser_thread_min_size: 4096,
+  parser_thread_min_size: 1024,
 };
 
 type Obj = Record<string, unknown>;

@@ -4,9 +4,10 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type pg from 'pg';
+import pg from 'pg';
 import { initParser } from '../src/policy/parse.js';
 import { PolicyStore } from '../src/policy/store.js';
+import { FairQueue } from '../src/policy/decision-threads.js';
 import { classify } from '../src/policy/session-effects.js';
 import { errorOf, ROOT, startFixture, type Fixture } from './scope.fixture.test.js';
 import { startRows, tenantOracle, type RowsFixture } from './rows.fixture.test.js';
@@ -100,6 +101,26 @@ describe('decision threads', () => {
     assert.equal((await attacker.query('SELECT 1 AS one')).rows[0].one, 1);
     assert.equal((await bystander.query(`SELECT count(*)::int AS n FROM orders${pad(MIN, 'g')}`)).rows[0].n, 10);
     assert.equal((await attacker.query(`SELECT count(*)::int AS n FROM orders${pad(MIN, 'g2')}`)).rows[0].n, 10);
+  });
+
+  it("a thread's failure costs only the text that caused it, never another client's", async () => {
+    const attacker = await fx.client('orders:read', { sub: 'deep2' });
+    const victim = await fx.client('orders:read', { sub: 'victim' });
+    const deep = (k: number): string => `SELECT ${Array(100_000).fill(String(k)).join('+')}`;
+    let running = true;
+    const attacks = (async () => {
+      for (let k = 0; k < 3; k++) assert.equal((await errorOf(() => attacker.query(deep(k + 2)))).code, '54001');
+      running = false;
+    })();
+    let served = 0;
+    for (let i = 0; running || i < 5; i++) {
+      // A new big valid text each time: every one is decided by a thread.
+      const r = await victim.query(`SELECT ${i} AS i, count(*)::int AS n FROM orders${pad(MIN, `v${i}-`)}`);
+      assert.deepEqual(r.rows[0], { i, n: 10 });
+      served++;
+    }
+    await attacks;
+    assert.ok(served >= 5);
   });
 
   it("one client's stream of big distinct texts does not stall others' SELECT 1 (figure)", async (t) => {
@@ -215,5 +236,31 @@ describe('decision threads with row rules (tenants)', () => {
     // Cold small texts of every client are still judged, and judged right.
     assert.deepEqual((await other.query(`${small} `)).rows, expect);
     assert.equal((await c.query('SELECT 41 + 1 AS n')).rows[0].n, 42);
+    // Logins with startup parameters (psql sends application_name) are judged by the threads too.
+    const token = await fx.token('orders:read', 'late', { tenant: 'globex', countries: '["FI"]' });
+    const late = new pg.Client({ host: '127.0.0.1', port: fx.sg.port, user: 'late', password: token, database: 'app', application_name: 'after-parser-loss' });
+    await late.connect();
+    try {
+      assert.equal((await late.query('SHOW application_name')).rows[0].application_name, 'after-parser-loss');
+      assert.deepEqual((await late.query(small)).rows, expect);
+    } finally {
+      await late.end();
+    }
+  });
+});
+
+describe('FairQueue (the order decision threads take jobs in)', () => {
+  const job = (client: string, chars: number, tag: string) => ({ id: 0, job: { client, sql: tag.padEnd(chars, ' '), scopes: [], claims: undefined, decide: true, effects: true }, resolve: () => undefined });
+
+  it('takes small texts first, then the clients in turn, one job each', () => {
+    const q = new FairQueue(100);
+    for (let i = 0; i < 4; i++) q.push(job('flood', 1000, `f${i}`));
+    q.push(job('victim', 1000, 'v0'));
+    q.push(job('victim', 1000, 'v1'));
+    q.push(job('other', 10, 's0'));
+    const order: string[] = [];
+    for (let p = q.shift(); p !== undefined; p = q.shift()) order.push(p.job.sql.trim());
+    assert.deepEqual(order, ['s0', 'f0', 'v0', 'f1', 'v1', 'f2', 'f3']);
+    assert.equal(q.length, 0);
   });
 });

@@ -7,6 +7,8 @@ import type { MadeDecision, PolicyStore } from './store.js';
 import type { Claims } from './types.js';
 
 export interface DecisionJob {
+  /** Whose job (the token's subject, else the address): the queue takes clients in turn. */
+  client: string;
   sql: string;
   scopes: readonly string[];
   claims: Claims | undefined;
@@ -29,6 +31,7 @@ interface Pending {
 
 interface Slot {
   worker: Worker;
+  /** Loaded and sound: a worker whose parser failed takes no more jobs (it is about to exit). */
   ready: boolean;
   busy: Pending | null;
   timer: NodeJS.Timeout | null;
@@ -38,13 +41,62 @@ interface Slot {
 }
 
 /** A worker's own heap: a tree too big for it ends that worker, not scopegate. */
-const WORKER_HEAP_MB = 2048;
+const WORKER_HEAP_MB = 768;
+/** A worker's stack: deeper than the event loop's, so what it judges the event loop need not. */
+const WORKER_STACK_MB = 16;
 /** A job that takes longer has hung its worker: it is refused and the worker replaced. */
 const JOB_TIMEOUT_MS = 30_000;
 
+/**
+ * Jobs waiting for a worker, taken so that no client can starve another: texts below the
+ * threads' usual size (sent here only once the event loop's parser has failed) go first,
+ * and among the rest the clients take turns, one job each, in the order they first queued.
+ */
+export class FairQueue {
+  private readonly small: Pending[] = [];
+  private readonly byClient = new Map<string, Pending[]>();
+  private count = 0;
+
+  constructor(private readonly smallBelow: number) {}
+
+  get length(): number {
+    return this.count;
+  }
+
+  push(p: Pending): void {
+    this.count++;
+    if (p.job.sql.length < this.smallBelow) { this.small.push(p); return; }
+    const q = this.byClient.get(p.job.client);
+    if (q === undefined) this.byClient.set(p.job.client, [p]);
+    else q.push(p);
+  }
+
+  shift(): Pending | undefined {
+    const s = this.small.shift();
+    if (s !== undefined) { this.count--; return s; }
+    for (const [client, q] of this.byClient) {
+      const p = q.shift()!;
+      // To the back of the line: a Map iterates in insertion order.
+      this.byClient.delete(client);
+      if (q.length !== 0) this.byClient.set(client, q);
+      this.count--;
+      return p;
+    }
+    return undefined;
+  }
+
+  drain(): Pending[] {
+    const all = [...this.small, ...[...this.byClient.values()].flat()];
+    this.small.length = 0;
+    this.byClient.clear();
+    this.count = 0;
+    return all;
+  }
+}
+
 export class DecisionThreads {
   private readonly slots: Slot[] = [];
-  private readonly waiting: Pending[] = [];
+  private readonly waiting: FairQueue;
   private nextId = 1;
   private closed = false;
   /** Jobs run and workers replaced, for the admin console and tests. */
@@ -55,6 +107,7 @@ export class DecisionThreads {
    * same policy text and catalog data as `policy`, re-sent whenever its versions change.
    */
   constructor(count: number, readonly minSize: number, private readonly policy: PolicyStore | null, private readonly log: Logger) {
+    this.waiting = new FairQueue(minSize);
     for (let i = 0; i < count; i++) this.slots.push(this.spawn());
   }
 
@@ -69,12 +122,12 @@ export class DecisionThreads {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const p of this.waiting.splice(0)) p.resolve({ made: null, effects: null, failed: 'scopegate is shutting down' });
+    for (const p of this.waiting.drain()) p.resolve({ made: null, effects: null, failed: 'scopegate is shutting down' });
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 
   private spawn(): Slot {
-    const worker = new Worker(new URL('./decision-worker.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB } });
+    const worker = new Worker(new URL('./decision-worker.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB, stackSizeMb: WORKER_STACK_MB } });
     const slot: Slot = { worker, ready: false, busy: null, timer: null, policyVersion: '', catalogVersion: '' };
     worker.on('message', (m: FromWorker) => this.onMessage(slot, m));
     worker.on('error', (err) => this.log.warn({ err: err.message }, 'decision worker failed'));
@@ -93,7 +146,11 @@ export class DecisionThreads {
     const p = slot.busy;
     if (p === null || p.id !== m.id) return;
     this.finish(slot);
-    if (m.failed !== null) this.stats.failed++;
+    if (m.failed !== null) {
+      this.stats.failed++;
+      // Its parser failed: the worker exits; nothing more is sent to it.
+      slot.ready = false;
+    }
     p.resolve({ made: m.made, effects: m.effects === null ? null : effectsFromWire(m.effects), failed: m.failed });
     this.dispatch();
   }

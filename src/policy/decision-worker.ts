@@ -10,8 +10,9 @@ import type { ToWorker, FromWorker } from './decision-messages.js';
 const port = parentPort;
 if (port === null) throw new Error('decision-worker.ts runs as a worker thread only');
 
-// Each text comes here once and its decision is cached by the event loop: trees need no keeping.
-setParseCacheSize(16);
+// Each text comes here once and its decision is cached by the event loop: a tree is kept only
+// from the decision to the effects of the same job.
+setParseCacheSize(2);
 let store: PolicyStore | null = null;
 
 function reply(m: FromWorker): void {
@@ -28,16 +29,20 @@ function run(m: ToWorker): void {
       store?.setCatalog(m.data === null ? null : catalogFromData(m.data));
       return;
     case 'job': {
+      let failed: string | null = null;
       try {
         const made = m.decide && store !== null ? store.make(m.sql, m.scopes, m.claims) : null;
         const effects = m.effects ? effectsToWire(classify(m.sql)) : null;
         const broken = wasmBroken();
-        reply({ kind: 'done', id: m.id, made, effects, failed: broken === null ? null : `the SQL parser failed on this statement (${broken})` });
+        failed = broken === null ? null : `the SQL parser failed on this statement (${broken})`;
+        reply({ kind: 'done', id: m.id, made, effects, failed });
       } catch (err) {
-        reply({ kind: 'done', id: m.id, made: null, effects: null, failed: (err as Error).message });
+        failed = err instanceof Error ? err.message : 'the decision failed';
+        reply({ kind: 'done', id: m.id, made: null, effects: null, failed });
       }
-      // A parser that failed is not trusted again: this thread ends, a new one takes its place.
-      if (wasmBroken() !== null) process.exit(1);
+      // A parser that failed, or a decision that threw, leaves this thread untrusted: it ends,
+      // and a new one takes its place (the pool sends it nothing more meanwhile).
+      if (failed !== null) process.exit(1);
     }
   }
 }

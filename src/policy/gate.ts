@@ -141,7 +141,13 @@ export class SessionGate implements StatementGate {
     const policy = this.parts.policy;
     if (policy === null) return;
     for (const [name, value] of c.startupValues) {
-      const d = policy.check(`SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`, c.identity?.scopes ?? NO_SCOPES);
+      const sql = `SET ${quoteIdent(name)} TO ${quoteLiteral(value)}`;
+      // Judged like any statement: a long value, or an event loop whose parser failed, goes to the threads.
+      if (this.needsOffThread(c, sql)) {
+        const refusal = await this.decideOffThread(c, sql);
+        if (refusal !== null) throw new SqlError(refusal.code, refusal.message, { severity: 'FATAL', hint: refusal.hint });
+      }
+      const d = policy.check(sql, c.identity?.scopes ?? NO_SCOPES);
       this.audit(c, d, 'startup');
       if (!d.allowed && d.enforced) {
         throw new SqlError(SQLSTATE.INSUFFICIENT_PRIVILEGE, `permission denied: startup parameter "${name}"`, { severity: 'FATAL', hint: d.error?.hint });
@@ -259,7 +265,7 @@ export class SessionGate implements StatementGate {
     const decide = this.decisionNeeded(c, sql);
     const effects = tracker !== null && !tracker.has(sql);
     const started = performance.now();
-    const r = await threads.run({ sql, scopes: [...scopes], claims, decide, effects });
+    const r = await threads.run({ client: c.identity?.sub ?? c.address, sql, scopes: [...scopes], claims, decide, effects });
     if (this.parts.log.isLevelEnabled('debug')) this.parts.log.debug({ addr: c.address, chars: sql.length, ms: Math.round(performance.now() - started), failed: r.failed !== null }, 'statement decided off the event loop');
     const failed = r.failed ?? (r.made?.decision.reason === 'parser_failed' ? r.made.decision.error?.message ?? 'the SQL parser failed' : null);
     if (failed !== null) {

@@ -44,7 +44,7 @@ function guarded<T>(f: () => T): T {
     return f();
   } catch (err) {
     if (err instanceof Error && !(err instanceof WebAssembly.RuntimeError) && !(err instanceof RangeError)) throw err;
-    broken = err instanceof Error ? err.message : String(err);
+    broken = err instanceof Error ? err.message : 'the WASM module aborted';
     throw new ParserFailure(broken);
   }
 }

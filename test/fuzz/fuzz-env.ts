@@ -16,7 +16,7 @@ import type { Limits } from './frontend-gen.js';
 export const LIMITS: Limits = { maxLoginPacket: 1024, maxPacket: 4096, maxStatement: 2048 };
 
 /** A table the bad clients may write and COPY into; the bystander counts `orders`, which nobody writes. */
-const FUZZ_SQL = `
+export const FUZZ_SQL = `
 CREATE TABLE fuzz_sink (a int, b text);
 GRANT ALL ON fuzz_sink TO app_admin, app_writer;
 `;
@@ -37,8 +37,10 @@ export async function startFuzzEnv(): Promise<FuzzEnv> {
   await pgsrv.sql(`CREATE DATABASE ${DB}`);
   await pgsrv.sql(SCHEMA_SQL, DB);
   await pgsrv.sql(FUZZ_SQL, DB);
+  // SG_FUZZ_WIRE=FILE: what scopegate sends the server is relayed and recorded there (hex, a line per chunk).
+  const serverPort = process.env.SG_FUZZ_WIRE ? await wireRecorder(pgsrv.port, process.env.SG_FUZZ_WIRE) : pgsrv.port;
   const cfg: Record<string, unknown> = {
-    databases: { [DB]: { url: pgsrv.url(DB, 'authenticator', AUTH_PASSWORD), pool_size: 1 } },
+    databases: { [DB]: { url: pgsrv.url(DB, 'authenticator', AUTH_PASSWORD).replace(`:${pgsrv.port}/`, `:${serverPort}/`), pool_size: 1 } },
     auth: {
       ...AUTH,
       // Thousands of refused logins come from 127.0.0.1: no slow-down, or every case would wait.
@@ -200,4 +202,24 @@ export class FuzzConn {
   destroy(): void {
     this.socket.destroy();
   }
+}
+
+/** A loopback relay to the server that appends every client-to-server chunk to `file` (connection id, hex). */
+async function wireRecorder(target: number, file: string): Promise<number> {
+  const { createServer, connect } = await import('node:net');
+  const { appendFileSync } = await import('node:fs');
+  let n = 0;
+  const server = createServer((c) => {
+    const id = ++n;
+    const s = connect(target, '127.0.0.1');
+    c.on('data', (d) => { appendFileSync(file, `${id} ${Date.now()} ${d.toString('hex')}\n`); s.write(d); });
+    s.on('data', (d) => c.write(d));
+    c.on('close', () => s.destroy());
+    s.on('close', () => c.destroy());
+    c.on('error', () => s.destroy());
+    s.on('error', () => c.destroy());
+  });
+  server.unref();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as { port: number }).port;
 }
