@@ -10,13 +10,15 @@ const raw = await RawClient.connect(pg.port);
 raw.write(startupPacket({ user: 'authenticator', database: 'app' })); await raw.read(5000);
 raw.write(typed('p', Buffer.from(AUTH_PASSWORD + '\0'))); await raw.readUntilReady(5000);
 const from = Number(process.argv[3] ?? 3);
+const pick = process.argv[4] ? process.argv[4].split(',').map(Number) : null;
+const sel = pick ? pick.map(i => rows[i]) : rows.slice(from);
 let k = 0;
-for (const [, t, hex] of rows.slice(from)) {
+for (const [, t, hex] of sel) {
   raw.write(Buffer.from(hex, 'hex'));
   await new Promise(r => setTimeout(r, 8));
   k++;
   let alive = true;
-  if (k % 20 === 0 || k > rows.length - from - 6) { try { await pg.sql('SELECT 1'); } catch (e) { alive = false; console.log('DEAD after chunk', from + k - 1, t, hex.slice(0, 60)); break; } }
+  if (k % 20 === 0 || k > sel.length - 6) { try { await pg.sql('SELECT 1'); } catch (e) { alive = false; console.log('DEAD after chunk', k - 1, t, hex.slice(0, 60)); break; } }
 }
 console.log('done', k);
-await pg.stop();
+await new Promise(r => setTimeout(r, 600000));

@@ -214,6 +214,21 @@ export class ClientSession implements BackendOwner, StatementSender {
     else this.framer.resume(this.onMessage);
   }
 
+  /** This client bound the unnamed portal since its last simple Query (or refusal). */
+  private unnamedPortalBound = false;
+
+  /**
+   * Execute or Describe of the unnamed portal the client never bound: Postgres 18.4 would run
+   * the one a failed simple Query left behind, whose statements were freed with that Query's
+   * memory (measured: BEGIN, a failing Query, a CopyData, then Execute("") crashes the
+   * server). Answered as Postgres answers a portal that does not exist. Named portals only
+   * ever come from Bind.
+   */
+  private portalRefusal(buf: Buffer, nameAt: number, isPortal: boolean): SqlError | null {
+    if (!isPortal || buf[nameAt] !== 0 || this.unnamedPortalBound) return null;
+    return new SqlError(SQLSTATE.INVALID_CURSOR_NAME, 'portal "" does not exist');
+  }
+
   /**
    * What a decision worker said of the held message, taken when it is handed out again: its
    * refusal, or null when the checks may go on (from the cache it filled, or, if that was
@@ -369,6 +384,8 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.terminate();
         return;
       case FE.Query: {
+        // A simple Query replaces the unnamed portal (and may leave it failed: see portalRefusal).
+        this.unnamedPortalBound = false;
         this.checkSessionStillValid();
         const [sql] = readCString(buf, start + 5, end);
         const tooBig = statementRefusal(this.limits, sql, end - start) ?? this.offThreadVerdict(sql);
@@ -477,6 +494,10 @@ export class ClientSession implements BackendOwner, StatementSender {
       }
       case FE.Bind:
       case FE.Describe: {
+        if (type === FE.Describe) {
+          const refused = this.portalRefusal(buf, start + 6, buf[start + 5] === 0x50);
+          if (refused !== null) { this.reject(refused, true); return; }
+        }
         if (type === FE.Bind && this.statements.hasChecks) {
           const refusal = this.statements.checkBind(buf, start, end);
           if (refusal !== null) { this.reject(refusal, true); return; }
@@ -506,6 +527,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         }
         // The unnamed statement and untracked names go as sent; tracked ones are renamed.
         const stmt = nameEnd === nameStart || !this.trackStatements ? null : this.statements.byName.get(checked.name) ?? null;
+        if (type === FE.Bind && buf[start + 5] === 0) this.unnamedPortalBound = true;
         this.forwardToBackend(type, buf, start, end, stmt, role);
         return;
       }
@@ -536,13 +558,16 @@ export class ClientSession implements BackendOwner, StatementSender {
       case FE.Flush:
         if (this.wireFree) return;
         break;
-      case FE.Execute:
+      case FE.Execute: {
+        const refused = this.portalRefusal(buf, start + 5, true);
+        if (refused !== null) { this.reject(refused, true); return; }
         if (this.ledger.hasPortals) {
           const [portal] = readCString(buf, start + 5, end);
           this.forwardToBackend(type, buf, start, end, null, undefined, this.ledger.executing(portal));
           return;
         }
         break;
+      }
       case FE.CopyData: case FE.CopyDone: case FE.CopyFail:
         break;
       case FE.FunctionCall:
@@ -1042,6 +1067,8 @@ export class ClientSession implements BackendOwner, StatementSender {
    * server itself raises the error, so the transaction aborts exactly as Postgres would.
    */
   private reject(err: SqlError, extended: boolean): void {
+    // A refusal runs as a statement of its own: the unnamed portal is no longer the client's.
+    this.unnamedPortalBound = false;
     // Inside a BEGIN answered here: the refusal must fail a real transaction, as in Postgres.
     if (this.pendingBegin !== null && this.backend === null && !holdsMessages(this.phase)) this.acquire();
     const b = this.backend;
