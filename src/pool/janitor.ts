@@ -26,8 +26,16 @@ export function drainAndRelease(b: Backend, pool: DatabasePool, log: Logger): vo
       await pool.destroy(b);
     }
   };
+  let copyFailed = false;
+  const failCopy = (): void => {
+    if (copyFailed || !b.copyIn) return;
+    copyFailed = true;
+    b.write(COPY_FAIL_CLIENT_GONE);
+  };
   const owner: BackendOwner = {
-    forward: () => undefined,
+    // A COPY FROM STDIN the client started just before it left begins after the takeover:
+    // end it when it does, or the server waits for data that never comes.
+    forward: failCopy,
     onIdle: () => { if (b.quiet || b.txStatus !== TX_IDLE) void finish(); },
     onBackendLost: (_err: SqlError) => { clearTimeout(timer); void pool.destroy(b); },
   };
@@ -37,9 +45,7 @@ export function drainAndRelease(b: Backend, pool: DatabasePool, log: Logger): vo
   }, DRAIN_TIMEOUT_MS);
   timer.unref();
   b.attach(owner);
-  if (b.copyIn) {
-    b.write(COPY_FAIL_CLIENT_GONE);
-  }
+  failCopy();
   if (b.unsynced) {
     b.write(SYNC);
     b.noteSent(FE.Sync, true);

@@ -51,4 +51,22 @@ describe('a chunk ending the session still sends what was accounted for', () => 
       console.log(`next client served after ${Date.now() - t0} ms`);
     });
   }
+
+  // Found by the fuzz at full size (seed 2, run 3750): the COPY reached the server, its
+  // CopyInResponse came after the janitor had taken over, and nothing ended it.
+  it('BEGIN, then COPY FROM STDIN + a message past max_packet_size in one write: the COPY is ended and the next client served', async () => {
+    const raw = await RawClient.connect(fx.sg.port);
+    raw.write(startupPacket({ user: 'alice', database: 'app' }));
+    assert.equal((await raw.read(5_000)).type, 'R');
+    raw.write(typed('p', Buffer.from(`${await fx.token('admin')}\0`)));
+    assert.equal((await raw.readUntilReady(5_000)).find((m) => m.type === 'E'), undefined);
+    await raw.query('BEGIN');
+    const oversized = Buffer.from([0x51, 0x7f, 0, 0, 0]); // a Query announcing ~2 GB
+    raw.write(Buffer.concat([fe.query('COPY customers (name) FROM STDIN'), oversized]));
+    const got = await raw.readUntilClosed(5_000);
+    assert.equal(errorFields(got.find((m) => m.type === 'E')!.body).C, '08P01');
+    const c = await fx.client('orders:read', { sub: 'after-copy', extra: { query_timeout: 5_000 } });
+    assert.equal((await c.query('SELECT count(*)::int AS n FROM customers')).rows[0].n, 3, 'the COPY was ended and rolled back');
+    await c.end();
+  });
 });
