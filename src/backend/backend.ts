@@ -214,8 +214,9 @@ export class Backend {
       case FE.Sync:
         this.discarding = false;
         // The server ignores Sync while it is in COPY FROM STDIN; but CopyData may have
-        // failed the COPY before the Sync arrives, and then it is answered: not followable.
-        if (this.copyIn && !this.copyEndSent && this.copyDataInCopy) this.unfollowable('a Sync was sent inside COPY FROM STDIN after CopyData');
+        // failed the COPY before the Sync arrives, and then it is answered; and a COPY begun by
+        // Execute, once it fails, skips to a Sync after this one. Not followable either way.
+        if (this.copyIn && !this.copyEndSent) this.unfollowable(this.copyDataInCopy ? 'a Sync was sent inside COPY FROM STDIN after CopyData' : 'a Sync was sent inside COPY FROM STDIN');
         if (!this.copyIn || this.copyEndSent) {
           this.syncsOwed++;
           this.epochSent++;

@@ -69,4 +69,23 @@ describe('a chunk ending the session still sends what was accounted for', () => 
     assert.equal((await c.query('SELECT count(*)::int AS n FROM customers')).rows[0].n, 3, 'the COPY was ended and rolled back');
     await c.end();
   });
+
+  // Found by the fuzz at full size (seed 2, run 14198): a Sync inside a COPY begun by Execute
+  // is ignored by the server, which then skips to the next Sync once the COPY fails; counted as
+  // the batch's end, the next answers were misread and the session hung.
+  it('a Sync inside COPY FROM STDIN begun by Execute closes that client and connection; the next client is served', async () => {
+    const raw = await RawClient.connect(fx.sg.port);
+    raw.write(startupPacket({ user: 'alice', database: 'app' }));
+    assert.equal((await raw.read(5_000)).type, 'R');
+    raw.write(typed('p', Buffer.from(`${await fx.token('admin')}\0`)));
+    assert.equal((await raw.readUntilReady(5_000)).find((m) => m.type === 'E'), undefined);
+    raw.write(Buffer.concat([fe.parse('COPY customers (name) FROM STDIN'), fe.bind(), fe.execute()]));
+    for (let m = await raw.read(5_000); m.type !== 'G'; m = await raw.read(5_000)) assert.notEqual(m.type, 'E'); // until CopyInResponse
+    raw.write(Buffer.concat([fe.sync(), typed('f', Buffer.alloc(0)), fe.sync()]));
+    const got = await raw.readUntilClosed(5_000);
+    assert.equal(errorFields(got.filter((m) => m.type === 'E').at(-1)!.body).S, 'FATAL');
+    const c = await fx.client('orders:read', { sub: 'after-sync', extra: { query_timeout: 5_000 } });
+    assert.equal((await c.query('SELECT count(*)::int AS n FROM customers')).rows[0].n, 3);
+    await c.end();
+  });
 });
