@@ -18,7 +18,6 @@ import { SignJWT } from 'jose';
 import pg from 'pg';
 import { embeddedServer, SUPERPASS, SUPERUSER } from '../harness/postgres.js';
 import { startScopegate, type RunningScopegate } from '../harness/scopegate.js';
-import { RawClient, startupPacket, typed, type Msg } from '../harness/rawclient.js';
 import { initPgbench, runPgbench, type PgbenchResult } from '../../bench/runner.js';
 
 export const DB = 'app';
@@ -429,12 +428,4 @@ export function pgbenchErrors(res: PgbenchResult): string[] {
 }
 
 /** A raw wire-protocol client logged in through scopegate with a token as its password. */
-export async function rawLogin(port: number, sub: string, token: string): Promise<{ raw: RawClient; login: Msg[] }> {
-  const raw = await RawClient.connect(port);
-  raw.write(startupPacket({ user: sub, database: DB }));
-  const auth = await raw.read();
-  if (auth.type !== 'R' || auth.body.readInt32BE(0) !== 3) throw new Error(`expected a cleartext password request, got ${auth.type}`);
-  raw.write(typed('p', Buffer.from(token + '\0', 'utf8')));
-  const login = await raw.readUntilReady();
-  return { raw, login };
-}
+export { rawLogin } from '../harness/rawclient.js';

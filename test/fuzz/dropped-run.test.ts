@@ -20,7 +20,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { errorFields, fe, RawClient, startupPacket, typed } from '../harness/rawclient.js';
+import { errorFields, fe, rawLogin, typed } from '../harness/rawclient.js';
 import { startFixture, type Fixture } from '../scope.fixture.test.js';
 
 describe('a chunk ending the session still sends what was accounted for', () => {
@@ -34,11 +34,8 @@ describe('a chunk ending the session still sends what was accounted for', () => 
     ['a length field below 4', Buffer.from([0x51, 0, 0, 0, 1])],
   ] as const) {
     it(`BEGIN, then Query + ${what} in one write: the next client is served at once`, async () => {
-      const raw = await RawClient.connect(fx.sg.port);
-      raw.write(startupPacket({ user: 'alice', database: 'app' }));
-      assert.equal((await raw.read(5_000)).type, 'R');
-      raw.write(typed('p', Buffer.from(`${await fx.token('orders:read')}\0`)));
-      assert.equal((await raw.readUntilReady(5_000)).find((m) => m.type === 'E'), undefined);
+      const { raw, login } = await rawLogin(fx.sg.port, 'alice', await fx.token('orders:read'));
+      assert.equal(login.find((m) => m.type === 'E'), undefined);
       await raw.query('BEGIN');
       raw.write(Buffer.concat([fe.query('SELECT 1'), tail]));
       const got = await raw.readUntilClosed(5_000);
@@ -55,11 +52,8 @@ describe('a chunk ending the session still sends what was accounted for', () => 
   // Found by the fuzz at full size (seed 2, run 3750): the COPY reached the server, its
   // CopyInResponse came after the janitor had taken over, and nothing ended it.
   it('BEGIN, then COPY FROM STDIN + a message past max_packet_size in one write: the COPY is ended and the next client served', async () => {
-    const raw = await RawClient.connect(fx.sg.port);
-    raw.write(startupPacket({ user: 'alice', database: 'app' }));
-    assert.equal((await raw.read(5_000)).type, 'R');
-    raw.write(typed('p', Buffer.from(`${await fx.token('admin')}\0`)));
-    assert.equal((await raw.readUntilReady(5_000)).find((m) => m.type === 'E'), undefined);
+    const { raw, login } = await rawLogin(fx.sg.port, 'alice', await fx.token('admin'));
+    assert.equal(login.find((m) => m.type === 'E'), undefined);
     await raw.query('BEGIN');
     const oversized = Buffer.from([0x51, 0x7f, 0, 0, 0]); // a Query announcing ~2 GB
     raw.write(Buffer.concat([fe.query('COPY customers (name) FROM STDIN'), oversized]));
@@ -74,11 +68,8 @@ describe('a chunk ending the session still sends what was accounted for', () => 
   // is ignored by the server, which then skips to the next Sync once the COPY fails; counted as
   // the batch's end, the next answers were misread and the session hung.
   it('a Sync inside COPY FROM STDIN begun by Execute closes that client and connection; the next client is served', async () => {
-    const raw = await RawClient.connect(fx.sg.port);
-    raw.write(startupPacket({ user: 'alice', database: 'app' }));
-    assert.equal((await raw.read(5_000)).type, 'R');
-    raw.write(typed('p', Buffer.from(`${await fx.token('admin')}\0`)));
-    assert.equal((await raw.readUntilReady(5_000)).find((m) => m.type === 'E'), undefined);
+    const { raw, login } = await rawLogin(fx.sg.port, 'alice', await fx.token('admin'));
+    assert.equal(login.find((m) => m.type === 'E'), undefined);
     raw.write(Buffer.concat([fe.parse('COPY customers (name) FROM STDIN'), fe.bind(), fe.execute()]));
     for (let m = await raw.read(5_000); m.type !== 'G'; m = await raw.read(5_000)) assert.notEqual(m.type, 'E'); // until CopyInResponse
     raw.write(Buffer.concat([fe.sync(), typed('f', Buffer.alloc(0)), fe.sync()]));

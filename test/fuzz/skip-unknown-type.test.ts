@@ -16,7 +16,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { errorFields, fe, RawClient, startupPacket, typed } from '../harness/rawclient.js';
+import { errorFields, fe, rawLogin, typed } from '../harness/rawclient.js';
 import { startFixture, type Fixture } from '../scope.fixture.test.js';
 
 describe('unknown message types while skipping to Sync', () => {
@@ -25,11 +25,8 @@ describe('unknown message types while skipping to Sync', () => {
   after(async () => { await fx?.stop(); });
 
   it('Parse refused by scopegate, then an unknown type before Sync: FATAL 08P01 and the close', async () => {
-    const raw = await RawClient.connect(fx.sg.port);
-    raw.write(startupPacket({ user: 'alice', database: 'app' }));
-    assert.equal((await raw.read(5_000)).type, 'R');
-    raw.write(typed('p', Buffer.from(`${await fx.token('orders:read')}\0`)));
-    assert.equal((await raw.readUntilReady(5_000)).find((m) => m.type === 'E'), undefined);
+    const { raw, login } = await rawLogin(fx.sg.port, 'alice', await fx.token('orders:read'));
+    assert.equal(login.find((m) => m.type === 'E'), undefined);
     raw.write(fe.parse('SELEC broken'));
     assert.equal((await raw.read(5_000)).type, 'E');
     raw.write(Buffer.concat([typed('\u0000'), fe.sync()]));

@@ -11,7 +11,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startPostgres, SUPERPASS, type TestPostgres } from '../harness/postgres.js';
-import { errorFields, fe, RawClient, startupPacket, typed, waitFor } from '../harness/rawclient.js';
+import { errorFields, fe, RawClient, rawLogin, startupPacket, typed, waitFor } from '../harness/rawclient.js';
 import { startFixture, type Fixture } from '../scope.fixture.test.js';
 
 /** The shrunk message sequence after BEGIN, with `failing` the Query that fails. */
@@ -54,11 +54,8 @@ describe('an unnamed portal the client never bound', () => {
     after(async () => { await fx?.stop(); });
 
     it('refuses the same client bytes (25P02 in the aborted transaction), and the server and the next client are fine', async () => {
-      const raw = await RawClient.connect(fx.sg.port);
-      raw.write(startupPacket({ user: 'mallory', database: 'app' }));
-      assert.equal((await raw.read(5_000)).type, 'R');
-      raw.write(typed('p', Buffer.from(`${await fx.token('orders:read', 'mallory')}\0`)));
-      await raw.readUntilReady(5_000);
+      const { raw, login } = await rawLogin(fx.sg.port, 'mallory', await fx.token('orders:read', 'mallory'));
+      assert.equal(login.find((m) => m.type === 'E'), undefined);
       await raw.query('BEGIN');
       // An unparseable text: scopegate refuses it with the DO block above, inside the transaction.
       raw.write(sequence('\u{2A157}'));
@@ -77,11 +74,8 @@ describe('an unnamed portal the client never bound', () => {
     });
 
     it('answers Execute("") outside a transaction block with 34000, as Postgres does', async () => {
-      const raw = await RawClient.connect(fx.sg.port);
-      raw.write(startupPacket({ user: 'mallory', database: 'app' }));
-      assert.equal((await raw.read(5_000)).type, 'R');
-      raw.write(typed('p', Buffer.from(`${await fx.token('orders:read', 'mallory')}\0`)));
-      await raw.readUntilReady(5_000);
+      const { raw, login } = await rawLogin(fx.sg.port, 'mallory', await fx.token('orders:read', 'mallory'));
+      assert.equal(login.find((m) => m.type === 'E'), undefined);
       raw.write(Buffer.concat([fe.execute(), fe.sync()]));
       const got = await raw.readUntilReady(10_000);
       assert.deepEqual(got.filter((m) => m.type === 'E').map((m) => errorFields(m.body).C), ['34000']);

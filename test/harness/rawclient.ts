@@ -283,3 +283,17 @@ export async function waitFor<T>(cond: () => Promise<T> | T, what: string, timeo
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
+
+/**
+ * A raw connection logged in with a token as the password (scopegate's cleartext request):
+ * the login's messages up to ReadyForQuery, whose ErrorResponse the caller may check.
+ */
+export async function rawLogin(port: number, user: string, token: string, database = 'app'): Promise<{ raw: RawClient; login: Msg[] }> {
+  const raw = await RawClient.connect(port);
+  raw.write(startupPacket({ user, database }));
+  const auth = await raw.read();
+  if (auth.type !== 'R' || auth.body.readInt32BE(0) !== 3) throw new Error(`expected a cleartext password request, got ${auth.type}`);
+  raw.write(typed('p', Buffer.from(token + '\0', 'utf8')));
+  const login = await raw.readUntilReady();
+  return { raw, login };
+}
