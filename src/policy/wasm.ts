@@ -60,8 +60,3 @@ export function fingerprintSync(text: string): string {
 export function normalizeSync(text: string): string {
   return guarded(() => lib.normalizeSync(text));
 }
-
-/** For tests: mark the parser failed as a trap would. */
-export function breakWasmForTest(why = 'test'): void {
-  broken = why;
-}

@@ -71,21 +71,16 @@ export class Framer {
     }
   }
 
-  /** Hands out the held message again (or skips it: `skipHeld`), then what followed it. */
-  resume(sink: MessageSink, skipHeld = false): void {
+  /** Hands out the held message again, then what followed it. */
+  resume(sink: MessageSink): void {
     if (!this.holding) return;
     this.holding = false;
     if (this.held === 0) return;
-    let buf = Buffer.concat(this.pieces, this.held);
+    const buf = Buffer.concat(this.pieces, this.held);
     this.pieces = [];
     this.held = 0;
     this.want = 0;
-    if (skipHeld) buf = buf.subarray(this.lengthOf(buf, 0));
-    if (buf.length !== 0) this.push(buf, sink);
-  }
-
-  get isHolding(): boolean {
-    return this.holding;
+    this.push(buf, sink);
   }
 
   /** 1 + the length field of the message starting at buf[off]; refuses bad ones. */

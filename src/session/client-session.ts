@@ -236,10 +236,6 @@ export class ClientSession implements BackendOwner, StatementSender {
    */
   private offThread: { sql: string; refusal: SqlError | null } | null = null;
 
-  /**
-   * A big text not yet decided: a worker parses and decides it while this client's input
-   * waits unread (the socket paused), so the event loop goes on serving everyone else.
-   */
   /** HOLD when `sql` must be decided off the event loop first; else its refusal, or null. */
   private offThreadVerdict(sql: string): SqlError | null | typeof HOLD {
     const done = this.offThread;
@@ -248,6 +244,10 @@ export class ClientSession implements BackendOwner, StatementSender {
     return this.ctx.gate.needsOffThread(this, sql) ? this.holdForDecision(sql) : null;
   }
 
+  /**
+   * A big text not yet decided: a worker parses and decides it while this client's input
+   * waits unread (the socket paused), so the event loop goes on serving everyone else.
+   */
   private holdForDecision(sql: string): typeof HOLD {
     this.socket.pause();
     void this.ctx.gate.decideOffThread(this, sql).then((refusal) => {
@@ -1182,7 +1182,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.pool!.releaseNow(b);
   }
 
-    onBackendLost(err: SqlError): void {
+  onBackendLost(err: SqlError): void {
     const b = this.backend;
     this.backend = null;
     if (b) void this.pool!.destroy(b);
