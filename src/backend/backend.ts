@@ -207,6 +207,10 @@ export class Backend {
     }
     switch (type) {
       case FE.Query:
+        // PostgreSQL 18.4 runs a simple Query inside an unsynced extended batch, but leaves its
+        // transaction state wrong: the connection's next statement fails with XX000
+        // ("StartTransactionCommand: unexpected state STARTED"). Never another client's.
+        if (this.extendedOpen) this.requireClose();
         this.syncsOwed++;
         this.epochSent++;
         this.responses.push(type, own, onDone, this.copyEndsSent, this.copyDataSent);
