@@ -368,6 +368,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   };
 
   private readonly onMessage = (type: number, buf: Buffer, start: number, end: number): boolean | void => {
+    // The rest of a chunk after the message that ended the session (Terminate, a fatal error) is not read.
+    if (this.phase === Phase.Closed) return;
     if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
     if (this.phase === Phase.SkippingToSync) {
       // Postgres checks the type before it skips: an unknown one ends the session, and so does Terminate.
@@ -721,12 +723,15 @@ export class ClientSession implements BackendOwner, StatementSender {
       b.runInternal(sql).then(
         () => {
           this.context.applied(b, want);
+          // The client left during the switch: the connection waited for it, now it winds down.
+          if (this.isClosed()) { this.abandonBackend(Phase.Linked); return; }
           if (this.phase !== Phase.Switching || this.backend !== b) return;
           this.enter(Phase.Linked);
           this.drainQueue(b);
         },
         (err: unknown) => {
           b.forgetContext();
+          if (this.isClosed()) { this.abandonBackend(Phase.Linked); return; }
           if (this.phase !== Phase.Switching || this.backend !== b) return;
           this.enter(Phase.Linked);
           const failed = this.queue.shift();
@@ -929,6 +934,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.pool = chosen;
     }
     const pool = this.pool!;
+    // A closed session never borrows: its checkout would only be handed back.
+    if (this.isClosed()) return;
     this.enter(Phase.Acquiring);
     pool.checkout(this.onAcquired, this.onCheckoutFailed);
   }
@@ -1239,7 +1246,9 @@ export class ClientSession implements BackendOwner, StatementSender {
   private abandonBackend(from: Phase): void {
     if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
     const b = this.backend;
-    if (!b || from === Phase.Acquiring || from === Phase.Preparing) return;
+    // Acquiring, Preparing and Switching run scopegate's own round trip on the connection:
+    // its completion hands the connection on (to the janitor if the client has left).
+    if (!b || from === Phase.Acquiring || from === Phase.Preparing || from === Phase.Switching) return;
     this.backend = null;
     this.ledger.abandoned(b);
     if (this.poolMode === 'session') b.requireReset();
