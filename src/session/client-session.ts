@@ -279,7 +279,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       buf = buf.subarray(len);
       const p = parseStartupPacket(packet);
       if (p.kind === 'ssl' || p.kind === 'gssenc') {
-        // TLS termination arrives later; 'N' tells libpq to go on in plain text.
+        // The listener's front door (server/tls.ts) answers these before a session exists;
+        // a session made without it (in-process) has no TLS: 'N', go on in plain text.
         this.socket.write(msg.ENCRYPTION_REFUSED);
         continue;
       }
