@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
@@ -111,6 +111,13 @@ describe('TLS', { timeout: 240_000 }, () => {
   /** trust, client_tls require, client_login_timeout 1s. */
   let strict: RunningScopegate;
   const clients: pg.Client[] = [];
+  /** A hostile "server" that answers SSLRequest with `answer` (and whatever follows it in the same write). */
+  const hostile: NetServer[] = [];
+  const hostileServer = (answer: Buffer): Promise<number> => new Promise((resolve) => {
+    const srv = createNetServer((s) => { s.on('error', () => undefined); s.once('data', () => s.write(answer)); });
+    hostile.push(srv);
+    srv.listen(0, '127.0.0.1', () => resolve((srv.address() as { port: number }).port));
+  });
 
   before(async () => {
     ca = makeCA();
@@ -133,6 +140,9 @@ describe('TLS', { timeout: 240_000 }, () => {
       database: { server_tls: { sslmode: 'verify-full', ca_file: ca.ca } },
     });
     const url = (host: string) => fx.pg.url('postgres').replace('127.0.0.1', host);
+    // 'S' and an AuthenticationOk in the same write: the CVE-2021-23222 buffer stuffing.
+    const stuffing = await hostileServer(Buffer.concat([Buffer.from('S'), Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0])]));
+    const refusing = await hostileServer(Buffer.from('N'));
     open = await startScopegate({
       client_tls: { sslmode: 'prefer', cert_file: sgCert.cert, key_file: sgCert.key },
       server_tls: { sslmode: 'verify-full', ca_file: ca.ca },
@@ -143,6 +153,8 @@ describe('TLS', { timeout: 240_000 }, () => {
         byname_ca: { url: url('localhost'), pool_size: 2, server_tls: { sslmode: 'verify-ca' } },
         byname_full: { url: url('localhost'), pool_size: 2 },
         rogue: { url: url('127.0.0.1'), pool_size: 2, server_tls: { ca_file: rogue.ca } },
+        stuffed: { url: `postgres://postgres:x@127.0.0.1:${stuffing}/postgres`, pool_size: 1, server_tls: { sslmode: 'prefer' } },
+        refused: { url: `postgres://postgres:x@127.0.0.1:${refusing}/postgres`, pool_size: 1, server_tls: { sslmode: 'require' } },
       },
       auth: { method: 'trust' },
       log: { level: 'info' },
@@ -160,6 +172,7 @@ describe('TLS', { timeout: 240_000 }, () => {
     await open?.stop().catch(() => null);
     await strict?.stop().catch(() => null);
     await fx?.stop();
+    for (const h of hostile) h.close();
     ca?.remove();
     rogue?.remove();
     if (live) rmSync(live, { recursive: true, force: true });
@@ -218,6 +231,13 @@ describe('TLS', { timeout: 240_000 }, () => {
     // The database-side view: the authenticator's sessions through the fixture came over TLS.
     const viaFx = await fx.su("SELECT count(*)::int AS n FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'authenticator' AND NOT s.ssl");
     assert.equal(viaFx.rows[0].n, 0);
+  });
+
+  test('server_tls: plain bytes after the server\'s S, or N under require, end the login', async () => {
+    const stuffed = await errorOf(() => pgClient(open.port, 'stuffed', false));
+    assert.match(stuffed.message, /sent unencrypted data after its answer to SSLRequest/);
+    const refused = await errorOf(() => pgClient(open.port, 'refused', false));
+    assert.match(refused.message, /does not accept TLS, but databases\.refused\.server_tls\.sslmode is require/);
   });
 
   test('the audit line and ClientSession say whether the client used TLS', async () => {

@@ -128,10 +128,14 @@ export class TlsFrontDoor {
       sock.setTimeout(10_000, () => sock.destroy());
     };
     const onGone = (): void => finish();
+    let handshaking = false;
     const timer = loginDeadline === 0 ? null : setTimeout(() => {
       log.info({ addr, tls: tls !== null }, 'client_login_timeout: closing a client that did not log in');
       finish();
-      sock.destroy();
+      // Mid-handshake there is no channel to say why; otherwise the session's own FATAL.
+      if (handshaking) { sock.destroy(); return; }
+      sock.end(fatal(SQLSTATE.PROTOCOL_VIOLATION, `client_login_timeout: login not completed within ${loginTimeoutMs / 1000}s`));
+      sock.setTimeout(10_000, () => sock.destroy());
     }, loginTimeoutMs);
     timer?.unref();
 
@@ -146,6 +150,7 @@ export class TlsFrontDoor {
 
     const upgrade = (direct: boolean): void => {
       const h = hs!;
+      handshaking = true;
       raw.pause();
       raw.off('data', onData);
       raw.off('close', onGone);
@@ -164,6 +169,7 @@ export class TlsFrontDoor {
         },
         secure: (t) => {
           cleanup();
+          handshaking = false;
           sock = t;
           if (finished) { t.destroy(); return; }
           t.on('close', onGone);
