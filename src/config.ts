@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.js';
 import { parseDuration } from './auth/config.js';
+import { parseClientTls, parseServerTls, type ClientTlsConfig, type ServerTlsConfig } from './server/tls-config.js';
 
 /** Seconds-based durations, PgBouncer style; stored in milliseconds. */
 export type Millis = number;
@@ -60,6 +61,8 @@ export interface DatabaseConfig {
   server_login: 'authenticator' | 'role';
   /** With server_login: role, how each scope role logs in: its own pool settings and password. */
   roles: ReadonlyMap<string, DatabaseConfig>;
+  /** TLS to this server: the global server_tls, or the database's own. */
+  server_tls: ServerTlsConfig;
 }
 
 export interface Config {
@@ -72,6 +75,8 @@ export interface Config {
   policy: string | null;
   log: { level: string; audit: string; audit_sample: number };
   metrics: { host: string; port: number } | null;
+  /** TLS to clients (src/server/tls.ts). */
+  client_tls: ClientTlsConfig;
 }
 
 export const POOL_DEFAULTS: PoolSettings = {
@@ -147,10 +152,10 @@ export function resolveSecret(v: string, key: string, baseDir: string): string {
   return v;
 }
 
-function parseDatabase(name: string, raw: unknown, pool: PoolSettings, baseDir: string): DatabaseConfig {
+function parseDatabase(name: string, raw: unknown, pool: PoolSettings, baseDir: string, serverTls: ServerTlsConfig): DatabaseConfig {
   const at = `databases.${name}`;
   if (!isObj(raw)) throw new ConfigError(at, 'expected a mapping with at least `url`');
-  checkKeys(raw, ['url', 'pool_size', 'min_pool_size', 'reserve_pool_size', 'pool_mode', 'password', 'server_login', 'roles'], at);
+  checkKeys(raw, ['url', 'pool_size', 'min_pool_size', 'reserve_pool_size', 'pool_mode', 'password', 'server_login', 'roles', 'server_tls'], at);
   if (raw.url === undefined) throw new ConfigError(`${at}.url`, 'missing (postgres://user:password@host:port/dbname)');
   const urlText = str(raw.url, `${at}.url`);
   let url: URL;
@@ -176,6 +181,7 @@ function parseDatabase(name: string, raw: unknown, pool: PoolSettings, baseDir: 
     pool_mode: raw.pool_mode === undefined ? pool.mode : mode(raw.pool_mode, `${at}.pool_mode`),
     server_login: 'authenticator',
     roles: new Map(),
+    server_tls: parseServerTls(raw.server_tls, `${at}.server_tls`, baseDir, serverTls),
   };
   if (raw.server_login === undefined || raw.server_login === 'authenticator') {
     if (raw.roles !== undefined) throw new ConfigError(`${at}.roles`, 'only used with server_login: role');
@@ -244,7 +250,7 @@ function parsePool(raw: unknown): PoolSettings {
 export function parseConfig(doc: unknown, file: string | null): Config {
   const baseDir = file ? dirname(resolve(file)) : process.cwd();
   if (!isObj(doc)) throw new ConfigError('(root)', 'config must be a YAML mapping');
-  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'log', 'metrics'], '');
+  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'log', 'metrics', 'client_tls', 'server_tls'], '');
   const listen = { host: '127.0.0.1', port: 6432 };
   if (doc.listen !== undefined) {
     if (!isObj(doc.listen)) throw new ConfigError('listen', 'expected { host, port }');
@@ -257,7 +263,8 @@ export function parseConfig(doc: unknown, file: string | null): Config {
     throw new ConfigError('databases', 'expected a mapping of at least one database name to { url }');
   }
   const databases = new Map<string, DatabaseConfig>();
-  for (const [name, raw] of Object.entries(doc.databases)) databases.set(name, parseDatabase(name, raw, pool, baseDir));
+  const serverTls = parseServerTls(doc.server_tls, 'server_tls', baseDir);
+  for (const [name, raw] of Object.entries(doc.databases)) databases.set(name, parseDatabase(name, raw, pool, baseDir, serverTls));
   const log = { level: 'info', audit: 'stdout', audit_sample: 1 };
   if (doc.log !== undefined) {
     if (!isObj(doc.log)) throw new ConfigError('log', 'expected a mapping');
@@ -288,7 +295,8 @@ export function parseConfig(doc: unknown, file: string | null): Config {
   }
   const policy = doc.policy === undefined || doc.policy === null ? null : resolve(baseDir, str(doc.policy, 'policy'));
   const auth = doc.auth ?? { method: 'trust' };
-  return { file, listen, databases, pool, auth, policy, log, metrics };
+  const client_tls = parseClientTls(doc.client_tls, baseDir);
+  return { file, listen, databases, pool, auth, policy, log, metrics, client_tls };
 }
 
 /** Loads and validates a config file; relative paths resolve against `anchor` (default: the file). */

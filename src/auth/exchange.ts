@@ -19,7 +19,8 @@ export interface AuthPeer {
   readonly address: string;
   readonly user: string;
   readonly database: string;
-  readonly tls: boolean;
+  /** The connection's TLS (null: plain TCP), as the front door negotiated it. */
+  readonly tls: { readonly version: string } | null;
   send(data: Buffer): void;
   readAuthMessage(): Promise<{ type: number; body: Buffer }>;
 }
@@ -39,8 +40,8 @@ export class ClientAuthenticator {
 
   async authenticate(peer: AuthPeer): Promise<Identity> {
     try {
-      if (!isTransportAllowed(this.cfg, { address: peer.address, tls: peer.tls })) {
-        throw new AuthError('transport not allowed', { hint: 'Connect over TLS or from loopback, or set auth.allow_insecure.' });
+      if (!isTransportAllowed(this.cfg, { address: peer.address, tls: peer.tls !== null })) {
+        throw new AuthError('transport not allowed', { hint: 'A token may not cross plain TCP: enable client_tls in scopegate\'s config and connect with sslmode=verify-full (or from loopback; auth.allow_insecure allows it anyway).' });
       }
       const mechanism = chooseMechanism(this.cfg, { database: peer.database, user: peer.user, address: peer.address });
       const identity = mechanism === 'password' ? await this.password(peer) : await this.oauthBearer(peer);

@@ -1,6 +1,6 @@
 /** One logged-in server connection: frames the server's stream, tracks its transaction state, hands answers to its owner. */
 import type { Socket } from 'node:net';
-import { connect } from 'node:net';
+import { connectServer } from './connect.js';
 import type { DatabaseConfig } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import { BE, FE, TX_IDLE } from '../protocol/codes.js';
@@ -319,11 +319,20 @@ export class Backend {
         for (const w of waiters) w();
       }
     };
-    const s = connect({ host: this.db.host, port: this.db.port });
-    s.setTimeout(10_000, () => s.destroy());
-    s.on('connect', () => s.end(cancelRequest(this.pid, this.secret)));
-    s.on('error', () => undefined);
-    s.on('close', done);
+    // Over TLS when logins are (server_tls): the cancel key is a secret of the server's too.
+    let sock: Socket | null = null;
+    let settled = false;
+    const finish = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      done();
+    };
+    const timer = setTimeout(() => { sock?.destroy(); finish(); }, 10_000);
+    connectServer(this.db, (s) => { sock = s; s.on('error', () => undefined); }).then((s) => {
+      s.on('close', finish);
+      s.end(cancelRequest(this.pid, this.secret));
+    }, finish);
   }
 
   /** Resolves once no cancel for this backend is still on its way to the server. */

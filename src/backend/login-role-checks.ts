@@ -2,6 +2,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config.js';
+import { connectPgClient } from './connect.js';
 
 /**
  * Looks at how the login role is set up and warns about what weakens the database's own
@@ -10,9 +11,9 @@ import type { DatabaseConfig } from '../config.js';
  * switch to. Warnings only: scopegate still starts, as PgBouncer would.
  */
 export async function checkLoginRole(db: DatabaseConfig, roles: readonly string[], log: Logger): Promise<void> {
-  const c = new pg.Client({ host: db.host, port: db.port, user: db.user, password: db.password ?? undefined, database: db.dbname, connectionTimeoutMillis: 5_000 });
+  let c: pg.Client | null = null;
   try {
-    await c.connect();
+    c = await connectPgClient(db, 5_000);
     const me = await c.query<{ rolsuper: boolean; rolinherit: boolean; grants: string; owned: string }>(
       `SELECT r.rolsuper, r.rolinherit,
               (SELECT count(*) FROM information_schema.role_table_grants g WHERE g.grantee = current_user) AS grants,
@@ -40,6 +41,6 @@ export async function checkLoginRole(db: DatabaseConfig, roles: readonly string[
   } catch (err) {
     log.warn({ db: db.name, err: (err as Error).message }, 'could not inspect the login role');
   } finally {
-    await c.end().catch(() => undefined);
+    await c?.end().catch(() => undefined);
   }
 }

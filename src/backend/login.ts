@@ -1,5 +1,6 @@
 /** Logging in to PostgreSQL as the configured user (SCRAM-SHA-256, md5, cleartext, trust). */
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { connectServer } from './connect.js';
 import { serialize } from 'pg-protocol';
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendMessage } from 'pg-protocol/dist/messages.js';
@@ -22,13 +23,13 @@ function field<T>(msg: BackendMessage, name: string): T {
 }
 
 /**
- * Opens a TCP connection to Postgres and logs in as the configured role (trust, cleartext,
+ * Opens a connection to Postgres (TLS as server_tls says, connect.ts) and logs in as the configured role (trust, cleartext,
  * md5 or SCRAM-SHA-256). Uses pg-protocol's parser: login happens once per backend, off the
  * hot path.
  */
 export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record<string, string> = {}): Promise<LoginResult> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host: db.host, port: db.port, noDelay: true });
+    let socket: Socket | null = null;
     const params = new Map<string, string>();
     let pid = 0;
     let secret = 0;
@@ -41,7 +42,7 @@ export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record
       if (done) return;
       done = true;
       if (timer) clearTimeout(timer);
-      socket.destroy();
+      socket?.destroy();
       reject(err instanceof SqlError ? err : new SqlError(SQLSTATE.CONNECTION_FAILURE, `cannot connect to server ${db.host}:${db.port}: ${err.message}`));
     }
 
@@ -50,26 +51,30 @@ export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record
       return db.password;
     };
 
+    function send(data: Buffer): void {
+      socket!.write(data);
+    }
+
     function onMessage(msg: BackendMessage): void {
       switch (msg.name) {
         case 'authenticationOk':
           break;
         case 'authenticationCleartextPassword':
-          socket.write(serialize.password(needPassword()));
+          send(serialize.password(needPassword()));
           break;
         case 'authenticationMD5Password':
-          socket.write(serialize.password(md5Password(db.user, needPassword(), field<Buffer>(msg, 'salt'))));
+          send(serialize.password(md5Password(db.user, needPassword(), field<Buffer>(msg, 'salt'))));
           break;
         case 'authenticationSASL': {
           const mechs = field<string[]>(msg, 'mechanisms');
           if (!mechs.includes('SCRAM-SHA-256')) throw new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, `server offers SASL ${mechs.join(', ')}; scopegate supports SCRAM-SHA-256`);
           scram = new ScramClient(needPassword());
-          socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
+          send(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
           break;
         }
         case 'authenticationSASLContinue':
           if (!scram) throw new Error('unexpected SASLContinue');
-          socket.write(serialize.sendSCRAMClientFinalMessage(scram.clientFinal(field<string>(msg, 'data'))));
+          send(serialize.sendSCRAMClientFinalMessage(scram.clientFinal(field<string>(msg, 'data'))));
           break;
         case 'authenticationSASLFinal':
           if (!scram) throw new Error('unexpected SASLFinal');
@@ -91,10 +96,11 @@ export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record
           if (params.get('standard_conforming_strings') === undefined) throw new SqlError(SQLSTATE.FEATURE_NOT_SUPPORTED, 'server login refused: the server does not report standard_conforming_strings');
           done = true;
           if (timer) clearTimeout(timer);
-          socket.removeAllListeners('data');
-          socket.removeAllListeners('error');
-          socket.removeAllListeners('close');
-          resolve({ socket, pid, secret, params });
+          const s = socket!;
+          s.removeAllListeners('data');
+          s.removeAllListeners('error');
+          s.removeAllListeners('close');
+          resolve({ socket: s, pid, secret, params });
           break;
         }
         case 'error': {
@@ -108,18 +114,20 @@ export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record
       }
     }
 
-    socket.on('connect', () => {
-      socket.write(serialize.startup({ user: db.user, database: db.dbname, application_name: 'scopegate', ...extraParams, ...SERVER_LEXICAL }));
-    });
-    socket.on('data', (chunk: Buffer) => {
-      if (done) return;
-      try {
-        parser.parse(chunk, onMessage);
-      } catch (err) {
-        fail(err as Error);
-      }
-    });
-    socket.on('error', fail);
-    socket.on('close', () => fail(new Error('connection closed during login')));
+    connectServer(db, (s) => { socket = s; }).then((s) => {
+      if (done) { s.destroy(); return; }
+      socket = s;
+      s.on('data', (chunk: Buffer) => {
+        if (done) return;
+        try {
+          parser.parse(chunk, onMessage);
+        } catch (err) {
+          fail(err as Error);
+        }
+      });
+      s.on('error', fail);
+      s.on('close', () => fail(new Error('connection closed during login')));
+      s.write(serialize.startup({ user: db.user, database: db.dbname, application_name: 'scopegate', ...extraParams, ...SERVER_LEXICAL }));
+    }, fail);
   });
 }

@@ -2,6 +2,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { DatabaseConfig } from '../config.js';
+import { connectPgClient } from '../backend/connect.js';
 import type { CatalogData, ColumnCatalog } from './types.js';
 
 /**
@@ -22,9 +23,9 @@ export class DatabaseCatalog {
   }
 
   private async load(): Promise<ColumnCatalog | null> {
-    const c = new pg.Client({ host: this.db.host, port: this.db.port, user: this.db.user, password: this.db.password ?? undefined, database: this.db.dbname, connectionTimeoutMillis: 5_000 });
+    let c: pg.Client | null = null;
     try {
-      await c.connect();
+      c = await connectPgClient(this.db, 5_000);
       const r = await c.query<{ nspname: string; relname: string; attname: string }>(
         `SELECT n.nspname, c.relname, a.attname
            FROM pg_catalog.pg_attribute a
@@ -53,7 +54,7 @@ export class DatabaseCatalog {
       this.log.warn({ db: this.db.name, err: (err as Error).message }, 'could not read the column catalog; star expansion is refused until it loads');
       return null;
     } finally {
-      await c.end().catch(() => undefined);
+      await c?.end().catch(() => undefined);
     }
   }
 }

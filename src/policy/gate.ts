@@ -334,6 +334,7 @@ export class SessionGate implements StatementGate {
     log.info({
       audit: what,
       addr: c.address,
+      tls: c.tls?.version ?? null,
       sub: c.identity?.sub ?? null,
       user: c.user,
       scopes: c.identity?.scopes ?? [],

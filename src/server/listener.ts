@@ -8,6 +8,7 @@ import { SqlError, SQLSTATE } from '../errors.js';
 import type { StatementGate } from '../policy/gate.js';
 import { DatabasePool } from '../pool/database-pool.js';
 import * as msg from '../protocol/messages.js';
+import { TlsFrontDoor } from './tls.js';
 
 /**
  * The listening socket and everything shared by client sessions: pools per database,
@@ -26,11 +27,14 @@ export class Scopegate implements ServerContext {
   private readonly clients = new Set<ClientSession>();
   private server: Server | null = null;
   private idleWaiters: Array<() => void> = [];
+  /** SSLRequest, TLS termination and certificate reloads, before a session exists. */
+  readonly door: TlsFrontDoor;
 
   constructor(config: Config, log: Logger, gate: StatementGate) {
     this.config = config;
     this.log = log;
     this.gate = gate;
+    this.door = new TlsFrontDoor(config.client_tls, log);
     for (const db of config.databases.values()) this.addPools(db, config.pool);
   }
 
@@ -66,8 +70,13 @@ export class Scopegate implements ServerContext {
       return;
     }
     this.clientCount++;
-    const c = new ClientSession(socket, this);
-    this.clients.add(c);
+    // Counted from accept: a flood of handshakes that never finish is bounded by max_client_conn too.
+    this.door.admit(socket, this.config.pool.client_login_timeout, (s, transport) => {
+      const c = new ClientSession(s, this, transport);
+      // Its first packet may have ended it already (onClientClosed found nothing to remove).
+      if (c.ended) this.clientCount--;
+      else this.clients.add(c);
+    }, () => { this.clientCount--; });
   }
 
   onClientClosed(c: ClientSession): void {
@@ -96,6 +105,7 @@ export class Scopegate implements ServerContext {
         this.log.warn({ db: db.name }, 'databases.*.server_login changed: restart scopegate to apply it');
       } else this.addPools(db, next.pool);
     }
+    this.door.reload(next.client_tls);
     this.config = next;
     this.log.info({ databases: [...next.databases.keys()] }, 'configuration reloaded');
   }

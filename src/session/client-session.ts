@@ -22,6 +22,7 @@ import type { Identity } from '../auth/index.js';
 import { ClientStatements, NO_CHECKS, type CheckedParse, type ClientStatement } from './statements.js';
 import { CLOSE_NOTHING, ensurePrepared, PARSE_COMPLETE, type StatementSender } from '../backend/server-statements.js';
 import { parseMessage, renameStatement } from '../protocol/messages.js';
+import type { ClientTls, ClientTransport } from '../server/tls.js';
 
 /** The answers to a BEGIN, COMMIT or ROLLBACK scopegate gives itself (role logins, see localTransaction). */
 const LOCAL_BEGIN = Buffer.concat([msg.commandComplete('BEGIN'), msg.readyForQuery('T')]);
@@ -112,8 +113,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   backend: Backend | null = null;
   /** The verified token's identity, or null under trust authentication. */
   identity: Identity | null = null;
-  /** Whether the client connection is TLS (termination arrives later). */
-  readonly tls = false;
+  /** The client connection's TLS (version, cipher), or null in plain text (src/server/tls.ts). */
+  readonly tls: ClientTls | null;
   /** A policy is enforced: every statement runs under a scope's role with this client's claims. */
   private enforcing = false;
   /** The role and claims this client's statements need on a backend; set at login. */
@@ -140,16 +141,19 @@ export class ClientSession implements BackendOwner, StatementSender {
     return this.logger;
   }
 
-  constructor(readonly socket: Socket, private readonly ctx: ServerContext) {
+  constructor(readonly socket: Socket, private readonly ctx: ServerContext, transport: ClientTransport | null = null) {
     this.address = socket.remoteAddress ?? 'unknown';
+    this.tls = transport?.tls ?? null;
     const limits = ctx.config.pool;
     this.framer.setLimit(limits.max_login_packet_size);
     this.limits = { maxBytes: limits.max_statement_size, maxStatements: limits.max_statements_per_query };
     if (limits.client_login_timeout > 0) {
+      // The front door's deadline is kept: a slow TLS handshake does not buy more time.
+      const left = transport !== null && transport.loginDeadline > 0 ? Math.max(1, transport.loginDeadline - Date.now()) : limits.client_login_timeout;
       this.loginTimer = setTimeout(() => {
         this.log.info({ addr: this.address }, 'client_login_timeout: closing a client that did not log in');
         this.closeWith(new SqlError(SQLSTATE.PROTOCOL_VIOLATION, `client_login_timeout: login not completed within ${limits.client_login_timeout / 1000}s`, { severity: 'FATAL' }));
-      }, limits.client_login_timeout);
+      }, left);
       this.loginTimer.unref();
     }
     socket.setNoDelay(true);
@@ -162,6 +166,9 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.backend?.resume();
       }
     });
+    // What the front door read past the encryption requests, in order before any later chunk
+    // (it may end the session at once: the listener checks `ended`).
+    if (transport !== null && transport.pending.length > 0) this.onData(transport.pending);
   }
 
   // ---- input ------------------------------------------------------------------------
@@ -272,7 +279,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       buf = buf.subarray(len);
       const p = parseStartupPacket(packet);
       if (p.kind === 'ssl' || p.kind === 'gssenc') {
-        // TLS termination arrives later; 'N' tells libpq to go on in plain text.
+        // The listener's front door (server/tls.ts) answers these before a session exists;
+        // a session made without it (in-process) has no TLS: 'N', go on in plain text.
         this.socket.write(msg.ENCRYPTION_REFUSED);
         continue;
       }
@@ -1272,6 +1280,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   private finished = false;
+  /** The session has ended and told the server context so. */
+  get ended(): boolean { return this.finished; }
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
