@@ -70,6 +70,17 @@ export async function runServer(configFile: string, anchor: string = configFile)
   // Statements are judged against the catalog: read it before the first client, if the
   // server is up (otherwise statements are refused until a retry succeeds).
   if (policy !== null && !(await gate.loadCatalog())) log.warn('could not read the database catalog; statements are refused until it can be read');
+  // Up before the client port: whoever sees "listening" can scrape too.
+  let http: AdminHttp | null = null;
+  if (config.admin?.listen_http) {
+    http = new AdminHttp(server, config.admin.listen_http, log);
+    try {
+      await http.listen();
+    } catch (err) {
+      process.stderr.write(`scopegate: cannot listen on admin.listen_http ${config.admin.listen_http.host}:${config.admin.listen_http.port}: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+  }
   await server.listen();
   if (policy === null) {
     log.warn('no policy configured: scopegate runs as a plain pooler and checks no statements');
@@ -124,11 +135,6 @@ export async function runServer(configFile: string, anchor: string = configFile)
     get policy() { return policy; },
     get policyReloadFailures() { return policyReloadFailures; },
   };
-  let http: AdminHttp | null = null;
-  if (config.admin?.listen_http) {
-    http = new AdminHttp(server, config.admin.listen_http, log);
-    await http.listen();
-  }
   process.on('SIGHUP', () => { reload('SIGHUP'); });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
