@@ -74,9 +74,22 @@ export interface Config {
   auth: unknown;
   policy: string | null;
   log: { level: string; audit: string; audit_sample: number };
-  metrics: { host: string; port: number } | null;
   /** TLS to clients (src/server/tls.ts). */
   client_tls: ClientTlsConfig;
+  /** The admin console (virtual database `scopegate`, alias `pgbouncer`) and the HTTP endpoints; null: off. */
+  admin: AdminConfig | null;
+}
+
+/** `admin:`: who may use the console, and where /metrics, /healthz, /readyz are served. */
+export interface AdminConfig {
+  /** Token scope for every console command (PgBouncer's admin_users). */
+  scope: string;
+  /** Token scope for the read-only SHOW commands (PgBouncer's stats_users); null: none. */
+  stats_scope: string | null;
+  /** host:port of the HTTP listener; null: off. */
+  listen_http: { host: string; port: number } | null;
+  /** Under auth.method trust (no tokens): what a loopback client gets on the console. */
+  trust_access: 'none' | 'stats' | 'admin';
 }
 
 export const POOL_DEFAULTS: PoolSettings = {
@@ -246,11 +259,35 @@ function parsePool(raw: unknown): PoolSettings {
   return p;
 }
 
+function parseAdmin(raw: unknown): AdminConfig | null {
+  if (raw === undefined || raw === null) return null;
+  if (!isObj(raw)) throw new ConfigError('admin', 'expected { scope, stats_scope, listen_http }');
+  checkKeys(raw, ['scope', 'stats_scope', 'listen_http', 'trust_access'], 'admin');
+  if (raw.scope === undefined) throw new ConfigError('admin.scope', 'missing: the token scope that may use every console command (e.g. "scopegate:admin")');
+  const scope = str(raw.scope, 'admin.scope');
+  const stats = raw.stats_scope === undefined || raw.stats_scope === null ? null : str(raw.stats_scope, 'admin.stats_scope');
+  if (stats === scope) throw new ConfigError('admin.stats_scope', 'must differ from admin.scope');
+  let listenHttp: AdminConfig['listen_http'] = null;
+  if (raw.listen_http !== undefined && raw.listen_http !== null) {
+    const text = str(raw.listen_http, 'admin.listen_http');
+    const m = /^(.+):(\d+)$/.exec(text);
+    if (m === null) throw new ConfigError('admin.listen_http', `expected host:port (e.g. 127.0.0.1:9187), got ${JSON.stringify(text)}`);
+    const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
+    listenHttp = { host, port: int(Number(m[2]), 'admin.listen_http', 0, 65535) };
+  }
+  const trust = raw.trust_access ?? 'none';
+  if (trust !== 'none' && trust !== 'stats' && trust !== 'admin') throw new ConfigError('admin.trust_access', `expected none, stats or admin, got ${JSON.stringify(trust)}`);
+  return { scope, stats_scope: stats, listen_http: listenHttp, trust_access: trust };
+}
+
 /** Validates a parsed YAML document. `file` anchors relative paths. */
 export function parseConfig(doc: unknown, file: string | null): Config {
   const baseDir = file ? dirname(resolve(file)) : process.cwd();
   if (!isObj(doc)) throw new ConfigError('(root)', 'config must be a YAML mapping');
-  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'log', 'metrics', 'client_tls', 'server_tls'], '');
+  if (doc.metrics !== undefined) {
+    throw new ConfigError('metrics', 'replaced by admin.listen_http (e.g. admin: { scope: "scopegate:admin", listen_http: 127.0.0.1:9187 }): /metrics, /healthz and /readyz are served there');
+  }
+  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'log', 'admin', 'client_tls', 'server_tls'], '');
   const listen = { host: '127.0.0.1', port: 6432 };
   if (doc.listen !== undefined) {
     if (!isObj(doc.listen)) throw new ConfigError('listen', 'expected { host, port }');
@@ -284,19 +321,11 @@ export function parseConfig(doc: unknown, file: string | null): Config {
       log.audit_sample = s;
     }
   }
-  let metrics: Config['metrics'] = null;
-  if (doc.metrics !== undefined && doc.metrics !== null) {
-    if (!isObj(doc.metrics)) throw new ConfigError('metrics', 'expected { host, port }');
-    checkKeys(doc.metrics, ['host', 'port'], 'metrics');
-    metrics = {
-      host: doc.metrics.host === undefined ? '127.0.0.1' : str(doc.metrics.host, 'metrics.host'),
-      port: int(doc.metrics.port, 'metrics.port', 0, 65535),
-    };
-  }
+  const admin = parseAdmin(doc.admin);
   const policy = doc.policy === undefined || doc.policy === null ? null : resolve(baseDir, str(doc.policy, 'policy'));
   const auth = doc.auth ?? { method: 'trust' };
   const client_tls = parseClientTls(doc.client_tls, baseDir);
-  return { file, listen, databases, pool, auth, policy, log, metrics, client_tls };
+  return { file, listen, databases, pool, auth, policy, log, admin, client_tls };
 }
 
 /** Loads and validates a config file; relative paths resolve against `anchor` (default: the file). */

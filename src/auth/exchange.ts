@@ -32,6 +32,8 @@ export interface AuthPeer {
 export class ClientAuthenticator {
   readonly verifier: TokenVerifier;
   private readonly limiter: FailureLimiter;
+  /** Failed logins by the check that failed (a fixed set of names, or a SQLSTATE): metrics. */
+  readonly failures = new Map<string, number>();
 
   constructor(readonly cfg: AuthConfig, private readonly log: Logger) {
     this.verifier = new TokenVerifier(cfg, { logger: log });
@@ -54,8 +56,10 @@ export class ClientAuthenticator {
         this.log.info({ addr: peer.address, user: peer.user, db: peer.database }, 'OAUTHBEARER discovery request answered');
         throw e;
       }
+      const check = err instanceof AuthError ? err.check : e.code;
+      this.failures.set(check, (this.failures.get(check) ?? 0) + 1);
       const delay = this.limiter.recordFailure(peer.address);
-      this.log.warn({ addr: peer.address, user: peer.user, db: peer.database, check: err instanceof AuthError ? err.check : e.code, delay_ms: delay }, 'authentication failed');
+      this.log.warn({ addr: peer.address, user: peer.user, db: peer.database, check, delay_ms: delay }, 'authentication failed');
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
       throw e;
     }

@@ -25,6 +25,9 @@ export interface StatementSender {
  * Makes sure `b` holds `stmt`: evicts the least recently used statement past the limit,
  * clears a name whose earlier Parse may or may not have happened, and re-prepares.
  */
+/** Parses sent on the clients' behalf (SHOW STATS, metrics): plain numbers, read at scrape time. */
+export const preparedCounts = { parses: 0, reprepared: 0 };
+
 export function ensurePrepared(b: Backend, stmt: PreparableStatement, limit: number, out: StatementSender, hidden: boolean, owner: StatementOwner | null): void {
   const held = b.prepared;
   if (held.has(stmt.serverName)) {
@@ -32,6 +35,9 @@ export function ensurePrepared(b: Backend, stmt: PreparableStatement, limit: num
     held.set(stmt.serverName, 1);
     return;
   }
+  preparedCounts.parses++;
+  // At Bind or Describe: the client prepared it on another server connection.
+  if (hidden) preparedCounts.reprepared++;
   while (limit > 0 && held.size >= limit) {
     const oldest = held.keys().next().value as string;
     held.delete(oldest);

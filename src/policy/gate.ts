@@ -94,7 +94,29 @@ export interface StatementGate {
    * the text could not be judged. Never rejects.
    */
   decideOffThread(c: GateClient, sql: string): Promise<SqlError | null>;
+  /** An admin console command, audited like a decision (the console's every command). */
+  auditConsole(c: GateClient, command: string, allowed: boolean, reason: string): void;
+  /** Totals for SHOW STATS and metrics, read at scrape time. */
+  counts(): GateCounts;
 }
+
+/** Index in GateCounts.decisions' arrays. */
+export const enum DecisionKind { Allow, Deny, WouldDeny }
+
+/** What the gate counted since start; plain numbers, read by the admin console and metrics. */
+export interface GateCounts {
+  /** By scope ('' when no scope took the statement): [allow, deny, would_deny]. */
+  readonly decisions: ReadonlyMap<string, readonly number[]>;
+  /** Failed logins by the check that failed. */
+  readonly authFailures: ReadonlyMap<string, number>;
+  /** HTTP fetches of signing keys (JWKS, discovery). */
+  readonly keyFetches: number;
+  /** The parser threads' jobs, failures and restarts; null without threads. */
+  readonly threads: { readonly jobs: number; readonly failed: number; readonly restarts: number } | null;
+}
+
+/** Scope labels kept apart; past this (a policy of thousands of scopes) the rest count as one. */
+const MAX_SCOPE_KEYS = 1000;
 
 export interface GateParts {
   log: Logger;
@@ -130,6 +152,9 @@ export class SessionGate implements StatementGate {
    * fn is no column): without one it cannot, so it judges nothing until the first read. */
   private catalogReady: boolean;
   private catalogRetry: NodeJS.Timeout | null = null;
+
+  /** Decisions by scope ('' for none): [allow, deny, would_deny]. */
+  private readonly decisions = new Map<string, number[]>();
 
   constructor(private readonly parts: GateParts) {
     this.shapes = parts.policy === null ? null : new ShapeCache(parts.policy);
@@ -327,7 +352,45 @@ export class SessionGate implements StatementGate {
     return d.role;
   }
 
+  counts(): GateCounts {
+    const threads = this.parts.threads ?? null;
+    return {
+      decisions: this.decisions,
+      authFailures: this.parts.auth?.failures ?? new Map(),
+      keyFetches: this.parts.auth?.verifier.keyFetches ?? 0,
+      threads: threads === null ? null : threads.stats,
+    };
+  }
+
+  auditConsole(c: GateClient, command: string, allowed: boolean, reason: string): void {
+    this.parts.audit?.info({
+      audit: 'admin',
+      addr: c.address,
+      sub: c.identity?.sub ?? null,
+      user: c.user,
+      scopes: c.identity?.scopes ?? [],
+      db: c.database,
+      // The command as sent, bounded: console commands are short, a long text is not one.
+      statement: command.length > 200 ? `${command.slice(0, 200)}...` : command,
+      decision: allowed ? 'allow' : 'deny',
+      reason,
+    });
+  }
+
+  /** Counts a decision: a Map lookup and an increment, no allocation once the scope is seen. */
+  private count(d: Decision): void {
+    let key = d.scope ?? '';
+    let row = this.decisions.get(key);
+    if (row === undefined) {
+      if (this.decisions.size >= MAX_SCOPE_KEYS) key = '(other)';
+      row = this.decisions.get(key);
+      if (row === undefined) this.decisions.set(key, (row = [0, 0, 0]));
+    }
+    row[d.allowed ? DecisionKind.Allow : d.enforced ? DecisionKind.Deny : DecisionKind.WouldDeny]!++;
+  }
+
   private audit(c: GateClient, d: Decision, what: string): void {
+    this.count(d);
     const log = this.parts.audit;
     if (log === null) return;
     if (d.allowed && this.parts.auditSample < 1 && Math.random() >= this.parts.auditSample) return;

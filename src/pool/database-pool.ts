@@ -14,6 +14,37 @@ interface Waiter {
   since: number;
 }
 
+/** Upper bounds (seconds) of the wait-time and transaction-duration histograms. */
+export const TIME_BUCKETS: readonly number[] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60];
+
+/** A histogram as plain numbers: observing allocates nothing; metrics read it at scrape time. */
+export class Buckets {
+  readonly counts = new Float64Array(TIME_BUCKETS.length + 1);
+  sum = 0;
+  count = 0;
+  observe(seconds: number): void {
+    let i = 0;
+    while (i < TIME_BUCKETS.length && seconds > TIME_BUCKETS[i]!) i++;
+    this.counts[i]!++;
+    this.sum += seconds;
+    this.count++;
+  }
+}
+
+/** Totals since start (SHOW STATS, metrics); the session increments them, nothing allocates. */
+export class PoolCounters {
+  xacts = 0;
+  queries = 0;
+  /** Server connections handed to a client (PgBouncer's server_assignment_count). */
+  assignments = 0;
+  serversClosed = 0;
+  /** Seconds, as the histograms keep them. */
+  readonly wait = new Buckets();
+  readonly xactTime = new Buckets();
+  /** Logins that failed since start (readiness looks at the last one). */
+  loginFailures = 0;
+}
+
 export interface PoolStats {
   database: string;
   size: number;
@@ -47,6 +78,17 @@ export class DatabasePool {
   private readonly tick: NodeJS.Timeout;
   private loginFailures = 0;
   private lastLoginError: SqlError | null = null;
+  /** Totals for SHOW STATS and metrics. */
+  readonly counters = new PoolCounters();
+  /** Every open server connection of this pool (SHOW SERVERS, metrics). */
+  readonly servers = new Set<Backend>();
+  /** Server logins in progress (sv_login). */
+  logins = 0;
+  /** A server login has succeeded at least once; false again while logins fail (readiness). */
+  reachedServer = false;
+  failingNow = false;
+  /** PAUSE / KILL: checkouts wait here until RESUME (null: not paused). */
+  private pausedQueue: Waiter[] | null = null;
   /** ParameterStatus values of the first server login, reported to clients at startup. */
   serverParams: Map<string, string> | null = null;
   /** ParameterStatus messages of the server's values, built once, sent to every new client. */
@@ -111,7 +153,16 @@ export class DatabasePool {
           // Back off while the server refuses logins, as PgBouncer's server_login_retry does,
           // instead of generic-pool's immediate retry loop.
           if (this.loginFailures > 0) await delay(Math.min(250 * 2 ** (this.loginFailures - 1), 5_000));
-          const b = await Backend.connect(this.db, this.settings.server_connect_timeout);
+          this.logins++;
+          let b: Backend;
+          try {
+            b = await Backend.connect(this.db, this.settings.server_connect_timeout);
+          } finally {
+            this.logins--;
+          }
+          this.servers.add(b);
+          this.reachedServer = true;
+          this.failingNow = false;
           this.loginFailures = 0;
           this.lastLoginError = null;
           if (this.serverParams === null) this.serverParams = new Map(b.params);
@@ -123,6 +174,7 @@ export class DatabasePool {
           return b;
         },
         destroy: async (b) => {
+          if (this.servers.delete(b)) this.counters.serversClosed++;
           b.close();
         },
         validate: async (b) => !b.broken,
@@ -143,6 +195,8 @@ export class DatabasePool {
     pool.on('factoryCreateError', (err: unknown) => {
       const e = err instanceof SqlError ? err : new SqlError(SQLSTATE.CONNECTION_FAILURE, String(err));
       this.loginFailures++;
+      this.counters.loginFailures++;
+      this.failingNow = true;
       this.lastLoginError = e;
       this.log.warn({ db: this.db.name, err: e.message }, 'server login failed');
       // Clients waiting while no server connection exists get the error now, not after
@@ -168,6 +222,10 @@ export class DatabasePool {
    * free of allocations and timers.
    */
   checkout(resolve: (b: Backend) => void, reject: (e: SqlError) => void): void {
+    if (this.pausedQueue !== null) {
+      this.pausedQueue.push({ settled: false, resolve, reject, since: Date.now() });
+      return;
+    }
     const idle = this.takeIdle();
     if (idle !== null) {
       resolve(idle);
@@ -309,6 +367,7 @@ export class DatabasePool {
 
   async destroy(b: Backend, pool: Pool<Backend> = this.origin.get(b) ?? this.pool): Promise<void> {
     b.broken = true;
+    if (this.servers.delete(b)) this.counters.serversClosed++;
     b.close();
     if (pool.isBorrowedResource(b)) await pool.destroy(b).catch(() => undefined);
     // The slot is free again: a queued client may open a new connection in it.
@@ -340,6 +399,59 @@ export class DatabasePool {
     void old.drain().then(() => old.clear());
   }
 
+  get paused(): boolean {
+    return this.pausedQueue !== null;
+  }
+
+  /**
+   * PAUSE (admin console): new checkouts wait until resume(); the server connections are
+   * closed, the idle ones now, those in use when their transaction releases them. Resolves
+   * once none is left in use.
+   */
+  async pause(): Promise<void> {
+    if (this.pausedQueue === null) this.pausedQueue = [];
+    this.returnIdle(true);
+    const old = this.pool;
+    this.pool = this.makePool();
+    await old.drain();
+    await old.clear();
+  }
+
+  /** RESUME: the checkouts that waited go on, in the order they came. */
+  resume(): void {
+    const waiting = this.pausedQueue;
+    if (waiting === null) return;
+    this.pausedQueue = null;
+    for (const w of waiting) if (!w.settled) this.checkout(w.resolve, w.reject);
+  }
+
+  /** Clients waiting for a server connection (cl_waiting) and the oldest wait's start (ms), or 0. */
+  waiting(): { count: number; oldest: number } {
+    let count = 0;
+    let oldest = 0;
+    const see = (w: Waiter): void => {
+      if (w.settled) return;
+      count++;
+      if (oldest === 0 || w.since < oldest) oldest = w.since;
+    };
+    for (const w of this.queue) see(w);
+    for (const w of this.waiters) see(w);
+    if (this.pausedQueue !== null) for (const w of this.pausedQueue) see(w);
+    return { count, oldest };
+  }
+
+  /** Whether `b` waits for a client: in the idle stack or generic-pool's available list. */
+  isIdle(b: Backend): boolean {
+    if (this.idle.includes(b)) return true;
+    const pool = this.origin.get(b) ?? this.pool;
+    return !pool.isBorrowedResource(b);
+  }
+
+  /** Idle server connections (sv_idle): in the idle stack or in generic-pool's available list. */
+  get idleCount(): number {
+    return this.pool.available + this.idle.length;
+  }
+
   stats(): PoolStats {
     return {
       database: this.db.name,
@@ -357,6 +469,7 @@ export class DatabasePool {
     const bye = new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'scopegate is shutting down', { severity: 'FATAL' });
     for (const w of this.waiters) this.settle(w, bye);
     for (const w of this.queue.splice(0)) this.settle(w, bye);
+    for (const w of this.pausedQueue?.splice(0) ?? []) this.settle(w, bye);
     // drain() also waits for acquires still retrying a login to a server that is down: those
     // would hold shutdown until query_wait_timeout, so it gets a short bound.
     await Promise.race([this.pool.drain(), delay(2_000)]);

@@ -183,3 +183,49 @@ export function renameStatement(buf: Buffer, start: number, end: number, nameSta
   return out;
 }
 
+
+/** A column of a result scopegate answers itself (the admin console): text or int8. */
+export interface ColumnDef {
+  name: string;
+  type: 'text' | 'int8';
+}
+
+const TYPE_OID = { text: 25, int8: 20 } as const;
+const TYPE_LEN = { text: -1, int8: 8 } as const;
+
+export function rowDescription(cols: readonly ColumnDef[]): Buffer {
+  const parts: Buffer[] = [Buffer.from([cols.length >> 8, cols.length & 0xff])];
+  for (const c of cols) {
+    const f = Buffer.alloc(18);
+    // table oid 0, column 0, type oid, type length, typmod -1, text format
+    f.writeInt32BE(TYPE_OID[c.type], 6);
+    f.writeInt16BE(TYPE_LEN[c.type], 10);
+    f.writeInt32BE(-1, 12);
+    parts.push(cstr(c.name), f);
+  }
+  return typed('T', Buffer.concat(parts));
+}
+
+/** A DataRow of text values (null: SQL NULL). */
+export function dataRow(values: ReadonlyArray<string | null>): Buffer {
+  const parts: Buffer[] = [Buffer.from([values.length >> 8, values.length & 0xff])];
+  for (const v of values) {
+    const len = Buffer.alloc(4);
+    if (v === null) {
+      len.writeInt32BE(-1, 0);
+      parts.push(len);
+    } else {
+      const b = Buffer.from(v, 'utf8');
+      len.writeInt32BE(b.length, 0);
+      parts.push(len, b);
+    }
+  }
+  return typed('D', Buffer.concat(parts));
+}
+
+export const EMPTY_QUERY_RESPONSE = typed('I', Buffer.alloc(0));
+
+/** A NOTICE with a detail (SHOW HELP). */
+export function notice(message: string, detail: string): Buffer {
+  return typed('N', Buffer.concat([Buffer.from('S'), cstr('NOTICE'), Buffer.from('V'), cstr('NOTICE'), Buffer.from('C'), cstr('00000'), Buffer.from('M'), cstr(message), Buffer.from('D'), cstr(detail), Buffer.from([0])]));
+}

@@ -9,12 +9,14 @@ import type { StatementGate } from '../policy/gate.js';
 import { DatabasePool } from '../pool/database-pool.js';
 import * as msg from '../protocol/messages.js';
 import { TlsFrontDoor } from './tls.js';
+import { AdminConsoles } from '../admin/console.js';
+import type { AdminControl, AdminServer } from '../admin/stats.js';
 
 /**
  * The listening socket and everything shared by client sessions: pools per database,
  * the cancel registry, the gate. Reload swaps settings in place; shutdown drains.
  */
-export class Scopegate implements ServerContext {
+export class Scopegate implements ServerContext, AdminServer {
   config: Config;
   readonly log: Logger;
   readonly pools = new Map<string, DatabasePool>();
@@ -29,6 +31,11 @@ export class Scopegate implements ServerContext {
   private idleWaiters: Array<() => void> = [];
   /** SSLRequest, TLS termination and certificate reloads, before a session exists. */
   readonly door: TlsFrontDoor;
+  readonly startedAt = Date.now();
+  /** The admin console (config `admin:`), or null. */
+  readonly admin: AdminConsoles | null;
+  /** RELOAD and SHUTDOWN from the console: run.ts sets it to its SIGHUP and SIGTERM paths. */
+  control: AdminControl | null = null;
 
   constructor(config: Config, log: Logger, gate: StatementGate) {
     this.config = config;
@@ -36,6 +43,13 @@ export class Scopegate implements ServerContext {
     this.gate = gate;
     this.door = new TlsFrontDoor(config.client_tls, log);
     for (const db of config.databases.values()) this.addPools(db, config.pool);
+    const auth = config.auth as { method?: unknown } | null;
+    this.admin = config.admin === null ? null : new AdminConsoles(this, config.admin, auth?.method === 'trust');
+  }
+
+  /** Every connected client, the console's included (SHOW CLIENTS, metrics). */
+  sessions(): Iterable<ClientSession> {
+    return this.clients;
   }
 
   private addPools(db: DatabaseConfig, settings: PoolSettings): void {
@@ -128,6 +142,7 @@ export class Scopegate implements ServerContext {
       });
       for (const c of [...this.clients]) c.closeWith(bye);
     }
+    this.admin?.averages.stop();
     await Promise.all([...this.pools.values(), ...[...this.rolePools.values()].flatMap((m) => [...m.values()])].map((p) => p.close()));
   }
 }

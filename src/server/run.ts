@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger } from '../log.js';
 import { Scopegate } from './listener.js';
+import { AdminHttp } from '../admin/http.js';
 
 
 /** Builds authentication and statement checks from the config. */
@@ -34,7 +35,8 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
     sessionState: new SessionStateTracker(),
     policy,
     catalog: policy === null ? null : new DatabaseCatalog([...config.databases.values()][0]!, log),
-    audit: policy === null || config.log.audit === 'off' ? null : createAuditLogger(config.log.audit),
+    // The console's commands are audited too, with or without a policy.
+    audit: (policy === null && config.admin === null) || config.log.audit === 'off' ? null : createAuditLogger(config.log.audit),
     auditSample: config.log.audit_sample,
   });
 }
@@ -68,6 +70,17 @@ export async function runServer(configFile: string, anchor: string = configFile)
   // Statements are judged against the catalog: read it before the first client, if the
   // server is up (otherwise statements are refused until a retry succeeds).
   if (policy !== null && !(await gate.loadCatalog())) log.warn('could not read the database catalog; statements are refused until it can be read');
+  // Up before the client port: whoever sees "listening" can scrape too.
+  let http: AdminHttp | null = null;
+  if (config.admin?.listen_http) {
+    http = new AdminHttp(server, config.admin.listen_http, log);
+    try {
+      await http.listen();
+    } catch (err) {
+      process.stderr.write(`scopegate: cannot listen on admin.listen_http ${config.admin.listen_http.host}:${config.admin.listen_http.port}: ${(err as Error).message}\n`);
+      process.exit(2);
+    }
+  }
   await server.listen();
   if (policy === null) {
     log.warn('no policy configured: scopegate runs as a plain pooler and checks no statements');
@@ -76,6 +89,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
     const roles = [...new Set(policy.policy.scopes.map((s) => s.role))];
     for (const db of config.databases.values()) void checkLoginRole(db, roles, log);
   }
+  let policyReloadFailures = 0;
   const reloadPolicy = (why: string): void => {
     if (policy === null) return;
     const before = policy.version;
@@ -86,6 +100,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
         gate.refreshCatalog();
       }
     } catch (err) {
+      policyReloadFailures++;
       log.error({ err: (err as Error).message, version: before }, 'policy reload failed; keeping the running policy');
     }
   };
@@ -94,21 +109,34 @@ export async function runServer(configFile: string, anchor: string = configFile)
     // replace the file instead of writing it.
     watchFile(config.policy, { interval: 500, persistent: false }, () => reloadPolicy('file changed'));
   }
-  process.on('SIGHUP', () => {
+  // SIGHUP and the console's RELOAD: one path. Returns the config error, or null.
+  const reload = (why: string): string | null => {
+    let failed: string | null = null;
     try {
       server.reload(loadConfig(configFile, anchor));
     } catch (err) {
-      log.error({ err: (err as Error).message }, 'reload failed; keeping the running configuration');
+      failed = (err as Error).message;
+      log.error({ err: failed, why }, 'reload failed; keeping the running configuration');
     }
-    reloadPolicy('SIGHUP');
-  });
-  const stop = (): void => {
-    void server.shutdown().then(() => {
+    reloadPolicy(why);
+    return failed;
+  };
+  // SIGTERM, SIGINT and the console's SHUTDOWN: one path.
+  const stop = (why: string): void => {
+    log.info({ why }, 'stopping');
+    void Promise.all([server.shutdown(), http?.close()]).then(() => {
       log.info('stopped');
       process.exit(0);
     });
   };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  server.control = {
+    reload,
+    shutdown: stop,
+    get policy() { return policy; },
+    get policyReloadFailures() { return policyReloadFailures; },
+  };
+  process.on('SIGHUP', () => { reload('SIGHUP'); });
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }
 

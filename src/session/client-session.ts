@@ -46,7 +46,23 @@ export interface ServerContext {
   gate: StatementGate;
   clientCount: number;
   shuttingDown: boolean;
+  /** The admin console, when the config has an `admin:` section (null: off). */
+  admin: AdminHost | null;
   onClientClosed(c: ClientSession): void;
+}
+
+/** What the session needs of the admin console (src/admin/console.ts). */
+export interface AdminHost {
+  /** `scopegate` or its alias `pgbouncer`. */
+  isConsoleDatabase(name: string): boolean;
+  /** Checks the client's scopes (throws 42501 FATAL without the admin or stats scope) and opens its console. */
+  openConsole(c: ClientSession): AdminConsole;
+}
+
+/** One client's console: answers the client's messages itself. */
+export interface AdminConsole {
+  parameterStatus(): Buffer[];
+  onMessage(type: number, buf: Buffer, start: number, end: number): void;
 }
 
 
@@ -134,6 +150,14 @@ export class ClientSession implements BackendOwner, StatementSender {
   private clientPaused = false;
   private backendPausedForClient = false;
   private logger: Logger | null = null;
+  /** When the client connected, and when its last transaction asked for a server (SHOW CLIENTS). */
+  readonly connectedAt = Date.now();
+  requestedAt = 0;
+  /** performance.now() when the client began waiting for a server, and when it got one (-1: not). */
+  private waitStart = -1;
+  private txStart = -1;
+  /** Set when the client logged in to the admin console: it answers every message itself. */
+  console: AdminConsole | null = null;
 
   /** A child logger with this client's bindings, made on first use: most sessions never log. */
   private get log(): Logger {
@@ -310,6 +334,10 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.user = params.get('user') ?? '';
     if (!this.user) throw new SqlError(SQLSTATE.INVALID_AUTHORIZATION, 'no PostgreSQL user name specified in startup packet', { severity: 'FATAL' });
     this.database = params.get('database') || this.user;
+    if (ctx.admin !== null && ctx.admin.isConsoleDatabase(this.database)) {
+      await this.consoleLogin(ctx.admin);
+      return;
+    }
     const byRole = ctx.rolePools.get(this.database);
     const pool = ctx.pools.get(this.database) ?? (byRole === undefined ? undefined : byRole.values().next().value);
     if (!pool) throw new SqlError(SQLSTATE.INVALID_CATALOG_NAME, `no such database: ${this.database}`, { severity: 'FATAL' });
@@ -352,6 +380,37 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (ctx.log.isLevelEnabled('debug')) this.log.debug('client ready');
   }
 
+  /**
+   * The admin console's login: the token is verified as for any database, then it must
+   * carry the admin or stats scope (refused with 42501 FATAL otherwise, as PgBouncer refuses
+   * the login); from then on the console answers every message and no server is involved.
+   */
+  private async consoleLogin(admin: AdminHost): Promise<void> {
+    const ctx = this.ctx;
+    this.identity = await ctx.gate.authenticate(this);
+    if (this.isClosed()) return;
+    this.scopeKey = [...new Set(this.identity?.scopes ?? [])].sort().join(' ');
+    const opened = admin.openConsole(this);
+    const key = ctx.cancels.allocate();
+    this.pid = key.pid;
+    this.cancelKey.writeInt32BE(key.secret, 0);
+    this.console = opened;
+    this.socket.write(Buffer.concat([msg.authenticationOk(), ...opened.parameterStatus(), msg.backendKeyData(key.pid, key.secret), msg.readyForQuery('I')]));
+    if (this.loginTimer !== null) { clearTimeout(this.loginTimer); this.loginTimer = null; }
+    this.framer.setLimit(Math.min(ctx.config.pool.max_packet_size, 1 << 20));
+    this.enter(Phase.Idle);
+  }
+
+  /** The pool this client's transactions use now (SHOW POOLS); null for the console. */
+  get poolNow(): DatabasePool | null {
+    return this.pool;
+  }
+
+  /** The client's phase (SHOW CLIENTS). */
+  get phaseNow(): Phase {
+    return this.phase;
+  }
+
   /** Writes raw protocol bytes to the client (the auth exchange uses this). */
   send(data: Buffer): void {
     if (this.phase !== Phase.Closed) this.socket.write(data);
@@ -378,6 +437,11 @@ export class ClientSession implements BackendOwner, StatementSender {
   private readonly onMessage = (type: number, buf: Buffer, start: number, end: number): boolean | void => {
     // The rest of a chunk after the message that ended the session (Terminate, a fatal error) is not read.
     if (this.phase === Phase.Closed) return;
+    if (this.console !== null) {
+      if (type === FE.Terminate) { this.terminate(); return; }
+      this.console.onMessage(type, buf, start, end);
+      return;
+    }
     if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
     if (this.phase === Phase.SkippingToSync) {
       // Postgres checks the type before it skips: an unknown one ends the session, and so does Terminate.
@@ -861,6 +925,10 @@ export class ClientSession implements BackendOwner, StatementSender {
         if (buf[start + 5] === 0) b.unnamedOwner = this;
       }
     }
+    if (type === FE.Query || type === FE.Execute) {
+      this.pool!.counters.queries++;
+      if (this.txStart < 0) this.txStart = performance.now();
+    }
     b.noteSent(type, false, fx === null ? undefined : this.ledger.sent(b, fx));
     if (this.runBuf === buf && this.runEnd === start) {
       this.runEnd = end;
@@ -945,6 +1013,8 @@ export class ClientSession implements BackendOwner, StatementSender {
     // A closed session never borrows: its checkout would only be handed back.
     if (this.isClosed()) return;
     this.enter(Phase.Acquiring);
+    this.requestedAt = Date.now();
+    this.waitStart = performance.now();
     pool.checkout(this.onAcquired, this.onCheckoutFailed);
   }
 
@@ -974,6 +1044,12 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.backend = b;
     b.attach(this);
     b.errorSinceIdle = false;
+    const now = performance.now();
+    const counters = pool.counters;
+    counters.assignments++;
+    if (this.waitStart >= 0) counters.wait.observe((now - this.waitStart) / 1000);
+    this.waitStart = -1;
+    this.txStart = now;
     const clear = this.clearing(b);
     const prep = this.preparation(b, clear);
     if (prep === null) {
@@ -1144,6 +1220,11 @@ export class ClientSession implements BackendOwner, StatementSender {
       b.roleInjected = false;
     }
     if (status === TX_IDLE) {
+      const counters = this.pool!.counters;
+      counters.xacts++;
+      if (this.txStart >= 0) counters.xactTime.observe((performance.now() - this.txStart) / 1000);
+      // Session mode keeps the server: the next transaction is timed from its first message.
+      this.txStart = -1;
       this.ledger.transactionEnded(b, !b.errorSinceIdle && !b.rolledBack);
       if (this.catalogStale) {
         this.catalogStale = false;

@@ -1,0 +1,58 @@
+/** The admin HTTP listener (admin.listen_http): /metrics, /healthz, /readyz, and nothing else. */
+import { createServer, type Server } from 'node:http';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { createMetrics } from './metrics.js';
+import { readiness, type AdminServer } from './stats.js';
+
+export class AdminHttp {
+  private readonly registry: Registry;
+  private server: Server | null = null;
+
+  constructor(private readonly srv: AdminServer, private readonly at: { host: string; port: number }, private readonly log: Logger) {
+    this.registry = createMetrics(srv);
+  }
+
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const server = createServer((req, res) => {
+        const path = (req.url ?? '').split('?')[0];
+        const send = (status: number, type: string, body: string): void => {
+          res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+          res.end(req.method === 'HEAD' ? undefined : body);
+        };
+        if (path !== '/metrics' && path !== '/healthz' && path !== '/readyz') { send(404, 'text/plain', 'not found\n'); return; }
+        if (req.method !== 'GET' && req.method !== 'HEAD') { res.setHeader('allow', 'GET, HEAD'); send(405, 'text/plain', 'method not allowed\n'); return; }
+        if (path === '/healthz') { send(200, 'text/plain', 'ok\n'); return; }
+        if (path === '/readyz') {
+          const r = readiness(this.srv);
+          send(r.ready ? 200 : 503, 'application/json', `${JSON.stringify(r)}\n`);
+          return;
+        }
+        this.registry.metrics().then(
+          (text) => send(200, this.registry.contentType, text),
+          (err: unknown) => {
+            this.log.error({ err: (err as Error).message }, 'metrics scrape failed');
+            send(500, 'text/plain', 'metrics unavailable\n');
+          },
+        );
+      });
+      this.server = server;
+      server.on('error', reject);
+      server.listen(this.at.port, this.at.host, () => {
+        const addr = server.address();
+        const port = typeof addr === 'object' && addr ? addr.port : this.at.port;
+        this.log.info({ host: this.at.host, port }, 'admin http listening');
+        resolve(port);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.server === null) { resolve(); return; }
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+}
