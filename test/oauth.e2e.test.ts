@@ -15,12 +15,13 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { decodeJwt, decodeProtectedHeader, SignJWT, type JWTPayload } from 'jose';
 import pg from 'pg';
 import postgres from 'postgres';
+import { runProcess } from './harness/process.js';
 import { startPostgres, SUPERPASS, SUPERUSER, type TestPostgres } from './harness/postgres.js';
 import { startScopegate, CLI, type LogLine, type RunningScopegate } from './harness/scopegate.js';
 import { AUDIENCE, makeKey, signWith, startIssuer, startJwksServer, type JwksServer, type LocalKey, type TestIssuer } from './harness/issuer.js';
@@ -152,18 +153,6 @@ async function sessionsOf(role: string): Promise<number> {
   return (r.rows[0] as { n: number }).n;
 }
 
-function run(bin: string, args: string[], env: Record<string, string>, timeoutMs = 60_000): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: string[] = [];
-    const err: string[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d.toString()));
-    child.stderr.on('data', (d: Buffer) => err.push(d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', (e) => { clearTimeout(timer); reject(e); });
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, out: out.join(''), err: err.join('') }); });
-  });
-}
 
 function cliToken(args: string[], env: Record<string, string>): Promise<{ code: number; out: string; err: string }> {
   return new Promise((resolve) => {
@@ -294,18 +283,18 @@ describe('tokens from the real authorization server as the password', () => {
     assert.ok(existsSync(PSQL), `${PSQL} is missing: install postgresql-client to run this test`);
     const token = await issuer.token({ scope: 'orders:read' });
     tokensSeen.push(token);
-    const r = await run(PSQL, ['-X', '-At', '-h', '127.0.0.1', '-p', String(disco.port), '-U', 'alice', '-d', 'app', '-c', 'select 1'], { PGPASSWORD: token, PGCONNECT_TIMEOUT: '10' });
+    const r = await runProcess(PSQL, ['-X', '-At', '-h', '127.0.0.1', '-p', String(disco.port), '-U', 'alice', '-d', 'app', '-c', 'select 1'], { PGPASSWORD: token, PGCONNECT_TIMEOUT: '10' });
     assert.equal(r.code, 0, `psql failed: ${r.err}`);
     assert.equal(r.out.trim(), '1');
   });
 
   it('pgbench -S with PGPASSWORD (tables made directly against Postgres)', async () => {
     assert.ok(existsSync(PGBENCH), `${PGBENCH} is missing: install postgresql-contrib/postgresql-client to run this test`);
-    const init = await run(PGBENCH, ['-i', '-q', '-s', '1', '-h', db.host, '-p', String(db.port), '-U', SUPERUSER, 'postgres'], { PGPASSWORD: SUPERPASS });
+    const init = await runProcess(PGBENCH, ['-i', '-q', '-s', '1', '-h', db.host, '-p', String(db.port), '-U', SUPERUSER, 'postgres'], { PGPASSWORD: SUPERPASS });
     assert.equal(init.code, 0, `pgbench -i failed: ${init.err}`);
     const token = await issuer.token({ scope: 'orders:read' });
     tokensSeen.push(token);
-    const r = await run(PGBENCH, ['-n', '-S', '-T', '2', '-c', '2', '-j', '2', '-h', '127.0.0.1', '-p', String(jwksSg.port), '-U', 'alice', 'app'], { PGPASSWORD: token, PGCONNECT_TIMEOUT: '10' });
+    const r = await runProcess(PGBENCH, ['-n', '-S', '-T', '2', '-c', '2', '-j', '2', '-h', '127.0.0.1', '-p', String(jwksSg.port), '-U', 'alice', 'app'], { PGPASSWORD: token, PGCONNECT_TIMEOUT: '10' });
     const output = r.out + r.err;
     assert.equal(r.code, 0, `pgbench failed: ${output}`);
     assert.doesNotMatch(output, /aborted|error/i);

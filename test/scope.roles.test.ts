@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runProcess, type ProcessResult } from './harness/process.js';
 import { existsSync } from 'node:fs';
 import postgres from 'postgres';
 import { DB, errorOf, startFixture, type Fixture } from './scope.fixture.test.js';
@@ -195,21 +195,10 @@ describe('psql describe commands with an orders:read token', { timeout: 60_000 }
   });
   after(async () => { await fx?.stop(); });
 
-  const psql = async (command: string): Promise<{ code: number | null; out: string; err: string }> => {
+  const psql = async (command: string): Promise<ProcessResult> => {
     const token = await fx.token('orders:read', 'psql-user');
-    return new Promise((resolve, reject) => {
-      const child = spawn(PSQL, ['-X', '-h', '127.0.0.1', '-p', String(fx.sg.port), '-U', 'psql-user', '-d', DB, '-v', 'ON_ERROR_STOP=1', '-c', command], {
-        env: { ...process.env, PGPASSWORD: token, PGCONNECT_TIMEOUT: '10', PGSSLMODE: 'disable' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      const out: string[] = [];
-      const err: string[] = [];
-      child.stdout.on('data', (d: Buffer) => out.push(d.toString()));
-      child.stderr.on('data', (d: Buffer) => err.push(d.toString()));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.on('error', reject);
-      child.on('close', (code) => { clearTimeout(timer); resolve({ code, out: out.join(''), err: err.join('') }); });
-    });
+    return runProcess(PSQL, ['-X', '-h', '127.0.0.1', '-p', String(fx.sg.port), '-U', 'psql-user', '-d', DB, '-v', 'ON_ERROR_STOP=1', '-c', command],
+      { PGPASSWORD: token, PGCONNECT_TIMEOUT: '10', PGSSLMODE: 'disable' }, 30_000);
   };
 
   test('\\dt lists the tables', async () => {

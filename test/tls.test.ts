@@ -8,7 +8,6 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,6 +16,7 @@ import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'n
 import pg from 'pg';
 import postgres from 'postgres';
 import pino from 'pino';
+import { runProcess, type ProcessResult } from './harness/process.js';
 import { giveKeyToPostgres, makeCA, type Issued, type TestCA } from './harness/certs.js';
 import { cancelRequestPacket, errorFields, fe, firstError, RawClient, sslRequest, startupPacket, waitFor, type Msg } from './harness/rawclient.js';
 import { startScopegate, type RunningScopegate } from './harness/scopegate.js';
@@ -74,20 +74,8 @@ function messages(b: Buffer): Msg[] {
   return out;
 }
 
-function runPsql(conninfo: string, command: string, env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(PSQL, ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-c', command, conninfo], {
-      env: { ...process.env, PGCONNECT_TIMEOUT: '10', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const out: string[] = [];
-    const err: string[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d.toString()));
-    child.stderr.on('data', (d: Buffer) => err.push(d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => { clearTimeout(timer); resolve({ code, out: out.join(''), err: err.join('') }); });
-  });
+function runPsql(conninfo: string, command: string, env: Record<string, string> = {}): Promise<ProcessResult> {
+  return runProcess(PSQL, ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-c', command, conninfo], { PGCONNECT_TIMEOUT: '10', ...env }, 30_000);
 }
 
 function peerOf(c: pg.Client): TLSSocket {
