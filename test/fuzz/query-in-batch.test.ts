@@ -9,8 +9,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { startPostgres, SUPERPASS, type TestPostgres } from '../harness/postgres.js';
-import { errorFields, fe, RawClient, rawLogin, rows, startupPacket, typed } from '../harness/rawclient.js';
+import { startPostgres, type TestPostgres } from '../harness/postgres.js';
+import { errorFields, fe, rawLogin, rawSuperuserLogin, rows, typed } from '../harness/rawclient.js';
 import { startFixture, type Fixture } from '../scope.fixture.test.js';
 
 const errors = (ms: Array<{ type: string; body: Buffer }>): string[] => ms.filter((m) => m.type === 'E').map((m) => errorFields(m.body).C ?? '?');
@@ -25,11 +25,7 @@ describe('a simple Query inside an unsynced extended batch', () => {
     after(async () => { await db?.stop(); });
 
     it('fails the connection\'s next statement with XX000 (why scopegate retires the connection)', async () => {
-      const raw = await RawClient.connect(db.port);
-      raw.write(startupPacket({ user: 'postgres', database: 'postgres' }));
-      await raw.read(5_000);
-      raw.write(typed('p', Buffer.from(`${SUPERPASS}\0`)));
-      await raw.readUntilReady(5_000);
+      const raw = await rawSuperuserLogin(db.port);
       raw.write(batch(''));
       // The Query's ReadyForQuery, then the Sync's.
       const got = [...await raw.readUntilReady(), ...await raw.readUntilReady()];

@@ -10,8 +10,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { startPostgres, SUPERPASS, type TestPostgres } from '../harness/postgres.js';
-import { errorFields, fe, RawClient, rawLogin, startupPacket, typed, waitFor } from '../harness/rawclient.js';
+import { startPostgres, type TestPostgres } from '../harness/postgres.js';
+import { errorFields, fe, rawLogin, rawSuperuserLogin, typed, waitFor } from '../harness/rawclient.js';
 import { startFixture, type Fixture } from '../scope.fixture.test.js';
 
 /** The shrunk message sequence after BEGIN, with `failing` the Query that fails. */
@@ -33,11 +33,7 @@ describe('an unnamed portal the client never bound', () => {
     after(async () => { await db?.stop(); });
 
     it('crashes on Execute("") after a failed simple Query in a transaction block (why scopegate answers it)', async () => {
-      const raw = await RawClient.connect(db.port);
-      raw.write(startupPacket({ user: 'postgres', database: 'postgres' }));
-      await raw.read(5_000);
-      raw.write(typed('p', Buffer.from(`${SUPERPASS}\0`)));
-      await raw.readUntilReady(5_000);
+      const raw = await rawSuperuserLogin(db.port);
       await raw.query('BEGIN');
       raw.write(sequence(REFUSAL));
       await raw.readUntilClosed(10_000);

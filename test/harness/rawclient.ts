@@ -4,6 +4,7 @@
  * answers to odd or malformed input.
  */
 import { connect, type Socket } from 'node:net';
+import { SUPERPASS, SUPERUSER } from './postgres.js';
 
 export interface Msg {
   /** One-letter message type ('R', 'S', 'E', 'Z', ...). */
@@ -296,4 +297,14 @@ export async function rawLogin(port: number, user: string, token: string, databa
   raw.write(typed('p', Buffer.from(token + '\0', 'utf8')));
   const login = await raw.readUntilReady();
   return { raw, login };
+}
+
+/** A raw connection straight to PostgreSQL as the superuser (a server with password auth), logged in. */
+export async function rawSuperuserLogin(port: number): Promise<RawClient> {
+  const raw = await RawClient.connect(port);
+  raw.write(startupPacket({ user: SUPERUSER, database: 'postgres' }));
+  await raw.read(5_000);
+  raw.write(typed('p', Buffer.from(`${SUPERPASS}\0`)));
+  await raw.readUntilReady(5_000);
+  return raw;
 }
