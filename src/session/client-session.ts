@@ -998,6 +998,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   private acquire(): void {
+    // A closed session never borrows: its checkout would only be handed back.
+    if (this.isClosed()) return;
     if (this.pendingBegin !== null) {
       // Hidden: the client saw its BEGIN answered already.
       this.queue.unshift({ type: FE.Query, buf: this.pendingBegin, start: 0, end: this.pendingBegin.length, stmt: null, role: undefined, fx: null, own: true });
@@ -1010,8 +1012,6 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.pool = chosen;
     }
     const pool = this.pool!;
-    // A closed session never borrows: its checkout would only be handed back.
-    if (this.isClosed()) return;
     this.enter(Phase.Acquiring);
     this.requestedAt = Date.now();
     this.waitStart = performance.now();
