@@ -180,6 +180,22 @@ test('the console speaks the simple protocol only, one command per query, and ru
   await c.end().catch(() => undefined);
 });
 
+test('commands match ASCII letters only: a look-alike (PAU\u017fE, \u0131) is no command and pauses nothing', async () => {
+  const c = await consoleClient(ADMIN);
+  // 'ſ' (U+017F) and 'ı' (U+0131) upper-case to S and I in JavaScript; they must not make PAUSE, SHOW LISTS.
+  for (const text of ['PAU\u017fE app', 'SHOW L\u0131STS', 'pau\u017fe']) {
+    const e = await errorOf(() => c.query(text));
+    assert.equal(e.code, '42601', text);
+  }
+  assert.equal((await c.query('SHOW DATABASES')).rows[0].paused, '0');
+  const app = await fx.client('orders:read', { sub: 'lookalike' });
+  assert.equal((await app.query('SELECT 3 AS three')).rows[0].three, 3);
+  // Lower-case ASCII still works.
+  assert.equal((await c.query('show lists')).rows.length > 0, true);
+  await app.end();
+  await c.end();
+});
+
 test('PAUSE makes new transactions wait, RESUME lets them go; both audited', async () => {
   const app = await fx.client('orders:read', { sub: 'erin' });
   await app.query('SELECT 1');

@@ -124,7 +124,7 @@ describe('TLS', { timeout: 240_000 }, () => {
     copyFileSync(sgCert.key, liveKey);
     fx = await startFixture({
       pgFlags: ['-c', 'ssl=on', '-c', `ssl_cert_file=${pgCert.cert}`, '-c', `ssl_key_file=${pgCert.key}`],
-      config: { client_tls: { sslmode: 'prefer', cert_file: liveCert, key_file: liveKey, protocols: 'secure' } },
+      config: { client_tls: { sslmode: 'prefer', cert_file: liveCert, key_file: liveKey, protocols: 'secure' }, admin: { scope: 'scopegate:admin' } },
       database: { server_tls: { sslmode: 'verify-full', ca_file: ca.ca } },
     });
     const url = (host: string) => fx.pg.url('postgres').replace('127.0.0.1', host);
@@ -228,7 +228,7 @@ describe('TLS', { timeout: 240_000 }, () => {
     assert.match(refused.message, /does not accept TLS, but databases\.refused\.server_tls\.sslmode is require/);
   });
 
-  test('the audit line and ClientSession say whether the client used TLS', async () => {
+  test('the audit line and SHOW CLIENTS say whether the client used TLS, and which version', async () => {
     const tlsClient = await fx.client('orders:read', { sub: 'tls-user', extra: { ssl: { ca: ca.caPem } } });
     await tlsClient.query('SELECT id AS tls_marker FROM orders');
     const plainClient = await fx.client('orders:read', { sub: 'plain-user', extra: { ssl: false } });
@@ -238,6 +238,13 @@ describe('TLS', { timeout: 240_000 }, () => {
     assert.match(String(t.tls), /^TLSv1\.[23]$/);
     assert.equal(t.tls, peerOf(tlsClient).getProtocol());
     assert.equal(p.tls, null);
+    // SHOW CLIENTS: the TLS version of the TLS client, empty for the plain one.
+    const admin = new pg.Client({ host: '127.0.0.1', port: fx.sg.port, user: 'ops', database: 'pgbouncer', password: await fx.token('scopegate:admin', 'ops'), ssl: false });
+    clients.push(admin);
+    await admin.connect();
+    const rows = (await admin.query('SHOW CLIENTS')).rows as Array<{ sub: string; tls: string }>;
+    assert.equal(rows.find((r) => r.sub === 'tls-user')?.tls, peerOf(tlsClient).getProtocol());
+    assert.equal(rows.find((r) => r.sub === 'plain-user')?.tls, '');
   });
 
   test('plain bytes sent after SSLRequest in the same write are refused, not read as if over TLS', async () => {

@@ -136,13 +136,13 @@ class Console implements AdminConsole {
     // One command per Query: `SHOW POOLS; SELECT ...` is no console command, and never runs anywhere.
     if (text.includes(';')) deny(SQLSTATE.SYNTAX_ERROR, 'the admin console runs one command per query', 'syntax', 'Send each command on its own.');
     const words = text.split(/\s+/);
-    const verb = words[0]!.toUpperCase();
+    const verb = asciiUpper(words[0]!);
     const arg = words[1];
     const invalid = (): never => deny(SQLSTATE.SYNTAX_ERROR, `invalid command '${text}', use SHOW HELP;`, 'syntax');
     if (words.length > 2) invalid();
     if (verb === 'SHOW') {
       if (arg === undefined) invalid();
-      const what = arg!.toUpperCase();
+      const what = asciiUpper(arg!);
       if (NOT_SUPPORTED_SHOWS.has(what)) deny(SQLSTATE.FEATURE_NOT_SUPPORTED, `SHOW ${what} is not supported by scopegate`, 'not supported', 'SHOW HELP lists the commands.');
       if (!SHOWS.has(what)) invalid();
       this.srv.gate.auditConsole(this.c, text, true, 'ok');
@@ -215,4 +215,12 @@ class Console implements AdminConsole {
       : show.showThreads(srv);
     return [msg.rowDescription(table.columns), ...table.rows.map((r) => msg.dataRow(r)), msg.commandComplete('SHOW')];
   }
+}
+
+/**
+ * Upper-cases ASCII letters only. String#toUpperCase maps look-alikes ('ſ' to 'S', 'ı' to 'I'),
+ * so 'PAUſE' would run PAUSE while every log and audit line shows another word.
+ */
+function asciiUpper(word: string): string {
+  return word.replace(/[a-z]/g, (ch) => String.fromCharCode(ch.charCodeAt(0) - 32));
 }
