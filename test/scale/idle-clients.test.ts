@@ -48,13 +48,20 @@ function procStatusBytes(pid: number, field: string): number {
   return Number(m[1]) * 1024;
 }
 
-/** Client connections scopegate holds: established TCP sockets on its port (its side of them). */
+/**
+ * Client connections scopegate holds: established TCP sockets on its port (its side of them).
+ * /proc/net/tcp is produced a page per read() while the table changes, so an entry can be
+ * listed twice when sockets elsewhere open or close meanwhile: entries are counted once each
+ * (by local address, remote address and inode).
+ */
 function established(port: number): number {
   const hexPort = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  return readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1).filter((line) => {
+  const seen = new Set<string>();
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
     const f = line.trim().split(/\s+/);
-    return f[1]?.endsWith(hexPort) === true && f[3] === '01';
-  }).length;
+    if (f[1]?.endsWith(hexPort) === true && f[3] === '01') seen.add(`${f[1]} ${f[2]} ${f[9]}`);
+  }
+  return seen.size;
 }
 
 /** The soft limit on open files of a process (/proc/<pid>/limits). */
