@@ -1,0 +1,176 @@
+/** Peering (PgBouncer's peer_id / [peers]): this instance's id in cancel keys, and forwarding cancels to the instance that issued them. */
+import { randomInt } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { ConfigError } from '../errors.js';
+import { CANCEL_REQUEST } from '../protocol/codes.js';
+import type { CancelRouting } from './cancel-registry.js';
+
+/** One entry of `peers:`: another scopegate instance that hands out cancel keys with `id` in them. */
+export interface PeerConfig {
+  id: number;
+  host: string;
+  port: number;
+}
+
+/** `peer_id` and `peers`: peer_id 0 is peering off. */
+export interface PeeringConfig {
+  peer_id: number;
+  peers: readonly PeerConfig[];
+}
+
+/*
+ * The secret half of a cancel key (the pid half stays 31 random bits, so the local registry,
+ * keyed by pid, keeps its room):
+ *   bits 31..18  the id of the instance that issued the key (1..16383)
+ *   bits 17..16  hops left: 3 when issued, one less per forward, 0 is never forwarded
+ *   bits 15..0   random
+ * 31 + 16 = 47 random bits per key, as many as PgBouncer keeps (it uses the same budget: id,
+ * two hop bits, the rest random).
+ */
+export const MAX_PEER_ID = (1 << 14) - 1;
+const ID_SHIFT = 18;
+const HOPS_SHIFT = 16;
+const HOPS_MASK = 0x3 << HOPS_SHIFT;
+const MAX_HOPS = 3;
+/** At most this many forwards in flight: a flood of CancelRequests opens no more sockets than this. */
+export const MAX_FORWARDS_IN_FLIGHT = 16;
+/** A peer that does not take the cancel within this long is given up on (the slot is freed). */
+const FORWARD_TIMEOUT_MS = 5_000;
+
+function int(v: unknown, key: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new ConfigError(key, `expected an integer between ${min} and ${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** Validates top-level `peer_id` and `peers` (config.ts calls this). */
+export function parsePeering(rawId: unknown, rawPeers: unknown): PeeringConfig {
+  const peer_id = rawId === undefined || rawId === null ? 0 : int(rawId, 'peer_id', 0, MAX_PEER_ID);
+  if (rawPeers === undefined || rawPeers === null) return { peer_id, peers: [] };
+  if (!Array.isArray(rawPeers)) throw new ConfigError('peers', 'expected a list of { id, host, port }');
+  const peers: PeerConfig[] = [];
+  const seen = new Set<number>();
+  rawPeers.forEach((p: unknown, i) => {
+    const at = `peers[${i}]`;
+    if (typeof p !== 'object' || p === null || Array.isArray(p)) throw new ConfigError(at, 'expected { id, host, port }');
+    const o = p as Record<string, unknown>;
+    for (const k of Object.keys(o)) if (k !== 'id' && k !== 'host' && k !== 'port') throw new ConfigError(`${at}.${k}`, 'unknown key (expected id, host, port)');
+    const id = int(o.id, `${at}.id`, 1, MAX_PEER_ID);
+    if (seen.has(id)) throw new ConfigError(`${at}.id`, `peer id ${id} is listed twice`);
+    seen.add(id);
+    if (typeof o.host !== 'string' || o.host === '') throw new ConfigError(`${at}.host`, 'expected a host name or address');
+    peers.push({ id, host: o.host, port: int(o.port, `${at}.port`, 1, 65535) });
+  });
+  return { peer_id, peers };
+}
+
+/** The issuing instance's id encoded in a cancel secret. */
+export function peerIdOf(secret: number): number {
+  return (secret >>> ID_SHIFT) & MAX_PEER_ID;
+}
+
+/** Hops a cancel secret may still be forwarded. */
+export function hopsOf(secret: number): number {
+  return (secret & HOPS_MASK) >>> HOPS_SHIFT;
+}
+
+/** A secret issued by instance `id` with the full hop budget (tests build keys with it too). */
+export function issueSecret(id: number, random16: number): number {
+  return ((id << ID_SHIFT) | (MAX_HOPS << HOPS_SHIFT) | (random16 & 0xffff)) | 0;
+}
+
+/**
+ * Stamps cancel keys with this instance's id and forwards CancelRequests whose key names a
+ * configured peer. It only relays the 16 bytes it was given (with one hop less), so a client
+ * can cancel through a peer exactly what it could cancel on the issuing instance: nothing
+ * without the key. Cancels get no reply in the protocol, so whatever is not forwarded is
+ * dropped silently.
+ */
+export class CancelPeers implements CancelRouting {
+  private readonly id: number;
+  private peers = new Map<number, PeerConfig>();
+  private inFlight = 0;
+  /** Counters for logs and tests: forwards opened, cancels dropped. */
+  forwarded = 0;
+  dropped = 0;
+
+  constructor(cfg: PeeringConfig, private readonly log: Logger) {
+    this.id = cfg.peer_id;
+    this.setPeers(cfg.peers);
+  }
+
+  get enabled(): boolean {
+    return this.id !== 0;
+  }
+
+  /** peers: reloads; peer_id needs a restart (keys already handed out carry the old id). */
+  reload(cfg: PeeringConfig): void {
+    if (cfg.peer_id !== this.id) this.log.warn({ peer_id: this.id, next: cfg.peer_id }, 'peer_id changed: restart scopegate to apply it');
+    this.setPeers(cfg.peers);
+  }
+
+  private setPeers(list: readonly PeerConfig[]): void {
+    // An entry with this instance's own id is ignored, so every instance can share one list.
+    this.peers = new Map(list.filter((p) => p.id !== this.id).map((p) => [p.id, p]));
+  }
+
+  stamp(secret: number): number {
+    if (!this.enabled) return secret;
+    return issueSecret(this.id, randomInt(0, 0x10000));
+  }
+
+  canonical(secret: Buffer): Buffer {
+    if (!this.enabled || secret.length !== 4) return secret;
+    // Keys are stored with the full hop budget; one that came through peers has fewer left.
+    const s = secret.readUInt32BE(0) | HOPS_MASK;
+    const out = Buffer.allocUnsafe(4);
+    out.writeUInt32BE(s >>> 0, 0);
+    return out;
+  }
+
+  elsewhere(pid: number, secret: Buffer): void {
+    if (!this.enabled || secret.length !== 4) return;
+    const s = secret.readUInt32BE(0);
+    const id = peerIdOf(s);
+    if (id === this.id) return this.drop('no client holds this key', id);
+    const peer = this.peers.get(id);
+    if (peer === undefined) return this.drop('key names no configured peer', id);
+    const hops = hopsOf(s);
+    if (hops === 0) return this.drop('hop limit reached', id);
+    if (this.inFlight >= MAX_FORWARDS_IN_FLIGHT) return this.drop('too many cancels being forwarded', id);
+    const packet = Buffer.allocUnsafe(16);
+    packet.writeInt32BE(16, 0);
+    packet.writeInt32BE(CANCEL_REQUEST, 4);
+    packet.writeInt32BE(pid, 8);
+    packet.writeUInt32BE(((s & ~HOPS_MASK) | ((hops - 1) << HOPS_SHIFT)) >>> 0, 12);
+    this.send(peer, packet, hops - 1);
+  }
+
+  private drop(reason: string, peer: number): void {
+    this.dropped++;
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ peer, reason }, 'cancel request dropped');
+  }
+
+  private send(peer: PeerConfig, packet: Buffer, hopsLeft: number): void {
+    this.inFlight++;
+    this.forwarded++;
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ peer: peer.id, host: peer.host, port: peer.port, hops_left: hopsLeft }, 'cancel request forwarded to peer');
+    let s: Socket | null = null;
+    let done = false;
+    const finish = (err?: Error): void => {
+      if (done) return;
+      done = true;
+      this.inFlight--;
+      clearTimeout(timer);
+      s?.destroy();
+      if (err !== undefined) this.log.warn({ peer: peer.id, host: peer.host, port: peer.port, err: err.message }, 'forwarding a cancel request to a peer failed');
+    };
+    const timer = setTimeout(() => finish(new Error('timed out')), FORWARD_TIMEOUT_MS);
+    s = connect({ host: peer.host, port: peer.port, noDelay: true }, () => { s?.end(packet); });
+    s.on('error', (err) => finish(err));
+    // The peer closes the connection once it has acted on the cancel (as Postgres does).
+    s.on('close', () => finish());
+  }
+}
