@@ -21,6 +21,7 @@ let a: RunningScopegate;
 let b: RunningScopegate;
 let portA = 0;
 let portB = 0;
+let httpB = 0;
 const open: pg.Client[] = [];
 
 function instanceConfig(id: number, port: number, peers: Array<{ id: number; host: string; port: number }>): Record<string, unknown> {
@@ -30,6 +31,7 @@ function instanceConfig(id: number, port: number, peers: Array<{ id: number; hos
     pool: { mode: 'transaction', query_wait_timeout: '10s' },
     // debug: the forward and drop lines are what the tests count.
     log: { level: 'debug' },
+    ...(id === 2 ? { admin: { scope: 'scopegate:admin', listen_http: `${HOST}:${httpB}` } } : {}),
     peer_id: id,
     peers,
   };
@@ -55,6 +57,12 @@ function keyOf(c: pg.Client): { pid: number; secret: number } {
 
 const forwards = (sg: RunningScopegate): LogLine[] => sg.logs.filter((l) => l.msg === 'cancel request forwarded to peer');
 const reloads = (sg: RunningScopegate): number => sg.logs.filter((l) => l.msg === 'configuration reloaded').length;
+/** B's /metrics value of `name` with `labels` (0 when the series is absent). */
+async function metricB(name: string, labels = ''): Promise<number> {
+  const text = await (await fetch(`http://${HOST}:${httpB}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+}
 const drops = (sg: RunningScopegate, reason: string): LogLine[] => sg.logs.filter((l) => l.msg === 'cancel request dropped' && l.reason === reason);
 
 /** Starts `SELECT pg_sleep(30)` on `c` and waits until the server runs it. */
@@ -73,6 +81,7 @@ before(async () => {
   db = await startPostgres();
   portA = await freePort();
   portB = await freePort();
+  httpB = await freePort();
   a = await startScopegate(instanceConfig(1, portA, sharedPeers()));
   b = await startScopegate(instanceConfig(2, portB, sharedPeers()));
 });
@@ -146,11 +155,11 @@ describe('two instances as peers', () => {
     const c = await clientOn(portA, 'wrong_key');
     const q = await sleeping(c, 'wrong_key');
     const { pid, secret } = keyOf(c);
-    const droppedBefore = drops(a, 'no client holds this key').length;
+    const droppedBefore = drops(a, 'unknown_key').length;
     // Wrong random bits (peer id and hops intact: B forwards, A finds no such key) and a wrong pid.
     await sendCancel(portB, pid, secret ^ 0x5a5a);
     await sendCancel(portB, pid ^ 0x10, secret);
-    await waitFor(() => drops(a, 'no client holds this key').length === droppedBefore + 2, 'A to drop both wrong keys');
+    await waitFor(() => drops(a, 'unknown_key').length === droppedBefore + 2, 'A to drop both wrong keys');
     assert.equal(q.settled(), false, 'the query must still run');
     assert.ok(await stillSleeping('wrong_key'), 'the sleep still runs on the server');
     await sendCancel(portB, pid, secret);
@@ -163,10 +172,10 @@ describe('two instances as peers', () => {
     const { pid, secret } = keyOf(c);
     const fwA = forwards(a).length;
     const fwB = forwards(b).length;
-    const before = drops(b, 'key names no configured peer').length;
+    const before = drops(b, 'unknown_peer').length;
     await sendCancel(portB, pid, issueSecret(9, secret));
-    await waitFor(() => drops(b, 'key names no configured peer').length === before + 1, 'B to drop the key for peer 9');
-    assert.equal(drops(b, 'key names no configured peer').at(-1)!.peer, 9);
+    await waitFor(() => drops(b, 'unknown_peer').length === before + 1, 'B to drop the key for peer 9');
+    assert.equal(drops(b, 'unknown_peer').at(-1)!.peer, 9);
     assert.equal(forwards(a).length, fwA);
     assert.equal(forwards(b).length, fwB);
     assert.equal(q.settled(), false);
@@ -186,12 +195,16 @@ describe('two instances as peers', () => {
       b.proc.kill('SIGHUP');
       await waitFor(() => reloads(b) > before, 'B to reload');
       const fwBefore = forwards(b).length;
-      const dropBefore = drops(b, 'too many cancels being forwarded').length;
+      const fwMetric = await metricB('scopegate_peer_cancel_forwards_total');
+      const limitMetric = await metricB('scopegate_peer_cancel_drops_total', '{reason="forward_limit"}');
+      const dropBefore = drops(b, 'forward_limit').length;
       const total = MAX_FORWARDS_IN_FLIGHT + 24;
       await Promise.all(Array.from({ length: total }, (_, i) => sendCancel(portB, 1000 + i, issueSecret(8, i))));
-      await waitFor(() => held.length === MAX_FORWARDS_IN_FLIGHT && drops(b, 'too many cancels being forwarded').length === dropBefore + 24, 'the limit to be reached');
+      await waitFor(() => held.length === MAX_FORWARDS_IN_FLIGHT && drops(b, 'forward_limit').length === dropBefore + 24, 'the limit to be reached');
       assert.equal(forwards(b).length - fwBefore, MAX_FORWARDS_IN_FLIGHT);
       assert.equal(held.length, MAX_FORWARDS_IN_FLIGHT);
+      assert.equal(await metricB('scopegate_peer_cancel_forwards_total') - fwMetric, MAX_FORWARDS_IN_FLIGHT);
+      assert.equal(await metricB('scopegate_peer_cancel_drops_total', '{reason="forward_limit"}') - limitMetric, 24);
       // Each held socket got exactly one 16-byte CancelRequest naming peer 8 with a hop less.
       const first = await new Promise<Buffer>((resolve) => {
         const s = held[0]!;
@@ -227,15 +240,15 @@ describe('two instances as peers', () => {
     await waitFor(() => reloads(a) > reloadsA && reloads(b) > reloadsB, 'both instances to reload');
     const fwA = forwards(a).length;
     const fwB = forwards(b).length;
-    const hopDrops = drops(a, 'hop limit reached').length + drops(b, 'hop limit reached').length;
+    const hopDrops = drops(a, 'hop_limit').length + drops(b, 'hop_limit').length;
     await sendCancel(portA, 4242, issueSecret(7, 42));
     // A -> B (2 hops left) -> A (1) -> B (0) -> B drops it.
-    await waitFor(() => drops(a, 'hop limit reached').length + drops(b, 'hop limit reached').length === hopDrops + 1, 'the loop to end at the hop limit');
+    await waitFor(() => drops(a, 'hop_limit').length + drops(b, 'hop_limit').length === hopDrops + 1, 'the loop to end at the hop limit');
     const newA = forwards(a).slice(fwA);
     const newB = forwards(b).slice(fwB);
     assert.equal(newA.length + newB.length, 3, 'exactly three forwards');
     assert.deepEqual(newA.map((l) => l.hops_left), [2, 0]);
     assert.deepEqual(newB.map((l) => l.hops_left), [1]);
-    assert.equal(drops(b, 'hop limit reached').length > 0, true);
+    assert.equal(drops(b, 'hop_limit').length > 0, true);
   });
 });

@@ -45,6 +45,13 @@ function int(v: unknown, key: string, min: number, max: number): number {
   return v;
 }
 
+/**
+ * Why a cancel was not forwarded: unknown_key (it names this instance, no client holds it),
+ * unknown_peer (no configured peer has its id), hop_limit (forwarded 3 times already),
+ * forward_limit (MAX_FORWARDS_IN_FLIGHT reached).
+ */
+export type DropReason = 'unknown_key' | 'unknown_peer' | 'hop_limit' | 'forward_limit';
+
 /** Validates top-level `peer_id` and `peers` (config.ts calls this). */
 export function parsePeering(rawId: unknown, rawPeers: unknown): PeeringConfig {
   const peer_id = rawId === undefined || rawId === null ? 0 : int(rawId, 'peer_id', 0, MAX_PEER_ID);
@@ -92,9 +99,10 @@ export class CancelPeers implements CancelRouting {
   private readonly id: number;
   private peers = new Map<number, PeerConfig>();
   private inFlight = 0;
-  /** Counters for logs and tests: forwards opened, cancels dropped. */
+  /** For /metrics: forwards opened, forwards that failed (peer down, timeout), cancels dropped by reason. */
   forwarded = 0;
-  dropped = 0;
+  failed = 0;
+  readonly dropped = new Map<DropReason, number>();
 
   constructor(cfg: PeeringConfig, private readonly log: Logger) {
     this.id = cfg.peer_id;
@@ -134,12 +142,12 @@ export class CancelPeers implements CancelRouting {
     if (!this.enabled || secret.length !== 4) return;
     const s = secret.readUInt32BE(0);
     const id = peerIdOf(s);
-    if (id === this.id) return this.drop('no client holds this key', id);
+    if (id === this.id) return this.drop('unknown_key', id);
     const peer = this.peers.get(id);
-    if (peer === undefined) return this.drop('key names no configured peer', id);
+    if (peer === undefined) return this.drop('unknown_peer', id);
     const hops = hopsOf(s);
-    if (hops === 0) return this.drop('hop limit reached', id);
-    if (this.inFlight >= MAX_FORWARDS_IN_FLIGHT) return this.drop('too many cancels being forwarded', id);
+    if (hops === 0) return this.drop('hop_limit', id);
+    if (this.inFlight >= MAX_FORWARDS_IN_FLIGHT) return this.drop('forward_limit', id);
     const packet = Buffer.allocUnsafe(16);
     packet.writeInt32BE(16, 0);
     packet.writeInt32BE(CANCEL_REQUEST, 4);
@@ -148,8 +156,8 @@ export class CancelPeers implements CancelRouting {
     this.send(peer, packet, hops - 1);
   }
 
-  private drop(reason: string, peer: number): void {
-    this.dropped++;
+  private drop(reason: DropReason, peer: number): void {
+    this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1);
     if (this.log.isLevelEnabled('debug')) this.log.debug({ peer, reason }, 'cancel request dropped');
   }
 
@@ -165,7 +173,9 @@ export class CancelPeers implements CancelRouting {
       this.inFlight--;
       clearTimeout(timer);
       s?.destroy();
-      if (err !== undefined) this.log.warn({ peer: peer.id, host: peer.host, port: peer.port, err: err.message }, 'forwarding a cancel request to a peer failed');
+      if (err === undefined) return;
+      this.failed++;
+      this.log.warn({ peer: peer.id, host: peer.host, port: peer.port, err: err.message }, 'forwarding a cancel request to a peer failed');
     };
     const timer = setTimeout(() => finish(new Error('timed out')), FORWARD_TIMEOUT_MS);
     s = connect({ host: peer.host, port: peer.port, noDelay: true }, () => { s?.end(packet); });
