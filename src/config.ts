@@ -328,7 +328,7 @@ export function parseConfig(doc: unknown, file: string | null): Config {
   const policy = doc.policy === undefined || doc.policy === null ? null : resolve(baseDir, str(doc.policy, 'policy'));
   const auth = doc.auth ?? { method: 'trust' };
   const client_tls = parseClientTls(doc.client_tls, baseDir);
-  const peering = parsePeering(doc.peer_id, doc.peers);
+  const peering = parsePeering(doc.peer_id, doc.peers, baseDir, serverTls);
   return { file, listen, databases, pool, auth, policy, log, admin, client_tls, peering };
 }
 

@@ -14,6 +14,8 @@ import { freePort } from './harness/ports.js';
 import { sendCancel, waitFor } from './harness/rawclient.js';
 import { hopsOf, issueSecret, MAX_FORWARDS_IN_FLIGHT, parsePeering, peerIdOf } from '../src/server/peers.js';
 import { ConfigError } from '../src/errors.js';
+import { makeCA, type TestCA } from './harness/certs.js';
+import { SERVER_TLS_DEFAULT } from '../src/server/tls-config.js';
 
 const HOST = '127.0.0.1';
 let db: TestPostgres;
@@ -24,7 +26,7 @@ let portB = 0;
 let httpB = 0;
 const open: pg.Client[] = [];
 
-function instanceConfig(id: number, port: number, peers: Array<{ id: number; host: string; port: number }>): Record<string, unknown> {
+function instanceConfig(id: number, port: number, peers: Array<Record<string, unknown>>): Record<string, unknown> {
   return {
     listen: { host: HOST, port },
     databases: { app: { url: db.url('postgres'), pool_size: 4 } },
@@ -95,10 +97,10 @@ after(async () => {
 
 describe('peer_id / peers configuration', () => {
   it('validates ids, hosts, ports and duplicates; absent is peering off', () => {
-    assert.deepEqual(parsePeering(undefined, undefined), { peer_id: 0, peers: [] });
-    assert.deepEqual(parsePeering(3, [{ id: 3, host: 'a', port: 6432 }, { id: 4, host: 'b', port: 6433 }]).peers.map((p) => p.id), [3, 4]);
+    assert.deepEqual(parsePeering(undefined, undefined, '.', SERVER_TLS_DEFAULT), { peer_id: 0, peers: [] });
+    assert.deepEqual(parsePeering(3, [{ id: 3, host: 'a', port: 6432 }, { id: 4, host: 'b', port: 6433 }], '.', SERVER_TLS_DEFAULT).peers.map((p) => p.id), [3, 4]);
     const bad = (id: unknown, peers: unknown, key: string): void => {
-      assert.throws(() => parsePeering(id, peers), (e) => e instanceof ConfigError && e.message.includes(key), key);
+      assert.throws(() => parsePeering(id, peers, '.', SERVER_TLS_DEFAULT), (e) => e instanceof ConfigError && e.message.includes(key), key);
     };
     bad(16384, undefined, 'peer_id');
     bad(-1, undefined, 'peer_id');
@@ -108,6 +110,9 @@ describe('peer_id / peers configuration', () => {
     bad(1, [{ id: 2, host: '', port: 1 }], 'peers[0].host');
     bad(1, [{ id: 2, host: 'a', port: 70000 }], 'peers[0].port');
     bad(1, [{ id: 2, host: 'a', port: 1, tls: true }], 'peers[0].tls');
+    bad(1, [{ id: 2, host: 'a', port: 1, server_tls: { sslmode: 'always' } }], 'peers[0].server_tls.sslmode');
+    const [p] = parsePeering(1, [{ id: 2, host: 'a', port: 1, server_tls: { sslmode: 'require' } }], '.', SERVER_TLS_DEFAULT).peers;
+    assert.equal(p!.server_tls.sslmode, 'require');
   });
 });
 
@@ -190,7 +195,7 @@ describe('two instances as peers', () => {
     await new Promise<void>((resolve) => blackhole.listen(0, HOST, resolve));
     const holePort = (blackhole.address() as { port: number }).port;
     try {
-      b.writeConfig(instanceConfig(2, portB, [...sharedPeers(), { id: 8, host: HOST, port: holePort }]));
+      b.writeConfig(instanceConfig(2, portB, [...sharedPeers(), { id: 8, host: HOST, port: holePort, server_tls: { sslmode: 'disable' } }]));
       const before = reloads(b);
       b.proc.kill('SIGHUP');
       await waitFor(() => reloads(b) > before, 'B to reload');
@@ -250,5 +255,56 @@ describe('two instances as peers', () => {
     assert.deepEqual(newA.map((l) => l.hops_left), [2, 0]);
     assert.deepEqual(newB.map((l) => l.hops_left), [1]);
     assert.equal(drops(b, 'hop_limit').length > 0, true);
+  });
+});
+
+describe('TLS to a peer (peers[].server_tls)', () => {
+  let ca: TestCA;
+  let rogue: TestCA;
+  let c: RunningScopegate;
+  let portC = 0;
+
+  before(async () => {
+    ca = makeCA();
+    rogue = makeCA('rogue CA');
+    const cert = ca.issue('sg', { cn: 'scopegate', sans: 'IP:127.0.0.1,DNS:localhost', usage: 'serverAuth', serial: 1001 });
+    portC = await freePort();
+    // C takes only TLS clients; B must verify C's certificate to forward to it.
+    c = await startScopegate({ ...instanceConfig(3, portC, sharedPeers()), client_tls: { sslmode: 'require', cert_file: cert.cert, key_file: cert.key } });
+  });
+
+  after(async () => {
+    if (c) await c.stop();
+    ca?.remove();
+    rogue?.remove();
+  });
+
+  const withPeerC = async (caFile: string): Promise<void> => {
+    const before = reloads(b);
+    b.writeConfig(instanceConfig(2, portB, [...sharedPeers(), { id: 3, host: HOST, port: portC, server_tls: { sslmode: 'verify-full', ca_file: caFile } }]));
+    b.proc.kill('SIGHUP');
+    await waitFor(() => reloads(b) > before, 'B to reload');
+  };
+
+  it('forwards over verified TLS, and not at all to a peer whose certificate does not verify', async () => {
+    const client = new pg.Client({ host: HOST, port: portC, user: 'app_user', database: 'app', application_name: 'tls_peer', ssl: { ca: ca.caPem.toString() } });
+    client.on('error', () => undefined);
+    await client.connect();
+    open.push(client);
+    const q = await sleeping(client, 'tls_peer');
+    const { pid, secret } = keyOf(client);
+    assert.equal(peerIdOf(secret >>> 0), 3);
+
+    await withPeerC(rogue.ca);
+    const failed = await metricB('scopegate_peer_cancel_forward_failures_total');
+    await sendCancel(portB, pid, secret);
+    await waitFor(async () => (await metricB('scopegate_peer_cancel_forward_failures_total')) === failed + 1, 'the forward to fail certificate verification');
+    assert.equal(q.settled(), false, 'a peer that fails verification is not sent the key');
+    assert.ok(await stillSleeping('tls_peer'));
+
+    await withPeerC(ca.ca);
+    await sendCancel(portB, pid, secret);
+    assert.equal(((await q.result) as { code?: string }).code, '57014');
+    assert.equal(await metricB('scopegate_peer_cancel_forward_failures_total'), failed + 1);
   });
 });

@@ -1,16 +1,20 @@
 /** Peering (PgBouncer's peer_id / [peers]): this instance's id in cancel keys, and forwarding cancels to the instance that issued them. */
 import { randomInt } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { connectServer } from '../backend/connect.js';
 import type { Logger } from 'pino';
 import { ConfigError } from '../errors.js';
 import { CANCEL_REQUEST } from '../protocol/codes.js';
 import type { CancelRouting } from './cancel-registry.js';
+import { parseServerTls, type ServerTlsConfig } from './tls-config.js';
 
 /** One entry of `peers:`: another scopegate instance that hands out cancel keys with `id` in them. */
 export interface PeerConfig {
   id: number;
   host: string;
   port: number;
+  /** TLS to the peer: the global server_tls, or the entry's own (libpq's sslmodes, as for databases). */
+  server_tls: ServerTlsConfig;
 }
 
 /** `peer_id` and `peers`: peer_id 0 is peering off. */
@@ -52,8 +56,8 @@ function int(v: unknown, key: string, min: number, max: number): number {
  */
 export type DropReason = 'unknown_key' | 'unknown_peer' | 'hop_limit' | 'forward_limit';
 
-/** Validates top-level `peer_id` and `peers` (config.ts calls this). */
-export function parsePeering(rawId: unknown, rawPeers: unknown): PeeringConfig {
+/** Validates top-level `peer_id` and `peers` (config.ts calls this); `serverTls` is the global server_tls. */
+export function parsePeering(rawId: unknown, rawPeers: unknown, baseDir: string, serverTls: ServerTlsConfig): PeeringConfig {
   const peer_id = rawId === undefined || rawId === null ? 0 : int(rawId, 'peer_id', 0, MAX_PEER_ID);
   if (rawPeers === undefined || rawPeers === null) return { peer_id, peers: [] };
   if (!Array.isArray(rawPeers)) throw new ConfigError('peers', 'expected a list of { id, host, port }');
@@ -63,12 +67,12 @@ export function parsePeering(rawId: unknown, rawPeers: unknown): PeeringConfig {
     const at = `peers[${i}]`;
     if (typeof p !== 'object' || p === null || Array.isArray(p)) throw new ConfigError(at, 'expected { id, host, port }');
     const o = p as Record<string, unknown>;
-    for (const k of Object.keys(o)) if (k !== 'id' && k !== 'host' && k !== 'port') throw new ConfigError(`${at}.${k}`, 'unknown key (expected id, host, port)');
+    for (const k of Object.keys(o)) if (!['id', 'host', 'port', 'server_tls'].includes(k)) throw new ConfigError(`${at}.${k}`, 'unknown key (expected id, host, port, server_tls)');
     const id = int(o.id, `${at}.id`, 1, MAX_PEER_ID);
     if (seen.has(id)) throw new ConfigError(`${at}.id`, `peer id ${id} is listed twice`);
     seen.add(id);
     if (typeof o.host !== 'string' || o.host === '') throw new ConfigError(`${at}.host`, 'expected a host name or address');
-    peers.push({ id, host: o.host, port: int(o.port, `${at}.port`, 1, 65535) });
+    peers.push({ id, host: o.host, port: int(o.port, `${at}.port`, 1, 65535), server_tls: parseServerTls(o.server_tls, `${at}.server_tls`, baseDir, serverTls) });
   });
   return { peer_id, peers };
 }
@@ -178,9 +182,14 @@ export class CancelPeers implements CancelRouting {
       this.log.warn({ peer: peer.id, host: peer.host, port: peer.port, err: err.message }, 'forwarding a cancel request to a peer failed');
     };
     const timer = setTimeout(() => finish(new Error('timed out')), FORWARD_TIMEOUT_MS);
-    s = connect({ host: peer.host, port: peer.port, noDelay: true }, () => { s?.end(packet); });
-    s.on('error', (err) => finish(err));
-    // The peer closes the connection once it has acted on the cancel (as Postgres does).
-    s.on('close', () => finish());
+    // TLS as server_tls says (a peer answers SSLRequest like any scopegate listener).
+    connectServer({ name: `peer ${peer.id}`, host: peer.host, port: peer.port, server_tls: peer.server_tls }, (sock) => {
+      s = sock;
+      sock.on('error', (err) => finish(err));
+    }).then((ready) => {
+      // The peer closes the connection once it has acted on the cancel (as Postgres does).
+      ready.on('close', () => finish());
+      ready.end(packet);
+    }, (err: Error) => finish(err));
   }
 }
