@@ -256,6 +256,28 @@ describe('two instances as peers', () => {
     assert.deepEqual(newB.map((l) => l.hops_left), [1]);
     assert.equal(drops(b, 'hop_limit').length > 0, true);
   });
+
+  it("B listing A's id at B's own address forwards to itself three times, then drops", async () => {
+    const c = await clientOn(portA, 'self_loop');
+    const q = await sleeping(c, 'self_loop');
+    const before = reloads(b);
+    b.writeConfig(instanceConfig(2, portB, [{ id: 1, host: HOST, port: portB }, { id: 2, host: HOST, port: portB }]));
+    b.proc.kill('SIGHUP');
+    await waitFor(() => reloads(b) > before, 'B to reload');
+    const fwB = forwards(b).length;
+    const fwA = forwards(a).length;
+    const hopDrops = drops(b, 'hop_limit').length;
+    const { pid, secret } = keyOf(c);
+    await sendCancel(portB, pid, secret);
+    await waitFor(() => drops(b, 'hop_limit').length === hopDrops + 1, 'B to stop at the hop limit');
+    assert.deepEqual(forwards(b).slice(fwB).map((l) => l.hops_left), [2, 1, 0]);
+    assert.equal(forwards(a).length, fwA);
+    // The key never reached A: the query runs until a cancel that does reach it.
+    assert.equal(q.settled(), false);
+    assert.ok(await stillSleeping('self_loop'));
+    await sendCancel(portA, pid, secret);
+    assert.equal(((await q.result) as { code?: string }).code, '57014');
+  });
 });
 
 describe('TLS to a peer (peers[].server_tls)', () => {
