@@ -329,4 +329,17 @@ describe('TLS to a peer (peers[].server_tls)', () => {
     assert.equal(((await q.result) as { code?: string }).code, '57014');
     assert.equal(await metricB('scopegate_peer_cancel_forward_failures_total'), failed + 1);
   });
+
+  it('a peer that is down costs one warning, not one per cancel', async () => {
+    const down = await freePort();
+    const before = reloads(b);
+    b.writeConfig(instanceConfig(2, portB, [...sharedPeers(), { id: 4, host: HOST, port: down, server_tls: { sslmode: 'disable' } }]));
+    b.proc.kill('SIGHUP');
+    await waitFor(() => reloads(b) > before, 'B to reload');
+    const failed = await metricB('scopegate_peer_cancel_forward_failures_total');
+    for (let i = 0; i < 5; i++) await sendCancel(portB, 500 + i, issueSecret(4, i));
+    const warnings = (): LogLine[] => b.logs.filter((l) => l.msg === 'forwarding a cancel request to a peer failed' && l.peer === 4);
+    await waitFor(async () => (await metricB('scopegate_peer_cancel_forward_failures_total')) === failed + 5 && warnings().length > 0, 'five refused forwards');
+    assert.equal(warnings().length, 1);
+  });
 });

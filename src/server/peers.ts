@@ -41,6 +41,8 @@ const MAX_HOPS = 3;
 export const MAX_FORWARDS_IN_FLIGHT = 16;
 /** A peer that does not take the cancel within this long is given up on (the slot is freed). */
 const FORWARD_TIMEOUT_MS = 5_000;
+/** A peer that is down is warned about at most this often (a cancel flood must not flood the log). */
+const WARN_EVERY_MS = 10_000;
 
 function int(v: unknown, key: string, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
@@ -107,6 +109,8 @@ export class CancelPeers implements CancelRouting {
   forwarded = 0;
   failed = 0;
   readonly dropped = new Map<DropReason, number>();
+  /** Per peer id: when its last failure was logged, and failures since then. */
+  private readonly warned = new Map<number, { at: number; suppressed: number }>();
 
   constructor(cfg: PeeringConfig, private readonly log: Logger) {
     this.id = cfg.peer_id;
@@ -179,7 +183,11 @@ export class CancelPeers implements CancelRouting {
       s?.destroy();
       if (err === undefined) return;
       this.failed++;
-      this.log.warn({ peer: peer.id, host: peer.host, port: peer.port, err: err.message }, 'forwarding a cancel request to a peer failed');
+      const now = Date.now();
+      const w = this.warned.get(peer.id);
+      if (w !== undefined && now - w.at < WARN_EVERY_MS) { w.suppressed++; return; }
+      this.warned.set(peer.id, { at: now, suppressed: 0 });
+      this.log.warn({ peer: peer.id, host: peer.host, port: peer.port, err: err.message, failures_not_logged: w?.suppressed ?? 0 }, 'forwarding a cancel request to a peer failed');
     };
     const timer = setTimeout(() => finish(new Error('timed out')), FORWARD_TIMEOUT_MS);
     // TLS as server_tls says (a peer answers SSLRequest like any scopegate listener).
