@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.js';
 import { parseDuration } from './auth/config.js';
 import { parseClientTls, parseServerTls, type ClientTlsConfig, type ServerTlsConfig } from './server/tls-config.js';
+import { parsePeering, type PeeringConfig } from './server/peers.js';
 
 /** Seconds-based durations, PgBouncer style; stored in milliseconds. */
 export type Millis = number;
@@ -78,6 +79,8 @@ export interface Config {
   client_tls: ClientTlsConfig;
   /** The admin console (virtual database `scopegate`, alias `pgbouncer`) and the HTTP endpoints; null: off. */
   admin: AdminConfig | null;
+  /** `peer_id` and `peers`: cancel keys carry this instance's id, cancels for peers are forwarded (src/server/peers.ts). */
+  peering: PeeringConfig;
 }
 
 /** `admin:`: who may use the console, and where /metrics, /healthz, /readyz are served. */
@@ -287,7 +290,7 @@ export function parseConfig(doc: unknown, file: string | null): Config {
   if (doc.metrics !== undefined) {
     throw new ConfigError('metrics', 'replaced by admin.listen_http (e.g. admin: { scope: "scopegate:admin", listen_http: 127.0.0.1:9187 }): /metrics, /healthz and /readyz are served there');
   }
-  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'log', 'admin', 'client_tls', 'server_tls'], '');
+  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'log', 'admin', 'client_tls', 'server_tls', 'peer_id', 'peers'], '');
   const listen = { host: '127.0.0.1', port: 6432 };
   if (doc.listen !== undefined) {
     if (!isObj(doc.listen)) throw new ConfigError('listen', 'expected { host, port }');
@@ -325,7 +328,8 @@ export function parseConfig(doc: unknown, file: string | null): Config {
   const policy = doc.policy === undefined || doc.policy === null ? null : resolve(baseDir, str(doc.policy, 'policy'));
   const auth = doc.auth ?? { method: 'trust' };
   const client_tls = parseClientTls(doc.client_tls, baseDir);
-  return { file, listen, databases, pool, auth, policy, log, admin, client_tls };
+  const peering = parsePeering(doc.peer_id, doc.peers, baseDir, serverTls);
+  return { file, listen, databases, pool, auth, policy, log, admin, client_tls, peering };
 }
 
 /** Loads and validates a config file; relative paths resolve against `anchor` (default: the file). */

@@ -105,6 +105,9 @@ export function createMetrics(srv: AdminServer): Registry {
   add('scopegate_policy_reload_failures_total', 'Policy reloads that failed (the running policy was kept).', 'counter', () => [{ labels: {}, value: srv.control?.policyReloadFailures ?? 0 }]);
   add('scopegate_decision_thread_jobs_total', 'Texts decided by the parser threads.', 'counter', () => [{ labels: {}, value: srv.gate.counts().threads?.jobs ?? 0 }]);
   add('scopegate_decision_thread_failures_total', 'Parser-thread jobs that failed.', 'counter', () => [{ labels: {}, value: srv.gate.counts().threads?.failed ?? 0 }]);
+  add('scopegate_peer_cancel_forwards_total', 'CancelRequests forwarded to the peer that issued the key (peer_id / peers).', 'counter', () => [{ labels: {}, value: srv.peers?.forwarded ?? 0 }]);
+  add('scopegate_peer_cancel_forward_failures_total', 'Forwards to a peer that failed (connection refused, timeout).', 'counter', () => [{ labels: {}, value: srv.peers?.failed ?? 0 }]);
+  add('scopegate_peer_cancel_drops_total', 'CancelRequests no local client held and that were not forwarded, by reason (unknown_key, unknown_peer, hop_limit, forward_limit).', 'counter', () => [...(srv.peers?.dropped ?? [])].map(([reason, value]) => ({ labels: { reason }, value })));
   add('scopegate_decision_thread_restarts_total', 'Parser threads replaced.', 'counter', () => [{ labels: {}, value: srv.gate.counts().threads?.restarts ?? 0 }]);
   return registry;
 }

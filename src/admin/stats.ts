@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import type { StatementGate } from '../policy/gate.js';
 import type { PolicyStore } from '../policy/store.js';
 import type { DatabasePool } from '../pool/database-pool.js';
+import type { CancelPeers } from '../server/peers.js';
 import { ClientSession } from '../session/client-session.js';
 import { Phase } from '../session/phase.js';
 
@@ -30,6 +31,8 @@ export interface AdminServer {
   /** Set by run.ts; null when the server was built in-process without it. */
   control: AdminControl | null;
   sessions(): Iterable<ClientSession>;
+  /** peer_id / peers: cancel forwarding counters (src/server/peers.ts); absent in-process. */
+  readonly peers?: CancelPeers;
 }
 
 /** One pool: a database entry, or one scope role's pool of a server_login: role entry. */

@@ -8,13 +8,16 @@ import type { ServerTlsConfig } from '../server/tls-config.js';
 
 const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 
+/** Where connectServer goes: a database entry, or a peer (server/peers.ts) with the same TLS rules. */
+export type ServerEndpoint = Pick<DatabaseConfig, 'name' | 'host' | 'port' | 'server_tls'>;
+
 /** require and stronger: a server that answers 'N' is refused. */
 function tlsRequired(t: ServerTlsConfig): boolean {
   return t.sslmode === 'require' || t.sslmode === 'verify-ca' || t.sslmode === 'verify-full';
 }
 
 /** node:tls options for a connection to `db`: verification as the sslmode says. */
-export function serverTlsOptions(db: DatabaseConfig): ConnectionOptions {
+export function serverTlsOptions(db: ServerEndpoint): ConnectionOptions {
   const t = db.server_tls;
   const verify = t.sslmode === 'verify-ca' || t.sslmode === 'verify-full';
   return {
@@ -37,7 +40,7 @@ export function serverTlsOptions(db: DatabaseConfig): ConnectionOptions {
  * sees each socket as it is made, so a timeout can destroy it. Resolves once the stream is
  * ready for the StartupMessage.
  */
-export function connectServer(db: DatabaseConfig, track: (s: Socket) => void): Promise<Socket> {
+export function connectServer(db: ServerEndpoint, track: (s: Socket) => void): Promise<Socket> {
   const t = db.server_tls;
   const where = `${db.host}:${db.port}`;
   return new Promise((resolve, reject) => {

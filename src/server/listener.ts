@@ -9,6 +9,7 @@ import type { StatementGate } from '../policy/gate.js';
 import { DatabasePool } from '../pool/database-pool.js';
 import * as msg from '../protocol/messages.js';
 import { TlsFrontDoor } from './tls.js';
+import { CancelPeers } from './peers.js';
 import { AdminConsoles } from '../admin/console.js';
 import type { AdminControl, AdminServer } from '../admin/stats.js';
 
@@ -23,6 +24,8 @@ export class Scopegate implements ServerContext, AdminServer {
   /** Databases with server_login: role: a pool per scope role, each logging in as that role. */
   readonly rolePools = new Map<string, Map<string, DatabasePool>>();
   readonly cancels = new CancelRegistry();
+  /** peer_id / peers: this instance's id in cancel keys, cancels forwarded to the peer that issued them. */
+  readonly peers: CancelPeers;
   gate: StatementGate;
   clientCount = 0;
   shuttingDown = false;
@@ -42,6 +45,8 @@ export class Scopegate implements ServerContext, AdminServer {
     this.log = log;
     this.gate = gate;
     this.door = new TlsFrontDoor(config.client_tls, log);
+    this.peers = new CancelPeers(config.peering, log);
+    if (this.peers.enabled) this.cancels.routing = this.peers;
     for (const db of config.databases.values()) this.addPools(db, config.pool);
     const auth = config.auth as { method?: unknown } | null;
     this.admin = config.admin === null ? null : new AdminConsoles(this, config.admin, auth?.method === 'trust');
@@ -120,6 +125,7 @@ export class Scopegate implements ServerContext, AdminServer {
       } else this.addPools(db, next.pool);
     }
     this.door.reload(next.client_tls);
+    this.peers.reload(next.peering);
     this.config = next;
     this.log.info({ databases: [...next.databases.keys()] }, 'configuration reloaded');
   }
