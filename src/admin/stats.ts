@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import type { StatementGate } from '../policy/gate.js';
 import type { PolicyStore } from '../policy/store.js';
 import type { DatabasePool } from '../pool/database-pool.js';
+import type { RouteTable } from '../pool/routes.js';
 import { ClientSession } from '../session/client-session.js';
 import { Phase } from '../session/phase.js';
 
@@ -24,6 +25,8 @@ export interface AdminServer {
   readonly log: Logger;
   readonly pools: ReadonlyMap<string, DatabasePool>;
   readonly rolePools: ReadonlyMap<string, ReadonlyMap<string, DatabasePool>>;
+  /** route_by_claim entries: a pool per route (src/pool/routes.ts). */
+  readonly routes?: ReadonlyMap<string, RouteTable>;
   readonly gate: StatementGate;
   readonly startedAt: number;
   readonly shuttingDown: boolean;
@@ -38,12 +41,21 @@ export interface PoolEntry {
   /** The role server connections log in as. */
   user: string;
   pool: DatabasePool;
+  /** With route_by_claim: the route (`database` is then `entry/route`); null otherwise. */
+  route?: string | null;
+}
+
+/** Metric labels of a pool: the entry's name, and its route ('' when not routed). */
+export function poolLabels(e: PoolEntry): Record<string, string> {
+  const route = e.route ?? null;
+  return { database: route === null ? e.database : e.database.slice(0, e.database.length - route.length - 1), user: e.user, route: route ?? '' };
 }
 
 export function poolEntries(s: AdminServer): PoolEntry[] {
   const out: PoolEntry[] = [];
   for (const [name, pool] of s.pools) out.push({ database: name, user: pool.db.user, pool });
   for (const [name, byRole] of s.rolePools) for (const [role, pool] of byRole) out.push({ database: name, user: role, pool });
+  for (const table of s.routes?.values() ?? []) for (const r of table.all()) out.push({ database: r.label, user: r.db.user, pool: r.pool, route: r.name });
   return out;
 }
 
