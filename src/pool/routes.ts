@@ -9,8 +9,8 @@ import { ROUTE_VALUE_PATTERN, templateDbname, type RoutingConfig } from './route
 
 /** A client on a route: the route closes it when the route is removed and the client is between transactions. */
 export interface RoutedClient {
-  /** True while the client holds no server connection. */
-  readonly idle: boolean;
+  /** No transaction in flight: no server connection held, or (session mode) one that is quiet. */
+  readonly betweenTransactions: boolean;
   closeWith(err: SqlError): void;
 }
 
@@ -95,7 +95,7 @@ export class Route {
   /** Stops taking logins; idle clients go now, the others when their transaction ends (session.ts). */
   drain(): void {
     this.draining = true;
-    for (const c of [...this.clients]) if (c.idle) c.closeWith(this.removedError());
+    for (const c of [...this.clients]) if (c.betweenTransactions) c.closeWith(this.removedError());
     if (this.clients.size === 0) void this.close();
   }
 

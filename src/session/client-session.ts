@@ -1320,6 +1320,16 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   // ---- teardown ---------------------------------------------------------------------
 
+  /**
+   * Between transactions: no backend, or (session mode) one with nothing in flight or queued.
+   * A removed route (src/pool/routes.ts) closes such clients at once.
+   */
+  get betweenTransactions(): boolean {
+    if (this.idle) return true;
+    const b = this.backend;
+    return b !== null && this.phase === Phase.Linked && b.quiet && this.queue.length === 0 && this.runBuf === null;
+  }
+
   /** True while this client holds no backend (used by shutdown). */
   get idle(): boolean {
     return this.backend === null && !holdsMessages(this.phase);
