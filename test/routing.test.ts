@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { startPostgres, type TestPostgres } from './harness/postgres.js';
+import { parseConfig } from '../src/config.js';
 import { startScopegate, type RunningScopegate } from './harness/scopegate.js';
 import { runProcess } from './harness/process.js';
 import { freePort } from './harness/ports.js';
@@ -143,6 +144,9 @@ test('each tenant sees only its own database on every query path: simple, extend
     assert.deepEqual(star.rows.map((r) => r[`${tenant}_only`]), [`${tenant}-x`, `${tenant}-y`]);
     const starExt = await c.query({ text: 'SELECT i.* FROM items i WHERE id = $1', values: [1] });
     assert.deepEqual(starExt.rows, [{ id: 1, name: `${tenant}-one`, [`${tenant}_only`]: `${tenant}-x` }]);
+    // A text this long is decided by a parser thread: it gets this route's catalog too.
+    const long = await c.query(`SELECT * FROM items WHERE id = 1 /* ${'x'.repeat(2048)} */`);
+    assert.deepEqual(long.fields.map((f) => f.name), ['id', 'name', `${tenant}_only`]);
     const absent = await errorOf(() => c.query(`SELECT ${other}_only FROM items`));
     assert.equal(absent.code, '42703');
     await c.end();
@@ -264,4 +268,28 @@ test('a url template with {tenant} outside the database name is refused at start
   const r = await startScopegate(bad, { SG_SECRET: SECRET }).then(async (s) => { await s.stop(); return 'started'; }, (e: Error) => e.message);
   assert.notEqual(r, 'started');
   assert.match(r, /databases\.x\.url/);
+});
+
+test('config: route_by_claim is validated key by key', () => {
+  const parse = (entry: Record<string, unknown>): string => {
+    try {
+      parseConfig({ databases: { shop: { route_by_claim: 'tenant', ...entry } } }, null);
+      return 'ok';
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  assert.equal(parse({ url: 'postgres://u:p@db:5432/shop_{tenant}' }), 'ok');
+  assert.equal(parse({ routes: { acme: { url: 'postgres://u:p@db/acme', pool_size: 3 } }, pool_size: 7 }), 'ok');
+  for (const url of ['postgres://u:p@{tenant}.db/shop', 'postgres://{tenant}:p@db/shop', 'postgres://u:{tenant}@db/shop', 'postgres://u:p@db/shop?options={tenant}']) {
+    assert.match(parse({ url }), /databases\.shop\.url/, url);
+  }
+  assert.match(parse({ url: `postgres://u:p@db/${'s'.repeat(63)}_{tenant}` }), /longer than 63 bytes/);
+  assert.match(parse({ url: 'postgres://u:p@db/shop' }), /must contain \{tenant\}/);
+  assert.match(parse({ url: 'postgres://u:p@db/shop_{tenant}', routes: { a: { url: 'postgres://u@db/a' } } }), /exactly one of/);
+  assert.match(parse({ routes: { ACME: { url: 'postgres://u@db/a' } } }), /databases\.shop\.routes\.ACME/);
+  assert.match(parse({ routes: { a: { url: 'postgres://u@db/a', pool_mode: 'session' } } }), /routes\.a\.pool_mode/);
+  assert.match(parse({ routes: { a: { url: 'postgres://u@db/a' } }, max_routes: 5 }), /max_routes/);
+  assert.match(parse({ url: 'postgres://u:p@db/shop_{tenant}', max_routes: 0 }), /max_routes/);
+  assert.match(parse({ url: 'postgres://u:p@db/shop_{tenant}', server_login: 'role' }), /server_login/);
 });

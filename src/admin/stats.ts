@@ -61,7 +61,8 @@ export function poolEntries(s: AdminServer): PoolEntry[] {
 
 /** The pools of one database name (PAUSE db, KILL db); empty when there is no such entry. */
 export function poolsOf(s: AdminServer, database: string | null): DatabasePool[] {
-  return poolEntries(s).filter((e) => database === null || e.database === database).map((e) => e.pool);
+  // A routed entry's name covers all its routes (`PAUSE app`); `app/acme` names one.
+  return poolEntries(s).filter((e) => database === null || e.database === database || (e.route != null && e.database === `${database}/${e.route}`)).map((e) => e.pool);
 }
 
 export type ClientState = 'login' | 'idle' | 'waiting' | 'active';
