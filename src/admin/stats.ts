@@ -45,10 +45,11 @@ export interface PoolEntry {
   route?: string | null;
 }
 
-/** Metric labels of a pool: the entry's name, and its route ('' when not routed). */
+/** Metric labels of a pool: the entry's name, and with route_by_claim its route. */
 export function poolLabels(e: PoolEntry): Record<string, string> {
   const route = e.route ?? null;
-  return { database: route === null ? e.database : e.database.slice(0, e.database.length - route.length - 1), user: e.user, route: route ?? '' };
+  if (route === null) return { database: e.database, user: e.user };
+  return { database: e.database.slice(0, e.database.length - route.length - 1), user: e.user, route };
 }
 
 export function poolEntries(s: AdminServer): PoolEntry[] {

@@ -93,7 +93,9 @@ export async function runServer(configFile: string, anchor: string = configFile)
   } else {
     log.info({ policy: config.policy, version: policy.version }, 'policy loaded');
     const roles = [...new Set(policy.policy.scopes.map((s) => s.role))];
-    for (const db of config.databases.values()) if (!db.routing) void checkLoginRole(db, roles, log);
+    for (const db of config.databases.values()) {
+      for (const target of db.routing ? db.routing.routes.values() : [db]) void checkLoginRole(target, roles, log);
+    }
   }
   let policyReloadFailures = 0;
   const reloadPolicy = (why: string): void => {
