@@ -50,14 +50,14 @@ let cfg: Record<string, unknown>;
 let httpPort: number;
 const open: pg.Client[] = [];
 
-function routes(names: string[], db: (n: string) => string): Record<string, unknown> {
-  return Object.fromEntries(names.map((n) => [n, { url: pgsrv.url(db(n), 'authenticator', AUTH_PASSWORD) }]));
+function routes(names: string[], db: (n: string) => string, sizes: Record<string, number> = {}): Record<string, unknown> {
+  return Object.fromEntries(names.map((n) => [n, { url: pgsrv.url(db(n), 'authenticator', AUTH_PASSWORD), ...(sizes[n] !== undefined ? { pool_size: sizes[n] } : {}) }]));
 }
 
 function config(appRoutes: string[], sessRoutes: string[]): Record<string, unknown> {
   return {
     databases: {
-      app: { route_by_claim: 'tenant', pool_size: 2, routes: routes(appRoutes, (n) => `t_${n}`) },
+      app: { route_by_claim: 'tenant', pool_size: 2, routes: routes(appRoutes, (n) => `t_${n}`, { globex: 3 }) },
       sess: { route_by_claim: 'tenant', pool_mode: 'session', routes: routes(sessRoutes, (n) => `t_${n}`) },
       shop: { route_by_claim: 'tenant', url: pgsrv.url('shop_{tenant}', 'authenticator', AUTH_PASSWORD), max_routes: 1 },
     },
@@ -176,6 +176,21 @@ test('SHOW POOLS lists a pool per route as entry/route; tenants never share a se
   await g.query('COMMIT');
   await a.end();
   await g.end();
+  // Sizes per route, or the entry's: SHOW DATABASES has a row per route with its own server database.
+  const adm = await connect('scopegate', {}, ADMIN);
+  const dbs = new Map((await adm.query<Record<string, string>>('SHOW DATABASES')).rows.map((r) => [r.name!, r]));
+  assert.equal(dbs.get('app/acme')?.pool_size, '2');
+  assert.equal(dbs.get('app/globex')?.pool_size, '3');
+  assert.equal(dbs.get('app/acme')?.database, 't_acme');
+  // KILL of one route closes that tenant's clients only.
+  const victim = await connect('app', { tenant: 'acme' });
+  const bystander = await connect('app', { tenant: 'globex' });
+  await adm.query('KILL app/acme');
+  assert.equal((await errorOf(() => victim.query('SELECT 1'))).message.length > 0, true);
+  await adm.query('RESUME app/acme');
+  assert.equal((await bystander.query('SELECT name FROM items WHERE id = 1')).rows[0].name, 'globex-one');
+  await adm.end();
+  await bystander.end();
   const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
   assert.match(metrics, /scopegate_transactions_total\{database="app",user="authenticator",route="acme"\} [1-9]/);
   assert.match(metrics, /scopegate_transactions_total\{database="app",user="authenticator",route="globex"\} [1-9]/);
