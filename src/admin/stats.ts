@@ -120,8 +120,10 @@ export function poolCounts(s: AdminServer, entry: PoolEntry, now = Date.now()): 
 
 /** Ready: every pool has reached its server at least once and none is failing to log in now. */
 export function readiness(s: AdminServer): { ready: boolean; pools: Array<{ database: string; user: string; reached: boolean; failing: boolean }> } {
-  const pools = poolEntries(s).map((e) => ({ database: e.database, user: e.user, reached: e.pool.reachedServer, failing: e.pool.failingNow }));
-  return { ready: !s.shuttingDown && pools.every((p) => p.reached && !p.failing), pools };
+  const entries = poolEntries(s);
+  const pools = entries.map((e) => ({ database: e.database, user: e.user, reached: e.pool.reachedServer, failing: e.pool.failingNow }));
+  // A tenant's route connects at its first login: one nobody used yet holds readiness back only if failing.
+  return { ready: !s.shuttingDown && pools.every((p, i) => (p.reached || entries[i]!.route != null) && !p.failing), pools };
 }
 
 /** PgBouncer's time format in SHOW CLIENTS / SERVERS: `2024-01-31 12:00:00 UTC`. */
