@@ -191,6 +191,8 @@ test('SHOW POOLS lists a pool per route as entry/route; tenants never share a se
   assert.equal((await bystander.query('SELECT name FROM items WHERE id = 1')).rows[0].name, 'globex-one');
   await adm.end();
   await bystander.end();
+  // Routes nobody has logged in to yet (sess/*) do not hold readiness back.
+  assert.equal((await fetch(`http://127.0.0.1:${httpPort}/readyz`)).status, 200);
   const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
   assert.match(metrics, /scopegate_transactions_total\{database="app",user="authenticator",route="acme"\} [1-9]/);
   assert.match(metrics, /scopegate_transactions_total\{database="app",user="authenticator",route="globex"\} [1-9]/);
