@@ -6,6 +6,7 @@ import { ConfigError } from './errors.js';
 import { parseDuration } from './auth/config.js';
 import { parseClientTls, parseServerTls, type ClientTlsConfig, type ServerTlsConfig } from './server/tls-config.js';
 import { parsePeering, type PeeringConfig } from './server/peers.js';
+import { parseRoutedDatabase, type RoutingConfig } from './pool/route-config.js';
 
 /** Seconds-based durations, PgBouncer style; stored in milliseconds. */
 export type Millis = number;
@@ -64,6 +65,8 @@ export interface DatabaseConfig {
   roles: ReadonlyMap<string, DatabaseConfig>;
   /** TLS to this server: the global server_tls, or the database's own. */
   server_tls: ServerTlsConfig;
+  /** `route_by_claim`: a token claim picks one of several servers (src/pool/routes.ts); absent: none. */
+  routing?: RoutingConfig | null;
 }
 
 export interface Config {
@@ -171,6 +174,7 @@ export function resolveSecret(v: string, key: string, baseDir: string): string {
 function parseDatabase(name: string, raw: unknown, pool: PoolSettings, baseDir: string, serverTls: ServerTlsConfig): DatabaseConfig {
   const at = `databases.${name}`;
   if (!isObj(raw)) throw new ConfigError(at, 'expected a mapping with at least `url`');
+  if (raw.route_by_claim !== undefined) return parseRoutedDatabase(name, raw, (n, r) => parseDatabase(n, r, pool, baseDir, serverTls));
   checkKeys(raw, ['url', 'pool_size', 'min_pool_size', 'reserve_pool_size', 'pool_mode', 'password', 'server_login', 'roles', 'server_tls'], at);
   if (raw.url === undefined) throw new ConfigError(`${at}.url`, 'missing (postgres://user:password@host:port/dbname)');
   const urlText = str(raw.url, `${at}.url`);

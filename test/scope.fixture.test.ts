@@ -132,8 +132,10 @@ export interface Fixture {
   stop(): Promise<void>;
 }
 
-export async function mintToken(configFile: string, scope: string, sub: string): Promise<string> {
-  const { stdout } = await run(process.execPath, [CLI, 'token', '--config', configFile, '--scope', scope, '--sub', sub], {
+/** `claims`: extra claims (`--claim key=value`, e.g. { tenant: 'acme' } for route_by_claim). */
+export async function mintToken(configFile: string, scope: string, sub: string, claims: Record<string, string> = {}): Promise<string> {
+  const extra = Object.entries(claims).flatMap(([k, v]) => ['--claim', `${k}=${v}`]);
+  const { stdout } = await run(process.execPath, [CLI, 'token', '--config', configFile, '--scope', scope, '--sub', sub, ...extra], {
     env: { ...process.env, SG_SECRET: SECRET },
     timeout: 30_000,
   });

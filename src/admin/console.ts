@@ -174,10 +174,11 @@ class Console implements AdminConsole {
         for (const p of pools) p.resume();
         break;
       case 'KILL': {
-        const names = new Set(arg === undefined ? [...poolEntries(this.srv)].map((e) => e.database) : [arg]);
+        const names = new Set(arg === undefined ? [...poolEntries(this.srv).map((e) => e.database), ...this.srv.config.databases.keys()] : [arg]);
         const bye = new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'terminating connection: database killed by the admin console (KILL)', { severity: 'FATAL' });
         for (const p of pools) void p.pause();
-        for (const c of [...this.srv.sessions()]) if (c.console === null && names.has(c.database)) c.closeWith(bye);
+        // A routed client's database is the entry (`app`); `KILL app/acme` reaches it by its pool.
+        for (const c of [...this.srv.sessions()]) if (c.console === null && (names.has(c.database) || (c.poolNow !== null && pools.includes(c.poolNow)))) c.closeWith(bye);
         break;
       }
       case 'KILL_CLIENT': {

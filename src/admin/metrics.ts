@@ -3,7 +3,7 @@ import { collectDefaultMetrics, Registry, type Metric } from 'prom-client';
 import { DecisionKind } from '../policy/gate.js';
 import { TIME_BUCKETS, type Buckets } from '../pool/database-pool.js';
 import { preparedTotals } from './show.js';
-import { clientState, poolCounts, poolEntries, type AdminServer } from './stats.js';
+import { clientState, poolCounts, poolEntries, poolLabels, type AdminServer } from './stats.js';
 
 type Labels = Record<string, string>;
 interface Value { labels: Labels; value: number; metricName?: string }
@@ -46,13 +46,13 @@ export function createMetrics(srv: AdminServer): Registry {
     registry.registerMetric(new Collected(name, help, type, read) as unknown as Metric);
   };
   const perPool = (f: (e: ReturnType<typeof poolEntries>[number], labels: Labels) => Value[]): (() => Value[]) => () =>
-    poolEntries(srv).flatMap((e) => f(e, { database: e.database, user: e.user }));
+    poolEntries(srv).flatMap((e) => f(e, poolLabels(e)));
 
   add('scopegate_client_connections', 'Client connections by pool and state (active: linked to a server or idle between transactions as PgBouncer counts cl_active; waiting: for a server).', 'gauge', () => {
     const out: Value[] = [];
     for (const e of poolEntries(srv)) {
       const c = poolCounts(srv, e);
-      const labels = { database: e.database, user: e.user };
+      const labels = poolLabels(e);
       out.push({ labels: { ...labels, state: 'active' }, value: c.clActive }, { labels: { ...labels, state: 'waiting' }, value: c.clWaiting });
     }
     return out;
@@ -72,7 +72,7 @@ export function createMetrics(srv: AdminServer): Registry {
     const out: Value[] = [];
     for (const e of poolEntries(srv)) {
       const c = poolCounts(srv, e);
-      const labels = { database: e.database, user: e.user };
+      const labels = poolLabels(e);
       out.push({ labels: { ...labels, state: 'active' }, value: c.svActive }, { labels: { ...labels, state: 'idle' }, value: c.svIdle },
         { labels: { ...labels, state: 'tested' }, value: c.svTested }, { labels: { ...labels, state: 'login' }, value: c.svLogin });
     }

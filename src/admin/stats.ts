@@ -6,6 +6,7 @@ import type { StatementGate } from '../policy/gate.js';
 import type { PolicyStore } from '../policy/store.js';
 import type { DatabasePool } from '../pool/database-pool.js';
 import type { CancelPeers } from '../server/peers.js';
+import type { RouteTable } from '../pool/routes.js';
 import { ClientSession } from '../session/client-session.js';
 import { Phase } from '../session/phase.js';
 
@@ -25,6 +26,8 @@ export interface AdminServer {
   readonly log: Logger;
   readonly pools: ReadonlyMap<string, DatabasePool>;
   readonly rolePools: ReadonlyMap<string, ReadonlyMap<string, DatabasePool>>;
+  /** route_by_claim entries: a pool per route (src/pool/routes.ts). */
+  readonly routes?: ReadonlyMap<string, RouteTable>;
   readonly gate: StatementGate;
   readonly startedAt: number;
   readonly shuttingDown: boolean;
@@ -41,18 +44,29 @@ export interface PoolEntry {
   /** The role server connections log in as. */
   user: string;
   pool: DatabasePool;
+  /** With route_by_claim: the route (`database` is then `entry/route`); null otherwise. */
+  route?: string | null;
+}
+
+/** Metric labels of a pool: the entry's name, and with route_by_claim its route. */
+export function poolLabels(e: PoolEntry): Record<string, string> {
+  const route = e.route ?? null;
+  if (route === null) return { database: e.database, user: e.user };
+  return { database: e.database.slice(0, e.database.length - route.length - 1), user: e.user, route };
 }
 
 export function poolEntries(s: AdminServer): PoolEntry[] {
   const out: PoolEntry[] = [];
   for (const [name, pool] of s.pools) out.push({ database: name, user: pool.db.user, pool });
   for (const [name, byRole] of s.rolePools) for (const [role, pool] of byRole) out.push({ database: name, user: role, pool });
+  for (const table of s.routes?.values() ?? []) for (const r of table.all()) out.push({ database: r.label, user: r.db.user, pool: r.pool, route: r.name });
   return out;
 }
 
 /** The pools of one database name (PAUSE db, KILL db); empty when there is no such entry. */
 export function poolsOf(s: AdminServer, database: string | null): DatabasePool[] {
-  return poolEntries(s).filter((e) => database === null || e.database === database).map((e) => e.pool);
+  // A routed entry's name covers all its routes (`PAUSE app`); `app/acme` names one.
+  return poolEntries(s).filter((e) => database === null || e.database === database || (e.route != null && e.database === `${database}/${e.route}`)).map((e) => e.pool);
 }
 
 export type ClientState = 'login' | 'idle' | 'waiting' | 'active';
@@ -109,8 +123,10 @@ export function poolCounts(s: AdminServer, entry: PoolEntry, now = Date.now()): 
 
 /** Ready: every pool has reached its server at least once and none is failing to log in now. */
 export function readiness(s: AdminServer): { ready: boolean; pools: Array<{ database: string; user: string; reached: boolean; failing: boolean }> } {
-  const pools = poolEntries(s).map((e) => ({ database: e.database, user: e.user, reached: e.pool.reachedServer, failing: e.pool.failingNow }));
-  return { ready: !s.shuttingDown && pools.every((p) => p.reached && !p.failing), pools };
+  const entries = poolEntries(s);
+  const pools = entries.map((e) => ({ database: e.database, user: e.user, reached: e.pool.reachedServer, failing: e.pool.failingNow }));
+  // A tenant's route connects at its first login: one nobody used yet holds readiness back only if failing.
+  return { ready: !s.shuttingDown && pools.every((p, i) => (p.reached || entries[i]!.route != null) && !p.failing), pools };
 }
 
 /** PgBouncer's time format in SHOW CLIENTS / SERVERS: `2024-01-31 12:00:00 UTC`. */

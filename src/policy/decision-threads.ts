@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { FromWorker, ToWorker } from './decision-messages.js';
 import { effectsFromWire, type SessionEffects } from './session-effects.js';
 import type { MadeDecision, PolicyStore } from './store.js';
-import type { Claims } from './types.js';
+import type { Claims, ColumnCatalog } from './types.js';
 
 export interface DecisionJob {
   /** Whose job (the token's subject, else the address): the queue takes clients in turn. */
@@ -14,6 +14,8 @@ export interface DecisionJob {
   claims: Claims | undefined;
   decide: boolean;
   effects: boolean;
+  /** A routed client's column catalog (src/pool/routes.ts); undefined: the policy's. */
+  catalog?: ColumnCatalog;
 }
 
 export interface JobResult {
@@ -179,7 +181,7 @@ export class DecisionThreads {
       if (this.waiting.length === 0) return;
       if (!slot.ready || slot.busy !== null) continue;
       const p = this.waiting.shift()!;
-      this.sync(slot);
+      this.sync(slot, p.job.catalog);
       slot.busy = p;
       this.stats.jobs++;
       slot.timer = setTimeout(() => { void slot.worker.terminate(); }, JOB_TIMEOUT_MS);
@@ -189,17 +191,19 @@ export class DecisionThreads {
     }
   }
 
-  private sync(slot: Slot): void {
+  // The worker gets the catalog the job is judged against: the policy's, or its route's.
+  private sync(slot: Slot, routeCatalog: ColumnCatalog | undefined): void {
     const policy = this.policy;
     if (policy === null) return;
     if (slot.policyVersion !== policy.version) {
       this.send(slot, { kind: 'policy', text: policy.text });
       slot.policyVersion = policy.version;
     }
-    const catalog = policy.columnCatalog;
-    if (slot.catalogVersion !== policy.catalogVersion) {
+    const catalog = routeCatalog ?? policy.columnCatalog;
+    const version = catalog?.version ?? '';
+    if (slot.catalogVersion !== version) {
       this.send(slot, { kind: 'catalog', data: catalog?.data ?? null });
-      slot.catalogVersion = policy.catalogVersion;
+      slot.catalogVersion = version;
     }
   }
 

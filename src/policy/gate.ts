@@ -8,6 +8,7 @@ import { quoteIdent, quoteLiteral } from '../session/settings.js';
 import type { SessionEffects, SessionStateTracker } from './session-effects.js';
 import type { BindCheck, Decision, PolicyStore } from './index.js';
 import type { DatabaseCatalog } from './catalog.js';
+import type { ColumnCatalog } from './types.js';
 import { ShapeCache } from './shapes.js';
 import { classifySql } from './classify.js';
 import type { DecisionThreads } from './decision-threads.js';
@@ -23,6 +24,14 @@ export interface GateClient extends AuthPeer {
   readonly loginRoles: boolean;
   /** Startup parameters as the client sent them. */
   readonly startupValues: ReadonlyMap<string, string>;
+  /** A routed client's own column catalog (src/pool/routes.ts); null/absent: the gate's. */
+  readonly catalog?: CatalogSource | null;
+}
+
+/** A column catalog read elsewhere (a route's): null until its first read, which ensure() starts. */
+export interface CatalogSource {
+  readonly current: ColumnCatalog | null;
+  ensure(): void;
 }
 
 /** A prepared statement as the gate judged it at Parse. */
@@ -216,10 +225,20 @@ export class SessionGate implements StatementGate {
     }
     const policy = this.parts.policy;
     if (policy === null) return undefined;
-    if (!this.catalogReady) return CATALOG_NOT_READ;
+    const cat = this.catalogOf(c);
+    if (cat === null || (cat === undefined && !this.catalogReady)) return CATALOG_NOT_READ;
     const shapes = this.shapes;
-    if (shapes !== null && shapes.enabled) return this.decide(c, shapes.check(sql, c.identity?.scopes ?? NO_SCOPES, c.scopeKey));
-    return this.decide(c, policy.check(sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims));
+    if (shapes !== null && shapes.enabled) return this.decide(c, shapes.check(sql, c.identity?.scopes ?? NO_SCOPES, c.scopeKey, cat));
+    return this.decide(c, policy.check(sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims, cat));
+  }
+
+  /** A routed client's catalog (null: not read yet, so refused); undefined: the gate's own. */
+  private catalogOf(c: GateClient): ColumnCatalog | null | undefined {
+    const src = c.catalog;
+    if (src === undefined || src === null) return undefined;
+    const cur = src.current;
+    if (cur === null) src.ensure();
+    return cur;
   }
 
   /** Re-reads table columns (after DDL through scopegate, or a policy reload). */
@@ -272,11 +291,12 @@ export class SessionGate implements StatementGate {
   /** Whether checkQuery would decide this text afresh (so parse it). */
   private decisionNeeded(c: GateClient, sql: string): boolean {
     const policy = this.parts.policy;
-    if (policy === null || !this.catalogReady) return false;
+    const cat = this.catalogOf(c);
+    if (policy === null || cat === null || (cat === undefined && !this.catalogReady)) return false;
     const scopes = c.identity?.scopes ?? NO_SCOPES;
     const shapes = this.shapes;
-    if (shapes !== null && shapes.enabled) return !shapes.has(sql, scopes, c.scopeKey);
-    return !policy.has(sql, scopes, c.identity?.claims);
+    if (shapes !== null && shapes.enabled) return !shapes.has(sql, scopes, c.scopeKey, cat);
+    return !policy.has(sql, scopes, c.identity?.claims, cat);
   }
 
   async decideOffThread(c: GateClient, sql: string): Promise<SqlError | null> {
@@ -290,7 +310,8 @@ export class SessionGate implements StatementGate {
     const decide = this.decisionNeeded(c, sql);
     const effects = tracker !== null && !tracker.has(sql);
     const started = performance.now();
-    const r = await threads.run({ client: c.identity?.sub ?? c.address, sql, scopes: [...scopes], claims, decide, effects });
+    const cat = this.catalogOf(c) ?? undefined;
+    const r = await threads.run({ client: c.identity?.sub ?? c.address, sql, scopes: [...scopes], claims, decide, effects, catalog: cat });
     if (this.parts.log.isLevelEnabled('debug')) this.parts.log.debug({ addr: c.address, chars: sql.length, ms: Math.round(performance.now() - started), failed: r.failed !== null }, 'statement decided off the event loop');
     const failed = r.failed ?? (r.made?.decision.reason === 'parser_failed' ? r.made.decision.error?.message ?? 'the SQL parser failed' : null);
     if (failed !== null) {
@@ -305,7 +326,7 @@ export class SessionGate implements StatementGate {
     }
     if (r.effects !== null) tracker?.adopt(sql, r.effects);
     // Made against another policy or catalog than the current one: checkQuery decides afresh.
-    if (r.made !== null) policy?.adopt(sql, scopes, claims, r.made);
+    if (r.made !== null) policy?.adopt(sql, scopes, claims, r.made, cat);
     return null;
   }
 
@@ -320,8 +341,9 @@ export class SessionGate implements StatementGate {
   recheck(c: GateClient, stmt: CheckedStatement): Verdict {
     const policy = this.parts.policy;
     if (policy === null) return undefined;
-    if (!this.catalogReady) return CATALOG_NOT_READ;
-    return this.decide(c, policy.check(stmt.sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims));
+    const cat = this.catalogOf(c);
+    if (cat === null || (cat === undefined && !this.catalogReady)) return CATALOG_NOT_READ;
+    return this.decide(c, policy.check(stmt.sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims, cat));
   }
 
   private parserLossLogged = false;

@@ -1,6 +1,7 @@
 /** One decision for texts that differ only in numeric literals. */
 import { LruCache } from './cache.js';
 import type { Decision, PolicyStore } from './index.js';
+import type { ColumnCatalog } from './types.js';
 
 /**
  * Reuses a decision for texts that differ only in numeric literals, as simple-protocol
@@ -41,27 +42,28 @@ export class ShapeCache {
     return this.enabledValue;
   }
 
-  check(sql: string, scopes: readonly string[], scopeKey: string): Decision {
+  /** `catalog`: a routed client's own (undefined: the policy's); the key carries its version. */
+  check(sql: string, scopes: readonly string[], scopeKey: string, catalog?: ColumnCatalog): Decision {
     const shape = numericShape(sql);
-    if (shape === null) return this.policy.check(sql, scopes);
-    const key = this.key(shape, scopeKey);
+    if (shape === null) return this.policy.check(sql, scopes, undefined, catalog);
+    const key = this.key(shape, scopeKey, catalog);
     let d = this.cache.get(key);
     if (d === undefined) {
-      d = this.policy.check(sql, scopes);
+      d = this.policy.check(sql, scopes, undefined, catalog);
       if (d.rewritten === null && d.bindChecks.length === 0) this.cache.set(key, d, key.length + sql.length);
     }
     return d;
   }
 
   /** Whether check() would answer without deciding. */
-  has(sql: string, scopes: readonly string[], scopeKey: string): boolean {
+  has(sql: string, scopes: readonly string[], scopeKey: string, catalog?: ColumnCatalog): boolean {
     const shape = numericShape(sql);
-    if (shape !== null && this.cache.get(this.key(shape, scopeKey)) !== undefined) return true;
-    return this.policy.has(sql, scopes);
+    if (shape !== null && this.cache.get(this.key(shape, scopeKey, catalog)) !== undefined) return true;
+    return this.policy.has(sql, scopes, undefined, catalog);
   }
 
   // The catalog decides what `t.name` means, so a decision is shared within one catalog version.
-  private key(shape: string, scopeKey: string): string {
-    return `${shape}\u0000${scopeKey}\u0000${this.policy.version}\u0000${this.policy.catalogVersion}`;
+  private key(shape: string, scopeKey: string, catalog: ColumnCatalog | undefined): string {
+    return `${shape}\u0000${scopeKey}\u0000${this.policy.version}\u0000${catalog === undefined ? this.policy.catalogVersion : catalog.version}`;
   }
 }

@@ -132,24 +132,24 @@ export class PolicyStore {
    * Decides a simple Query / Parse text for a client holding `scopes`, whose token carries
    * `claims` (row filters use them; absent: filters needing a claim deny). Needs initParser().
    */
-  check(sql: string, scopes: readonly string[], claims?: Claims): Decision {
-    const base = this.baseKey(sql, scopes);
+  check(sql: string, scopes: readonly string[], claims?: Claims, catalog: ColumnCatalog | null = this.catalog): Decision {
+    const base = this.baseKey(sql, scopes, catalog);
     const hit = this.cached(base, claims);
     if (hit !== undefined) return hit;
-    const made = this.make(sql, scopes, claims);
+    const made = this.make(sql, scopes, claims, catalog);
     this.keep(base, sql, claims, made);
     return made.decision;
   }
 
   /** Whether check() would answer from the cache. */
-  has(sql: string, scopes: readonly string[], claims?: Claims): boolean {
-    return this.cached(this.baseKey(sql, scopes), claims) !== undefined;
+  has(sql: string, scopes: readonly string[], claims?: Claims, catalog: ColumnCatalog | null = this.catalog): boolean {
+    return this.cached(this.baseKey(sql, scopes, catalog), claims) !== undefined;
   }
 
   /** A decision with what it depends on, cached nowhere (decision workers make them). */
-  make(sql: string, scopes: readonly string[], claims?: Claims): MadeDecision {
+  // `catalog`: a routed client's own (src/pool/routes.ts); keys carry its version, so routes never share a decision.
+  make(sql: string, scopes: readonly string[], claims?: Claims, catalog: ColumnCatalog | null = this.catalog): MadeDecision {
     const st = this.state;
-    const catalog = this.catalog;
     const resolver = new ClaimResolver(claims);
     let decision: Decision;
     try {
@@ -166,14 +166,14 @@ export class PolicyStore {
    * Takes a decision made by a worker into the cache, if it was made against this policy and
    * catalog (one that was not is dropped: check() then decides afresh).
    */
-  adopt(sql: string, scopes: readonly string[], claims: Claims | undefined, made: MadeDecision): boolean {
-    if (made.decision.policyVersion !== this.state.version || made.catalogVersion !== (this.catalog?.version ?? '')) return false;
-    this.keep(this.baseKey(sql, scopes), sql, claims, made);
+  adopt(sql: string, scopes: readonly string[], claims: Claims | undefined, made: MadeDecision, catalog: ColumnCatalog | null = this.catalog): boolean {
+    if (made.decision.policyVersion !== this.state.version || made.catalogVersion !== (catalog?.version ?? '')) return false;
+    this.keep(this.baseKey(sql, scopes, catalog), sql, claims, made);
     return true;
   }
 
-  private baseKey(sql: string, scopes: readonly string[]): string {
-    return sql + '\u0000' + this.scopeKey(scopes) + '\u0000' + this.state.version + '\u0000' + (this.catalog?.version ?? '');
+  private baseKey(sql: string, scopes: readonly string[], catalog: ColumnCatalog | null): string {
+    return sql + '\u0000' + this.scopeKey(scopes) + '\u0000' + this.state.version + '\u0000' + (catalog?.version ?? '');
   }
 
   private cached(base: string, claims: Claims | undefined): Decision | undefined {

@@ -7,6 +7,7 @@ import type { Config, DatabaseConfig, PoolSettings } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import type { StatementGate } from '../policy/gate.js';
 import { DatabasePool } from '../pool/database-pool.js';
+import { RouteTable } from '../pool/routes.js';
 import * as msg from '../protocol/messages.js';
 import { TlsFrontDoor } from './tls.js';
 import { CancelPeers } from './peers.js';
@@ -23,6 +24,8 @@ export class Scopegate implements ServerContext, AdminServer {
   readonly pools = new Map<string, DatabasePool>();
   /** Databases with server_login: role: a pool per scope role, each logging in as that role. */
   readonly rolePools = new Map<string, Map<string, DatabasePool>>();
+  /** Databases with route_by_claim: their routes, each with its own pool (src/pool/routes.ts). */
+  readonly routes = new Map<string, RouteTable>();
   readonly cancels = new CancelRegistry();
   /** peer_id / peers: this instance's id in cancel keys, cancels forwarded to the peer that issued them. */
   readonly peers: CancelPeers;
@@ -58,6 +61,10 @@ export class Scopegate implements ServerContext, AdminServer {
   }
 
   private addPools(db: DatabaseConfig, settings: PoolSettings): void {
+    if (db.routing) {
+      this.routes.set(db.name, new RouteTable(db, settings, this.log));
+      return;
+    }
     if (db.server_login === 'authenticator') {
       this.pools.set(db.name, new DatabasePool(db, settings, this.log));
       return;
@@ -110,6 +117,12 @@ export class Scopegate implements ServerContext, AdminServer {
   /** Applies a new config: pool sizes and timeouts change, connections stay. */
   reload(next: Config): void {
     for (const db of next.databases.values()) {
+      const routed = this.routes.get(db.name);
+      if (routed !== undefined || db.routing) {
+        if (routed !== undefined && db.routing) routed.reload(db, next.pool);
+        else this.log.warn({ db: db.name }, 'databases.*.route_by_claim added or removed: restart scopegate to apply it');
+        continue;
+      }
       const p = this.pools.get(db.name);
       const byRole = this.rolePools.get(db.name);
       if (p && db.server_login === 'authenticator') p.reconfigure(db, next.pool);
@@ -149,6 +162,7 @@ export class Scopegate implements ServerContext, AdminServer {
       for (const c of [...this.clients]) c.closeWith(bye);
     }
     this.admin?.averages.stop();
+    await Promise.all([...this.routes.values()].map((t) => t.close()));
     await Promise.all([...this.pools.values(), ...[...this.rolePools.values()].flatMap((m) => [...m.values()])].map((p) => p.close()));
   }
 }

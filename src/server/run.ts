@@ -3,7 +3,7 @@ import { loadConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { isLoopback, parseAuthConfig } from '../auth/index.js';
 import { ClientAuthenticator } from '../auth/exchange.js';
-import type { Config } from '../config.js';
+import type { Config, DatabaseConfig } from '../config.js';
 import { SessionGate } from '../policy/gate.js';
 import { DecisionThreads } from '../policy/decision-threads.js';
 import { SessionStateTracker } from '../policy/session-effects.js';
@@ -34,11 +34,17 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
     clockToleranceMs: auth.clockToleranceMs,
     sessionState: new SessionStateTracker(),
     policy,
-    catalog: policy === null ? null : new DatabaseCatalog([...config.databases.values()][0]!, log),
+    // Routed entries read a catalog per route (src/pool/routes.ts).
+    catalog: policy === null ? null : firstPlain(config) === undefined ? null : new DatabaseCatalog(firstPlain(config)!, log),
     // The console's commands are audited too, with or without a policy.
     audit: (policy === null && config.admin === null) || config.log.audit === 'off' ? null : createAuditLogger(config.log.audit),
     auditSample: config.log.audit_sample,
   });
+}
+
+function firstPlain(config: Config): DatabaseConfig | undefined {
+  for (const db of config.databases.values()) if (!db.routing) return db;
+  return undefined;
 }
 
 export async function runServer(configFile: string, anchor: string = configFile): Promise<void> {
@@ -87,7 +93,9 @@ export async function runServer(configFile: string, anchor: string = configFile)
   } else {
     log.info({ policy: config.policy, version: policy.version }, 'policy loaded');
     const roles = [...new Set(policy.policy.scopes.map((s) => s.role))];
-    for (const db of config.databases.values()) void checkLoginRole(db, roles, log);
+    for (const db of config.databases.values()) {
+      for (const target of db.routing ? db.routing.routes.values() : [db]) void checkLoginRole(target, roles, log);
+    }
   }
   let policyReloadFailures = 0;
   const reloadPolicy = (why: string): void => {
@@ -98,6 +106,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
       if (policy.version !== before) {
         log.info({ version: policy.version, previous: before, why }, 'policy reloaded');
         gate.refreshCatalog();
+        for (const t of server.routes.values()) t.refreshCatalogs();
       }
     } catch (err) {
       policyReloadFailures++;

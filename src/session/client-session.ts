@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import { drainAndRelease } from '../pool/janitor.js';
 import type { DatabasePool } from '../pool/database-pool.js';
+import type { Route, RouteTable } from '../pool/routes.js';
 import { FE, TX_IDLE } from '../protocol/codes.js';
 import { Framer, HOLD, readCString } from '../protocol/framer.js';
 import { statementRefusal, type StatementLimits } from './limits.js';
@@ -42,6 +43,8 @@ export interface ServerContext {
   pools: Map<string, DatabasePool>;
   /** Databases with server_login: role: their pools by scope role. */
   rolePools: Map<string, Map<string, DatabasePool>>;
+  /** Databases with route_by_claim: the token's claim picks the pool (src/pool/routes.ts). */
+  routes?: Map<string, RouteTable>;
   cancels: CancelRegistry;
   gate: StatementGate;
   clientCount: number;
@@ -339,11 +342,12 @@ export class ClientSession implements BackendOwner, StatementSender {
       return;
     }
     const byRole = ctx.rolePools.get(this.database);
-    const pool = ctx.pools.get(this.database) ?? (byRole === undefined ? undefined : byRole.values().next().value);
-    if (!pool) throw new SqlError(SQLSTATE.INVALID_CATALOG_NAME, `no such database: ${this.database}`, { severity: 'FATAL' });
+    const routes = ctx.routes?.get(this.database);
+    let pool = ctx.pools.get(this.database) ?? (byRole === undefined ? undefined : byRole.values().next().value);
+    if (!pool && routes === undefined) throw new SqlError(SQLSTATE.INVALID_CATALOG_NAME, `no such database: ${this.database}`, { severity: 'FATAL' });
     if (byRole !== undefined) this.rolePools = byRole;
-    this.pool = pool;
-    this.poolMode = pool.db.pool_mode;
+    this.pool = pool ?? null;
+    this.poolMode = pool?.db.pool_mode ?? routes!.entry.pool_mode;
     this.statementLimit = ctx.config.pool.max_prepared_statements;
     this.trackStatements = this.poolMode === 'transaction' && this.statementLimit > 0;
     const startup = startupSettings(params, params.has('options') ? parseOptions(params.get('options')!) : new Map());
@@ -351,11 +355,22 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.startupValues = startup.values;
     this.identity = await ctx.gate.authenticate(this);
     if (this.isClosed()) return;
+    if (routes !== undefined) {
+      // The route is picked before anything is connected to; a token that names none is refused.
+      const route = routes.resolve(this.identity?.claims);
+      this.route = route;
+      route.attach(this);
+      pool = this.pool = route.pool;
+      // Statements are judged against this tenant's own columns: read them before the first one.
+      if (ctx.gate.policyVersion() !== '' && route.catalog.current === null) await route.catalog.refresh();
+      if (this.isClosed()) return;
+    }
     this.scopeKey = [...new Set(this.identity?.scopes ?? [])].sort().join(' ');
     this.enforcing = ctx.gate.policyVersion() !== '';
     this.context = new ClientContext(this.identity, this.identity?.tokenHash ?? '', ctx.gate.defaultRole(this), this.rolePools !== null);
     await ctx.gate.checkStartup(this);
     if (this.isClosed()) return;
+    pool = pool!;
     if (pool.serverParams === null) {
       // The first client of a database learns the server's parameters from a real login.
       const b = await pool.acquire();
@@ -399,6 +414,14 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (this.loginTimer !== null) { clearTimeout(this.loginTimer); this.loginTimer = null; }
     this.framer.setLimit(Math.min(ctx.config.pool.max_packet_size, 1 << 20));
     this.enter(Phase.Idle);
+  }
+
+  /** With route_by_claim: the tenant's route (its pool and column catalog); null otherwise. */
+  private route: Route | null = null;
+
+  /** The route's column catalog the gate judges statements against; null: the gate's own. */
+  get catalog(): Route['catalog'] | null {
+    return this.route?.catalog ?? null;
   }
 
   /** The pool this client's transactions use now (SHOW POOLS); null for the console. */
@@ -1228,7 +1251,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.ledger.transactionEnded(b, !b.errorSinceIdle && !b.rolledBack);
       if (this.catalogStale) {
         this.catalogStale = false;
-        this.ctx.gate.refreshCatalog();
+        if (this.route !== null) void this.route.catalog.refresh();
+        else this.ctx.gate.refreshCatalog();
       }
       b.errorSinceIdle = false;
     }
@@ -1242,6 +1266,8 @@ export class ClientSession implements BackendOwner, StatementSender {
         this.letGo(b);
         if (this.ctx.shuttingDown) this.closeWith(new SqlError(SQLSTATE.ADMIN_SHUTDOWN, 'terminating connection: scopegate is shutting down', { severity: 'FATAL' }));
       }
+      // A route removed by a reload drains: its clients leave as their transaction ends (session mode too).
+      if (this.route?.draining && b.quiet && this.queue.length === 0 && this.runBuf === null) this.closeWith(this.route.removedError());
       return;
     }
     this.armIdleTimer(false);
@@ -1293,6 +1319,16 @@ export class ClientSession implements BackendOwner, StatementSender {
   }
 
   // ---- teardown ---------------------------------------------------------------------
+
+  /**
+   * Between transactions: no backend, or (session mode) one with nothing in flight or queued.
+   * A removed route (src/pool/routes.ts) closes such clients at once.
+   */
+  get betweenTransactions(): boolean {
+    if (this.idle) return true;
+    const b = this.backend;
+    return b !== null && this.phase === Phase.Linked && b.quiet && this.queue.length === 0 && this.runBuf === null;
+  }
 
   /** True while this client holds no backend (used by shutdown). */
   get idle(): boolean {
@@ -1368,6 +1404,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.finished = true;
     if (this.loginTimer !== null) { clearTimeout(this.loginTimer); this.loginTimer = null; }
     if (this.pid) this.ctx.cancels.remove(this.pid, this);
+    this.route?.detach(this);
     this.ctx.onClientClosed(this);
   }
 }
