@@ -281,6 +281,31 @@ test('a revoked token (jti): its open session is closed at the next statement, t
   }
 });
 
+test('a statement already queued for a server connection when the revocation lands is refused as it leaves the queue', async () => {
+  const a = instances[0]!;
+  // Every server connection of A (pool_size 4) held in a transaction: the next client waits.
+  const holders = await Promise.all([0, 1, 2, 3].map(() => connect(a, 'orders:read', 'alice')));
+  for (const h of holders) await h.query('BEGIN; SELECT 1');
+  const eve = await connect(a, 'orders:write', 'eve');
+  const queued = errorOf(() => eve.query('INSERT INTO orders (customer_id, total) VALUES (1, 9000)'));
+  await pollUntil(async () => {
+    const c = await connect(a, ADMIN, 'ops', undefined, 'scopegate');
+    try {
+      const r = await c.query<{ database: string; cl_waiting: string }>('SHOW POOLS');
+      return r.rows.some((x) => x.database === DB && Number(x.cl_waiting) >= 1);
+    } finally {
+      await c.end();
+    }
+  }, 'the INSERT waits for a server connection');
+  assert.equal((await cli(['revoke', '--sub', 'eve'])).code, 0);
+  await a.sg.waitForLog((x) => x.msg === 'revocation list changed' && x.revocations === 3, 10_000);
+  for (const h of holders) { await h.query('COMMIT'); await h.end(); }
+  const e = await queued;
+  assert.equal(e.code, '28000');
+  assert.match(e.message, /subject "eve" revoked/);
+  assert.equal((await fx.su('SELECT count(*) AS n FROM orders WHERE total = 9000')).rows[0].n, '0');
+});
+
 test('the source goes down: both keep serving the last good version and say stale; back up, both read the new version', async () => {
   await src.server.stop();
   for (const i of instances) {
