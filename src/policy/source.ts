@@ -176,12 +176,12 @@ export class PolicyFeed {
       }
       feed = new PolicyFeed(cfg, store, log);
       feed.revocations.replace(await readRevocations(c, cfg.schema));
+      await feed.attach(c);
     } catch (err) {
       await c.end().catch(() => undefined);
       if (err instanceof ConfigError) throw err;
       throw new ConfigError('policy_source', `cannot read ${cfg.url}: ${(err as Error).message}`);
     }
-    await feed.attach(c);
     feed.pollTimer = setInterval(() => { void feed.refresh('poll'); }, cfg.poll);
     feed.pollTimer.unref();
     return feed;
