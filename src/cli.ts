@@ -5,7 +5,10 @@ const USAGE = `usage:
   scopegate [--config FILE]            run the pooler (default config/scopegate.yaml)
   scopegate demo                       start an embedded PostgreSQL and scopegate in front of it
   scopegate token --scope S --sub U    mint a development token
-  scopegate check --policy FILE --scopes S "SQL"   test a policy decision`;
+  scopegate check --policy FILE --scopes S "SQL"   test a policy decision
+  scopegate policy push --source URL FILE          store a policy as the source's next version
+  scopegate policy show --source URL               print the source's current policy
+  scopegate revoke --source URL (--jti ID | --sub SUBJECT) [--until TIME]   revoke on every instance`;
 
 function argValue(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
@@ -23,6 +26,11 @@ export async function main(argv: string[]): Promise<void> {
   if (cmd === 'check') {
     const { runCheck } = await import('./policy/index.js');
     process.exitCode = await runCheck(rest);
+    return;
+  }
+  if (cmd === 'policy' || cmd === 'revoke') {
+    const { runPolicy, runRevoke } = await import('./policy/source-cli.js');
+    process.exitCode = cmd === 'policy' ? await runPolicy(rest) : await runRevoke(rest);
     return;
   }
   if (cmd === 'token') {

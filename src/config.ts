@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.js';
 import { parseDuration } from './auth/config.js';
+import { parsePolicySource, type PolicySourceConfig } from './policy/source-config.js';
 import { parseClientTls, parseServerTls, type ClientTlsConfig, type ServerTlsConfig } from './server/tls-config.js';
 import { parsePeering, type PeeringConfig } from './server/peers.js';
 import { parseRoutedDatabase, type RoutingConfig } from './pool/route-config.js';
@@ -77,6 +78,8 @@ export interface Config {
   /** Raw `auth` section; the auth module validates it. */
   auth: unknown;
   policy: string | null;
+  /** The central policy source (src/policy/source.ts); null: none. Never set together with `policy`. */
+  policy_source: PolicySourceConfig | null;
   log: { level: string; audit: string; audit_sample: number };
   /** TLS to clients (src/server/tls.ts). */
   client_tls: ClientTlsConfig;
@@ -294,7 +297,7 @@ export function parseConfig(doc: unknown, file: string | null): Config {
   if (doc.metrics !== undefined) {
     throw new ConfigError('metrics', 'replaced by admin.listen_http (e.g. admin: { scope: "scopegate:admin", listen_http: 127.0.0.1:9187 }): /metrics, /healthz and /readyz are served there');
   }
-  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'log', 'admin', 'client_tls', 'server_tls', 'peer_id', 'peers'], '');
+  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'policy_source', 'log', 'admin', 'client_tls', 'server_tls', 'peer_id', 'peers'], '');
   const listen = { host: '127.0.0.1', port: 6432 };
   if (doc.listen !== undefined) {
     if (!isObj(doc.listen)) throw new ConfigError('listen', 'expected { host, port }');
@@ -330,10 +333,12 @@ export function parseConfig(doc: unknown, file: string | null): Config {
   }
   const admin = parseAdmin(doc.admin);
   const policy = doc.policy === undefined || doc.policy === null ? null : resolve(baseDir, str(doc.policy, 'policy'));
+  const policy_source = doc.policy_source === undefined || doc.policy_source === null ? null : parsePolicySource(doc.policy_source, (v, key) => resolveSecret(v, key, baseDir));
+  if (policy !== null && policy_source !== null) throw new ConfigError('policy_source', 'set either policy (a file) or policy_source (a database), not both');
   const auth = doc.auth ?? { method: 'trust' };
   const client_tls = parseClientTls(doc.client_tls, baseDir);
   const peering = parsePeering(doc.peer_id, doc.peers, baseDir, serverTls);
-  return { file, listen, databases, pool, auth, policy, log, admin, client_tls, peering };
+  return { file, listen, databases, pool, auth, policy, policy_source, log, admin, client_tls, peering };
 }
 
 /** Loads and validates a config file; relative paths resolve against `anchor` (default: the file). */

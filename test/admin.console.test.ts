@@ -105,7 +105,7 @@ test('every SHOW answers with its PgBouncer columns; SHOW CONFIG and the others 
     CONFIG: ['key', 'value', 'default', 'changeable'],
     LISTS: ['list', 'items'],
     VERSION: ['version'],
-    POLICY: ['version', 'source', 'scopes', 'mode', 'reload_failures'],
+    POLICY: ['version', 'source', 'scopes', 'mode', 'reload_failures', 'stale', 'revocations'],
   };
   let all = '';
   for (const [what, cols] of Object.entries(expect)) {

@@ -102,6 +102,14 @@ export function createMetrics(srv: AdminServer): Registry {
     const p = srv.control?.policy ?? null;
     return p === null ? [] : [{ labels: { version: p.version }, value: 1 }];
   });
+  add('scopegate_policy_source_stale', 'policy_source only: 1 while the source cannot be read (the running policy may be behind), else 0.', 'gauge', () => {
+    const f = srv.control?.policySource;
+    return f == null ? [] : [{ labels: {}, value: f.stale ? 1 : 0 }];
+  });
+  add('scopegate_policy_source_invalid_versions_total', 'policy_source only: versions read from the source that did not validate (the running policy was kept).', 'counter', () => {
+    const f = srv.control?.policySource;
+    return f == null ? [] : [{ labels: {}, value: f.invalidVersions }];
+  });
   add('scopegate_policy_reload_failures_total', 'Policy reloads that failed (the running policy was kept).', 'counter', () => [{ labels: {}, value: srv.control?.policyReloadFailures ?? 0 }]);
   add('scopegate_decision_thread_jobs_total', 'Texts decided by the parser threads.', 'counter', () => [{ labels: {}, value: srv.gate.counts().threads?.jobs ?? 0 }]);
   add('scopegate_decision_thread_failures_total', 'Parser-thread jobs that failed.', 'counter', () => [{ labels: {}, value: srv.gate.counts().threads?.failed ?? 0 }]);

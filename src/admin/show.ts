@@ -53,7 +53,7 @@ export const DATABASES_COLUMNS: ColumnDef[] = [
 export const CONFIG_COLUMNS: ColumnDef[] = [t('key'), t('value'), t('default'), t('changeable')];
 export const LISTS_COLUMNS: ColumnDef[] = [t('list'), n('items')];
 export const VERSION_COLUMNS: ColumnDef[] = [t('version')];
-export const POLICY_COLUMNS: ColumnDef[] = [t('version'), t('source'), t('scopes'), t('mode'), n('reload_failures')];
+export const POLICY_COLUMNS: ColumnDef[] = [t('version'), t('source'), t('scopes'), t('mode'), n('reload_failures'), t('stale'), n('revocations')];
 export const DECISIONS_COLUMNS: ColumnDef[] = [t('scope'), n('allow'), n('deny'), n('would_deny')];
 export const THREADS_COLUMNS: ColumnDef[] = [n('threads'), n('jobs'), n('failed'), n('restarts')];
 
@@ -227,10 +227,13 @@ export function showVersion(): Table {
 
 export function showPolicy(srv: AdminServer): Table {
   const p = srv.control?.policy ?? null;
+  const feed = srv.control?.policySource;
   return {
     columns: POLICY_COLUMNS,
-    rows: [[p === null ? null : p.version, p === null ? null : p.file, p === null ? null : p.policy.scopes.map((sc) => sc.name).join(' '), p === null ? 'off' : p.policy.mode,
-      s(srv.control?.policyReloadFailures ?? 0)]],
+    rows: [[p === null ? null : p.version, p === null ? null : p.file ?? feed?.cfg.url ?? null, p === null ? null : p.policy.scopes.map((sc) => sc.name).join(' '), p === null ? 'off' : p.policy.mode,
+      s(srv.control?.policyReloadFailures ?? 0),
+      // policy_source only: whether the source is unreachable (the policy may be behind), and its revocations.
+      feed == null ? null : feed.stale ? 'yes' : 'no', feed == null ? null : s(feed.revocations.size)]],
   };
 }
 

@@ -4,6 +4,7 @@ import type { Backend } from '../backend/backend.js';
 import type { Config } from '../config.js';
 import type { StatementGate } from '../policy/gate.js';
 import type { PolicyStore } from '../policy/store.js';
+import type { PolicyFeed } from '../policy/source.js';
 import type { DatabasePool } from '../pool/database-pool.js';
 import type { CancelPeers } from '../server/peers.js';
 import type { RouteTable } from '../pool/routes.js';
@@ -18,6 +19,8 @@ export interface AdminControl {
   readonly policy: PolicyStore | null;
   /** Policy reloads that failed since start (the running policy was kept). */
   readonly policyReloadFailures: number;
+  /** The central policy source, when policy_source is configured. */
+  readonly policySource?: PolicyFeed | null;
 }
 
 /** The running server as the console and the metrics see it (implemented by Scopegate). */

@@ -4,7 +4,7 @@ import type { MadeDecision } from './store.js';
 import type { CatalogData, Claims } from './types.js';
 
 export type ToWorker =
-  | { kind: 'policy'; text: string }
+  | { kind: 'policy'; text: string; version: string }
   | { kind: 'catalog'; data: CatalogData | null }
   /** Decide `sql` for these scopes and claims, and/or work out its session effects. */
   | { kind: 'job'; id: number; sql: string; scopes: readonly string[]; claims: Claims | undefined; decide: boolean; effects: boolean };

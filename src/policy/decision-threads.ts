@@ -196,7 +196,7 @@ export class DecisionThreads {
     const policy = this.policy;
     if (policy === null) return;
     if (slot.policyVersion !== policy.version) {
-      this.send(slot, { kind: 'policy', text: policy.text });
+      this.send(slot, { kind: 'policy', text: policy.text, version: policy.version });
       slot.policyVersion = policy.version;
     }
     const catalog = routeCatalog ?? policy.columnCatalog;

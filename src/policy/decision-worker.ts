@@ -22,8 +22,9 @@ function reply(m: FromWorker): void {
 function run(m: ToWorker): void {
   switch (m.kind) {
     case 'policy':
-      if (store === null) store = PolicyStore.fromText(m.text, { cacheSize: 16 });
-      else store.reloadText(m.text);
+      // The event loop's version (a source's number, or the file's hash): adopt() compares them.
+      if (store === null) store = PolicyStore.fromSource(m.text, m.version, { cacheSize: 16 });
+      else store.reloadText(m.text, m.version);
       return;
     case 'catalog':
       store?.setCatalog(m.data === null ? null : catalogFromData(m.data));

@@ -13,6 +13,7 @@ import { ShapeCache } from './shapes.js';
 import { classifySql } from './classify.js';
 import type { DecisionThreads } from './decision-threads.js';
 import { wasmBroken } from './wasm.js';
+import type { RevocationList } from './revocations.js';
 
 /** What the gate reads of a client session; it never writes to it. */
 export interface GateClient extends AuthPeer {
@@ -66,6 +67,8 @@ export interface StatementGate {
   checkStartup(c: GateClient): Promise<void>;
   /** Runs the authentication exchange; throws a FATAL SqlError on failure. */
   authenticate(c: GateClient): Promise<Identity | null>;
+  /** Refuses a client whose token or subject was revoked (28000 FATAL): at login and at every statement. */
+  checkRevoked(c: GateClient): SqlError | null;
   /** Called before a client borrows a backend for a new transaction. */
   checkTransactionStart(c: GateClient): SqlError | null;
   /**
@@ -143,6 +146,8 @@ export interface GateParts {
   auditSample: number;
   /** Where big texts are parsed and decided (null: on the event loop). */
   threads?: DecisionThreads | null;
+  /** Revoked tokens and subjects (policy_source); null: none. */
+  revocations?: RevocationList | null;
 }
 
 const NO_SCOPES: readonly string[] = Object.freeze([]);
@@ -192,7 +197,25 @@ export class SessionGate implements StatementGate {
   async authenticate(c: GateClient): Promise<Identity | null> {
     const auth = this.parts.auth;
     if (auth === null) return null;
-    return auth.authenticate(c);
+    const id = await auth.authenticate(c);
+    const refusal = id === null ? null : this.checkRevokedIdentity(id);
+    if (refusal !== null) {
+      auth.failures.set('revoked', (auth.failures.get('revoked') ?? 0) + 1);
+      this.parts.log.info({ addr: c.address, sub: id!.sub }, 'login refused: revoked');
+      throw refusal;
+    }
+    return id;
+  }
+
+  checkRevoked(c: GateClient): SqlError | null {
+    return c.identity === null ? null : this.checkRevokedIdentity(c.identity);
+  }
+
+  private checkRevokedIdentity(id: Identity): SqlError | null {
+    const list = this.parts.revocations ?? null;
+    if (list === null) return null;
+    const why = list.revoked(id);
+    return why === null ? null : new SqlError(SQLSTATE.INVALID_AUTHORIZATION, `${why}: access revoked`, { severity: 'FATAL', hint: 'The token or its subject was revoked centrally; get a new token.' });
   }
 
   checkTransactionStart(c: GateClient): SqlError | null {

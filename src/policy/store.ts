@@ -84,6 +84,11 @@ export class PolicyStore {
     return this.catalog;
   }
 
+  /** A policy from the policy source: its version is the source's number, not a content hash. */
+  static fromSource(text: string, version: string, opts: PolicyStoreOptions = {}): PolicyStore {
+    return new PolicyStore({ ...parsePolicyText(text), version, file: null }, opts);
+  }
+
   /** Re-reads the file (or `file`, which then becomes the store's file). Throws ConfigError if invalid. */
   reload(file: string | undefined = this.state.file ?? undefined): void {
     if (file === undefined) throw new Error('PolicyStore.reload: no file to read (store was built from text)');
@@ -92,8 +97,9 @@ export class PolicyStore {
   }
 
   /** Replaces the policy with YAML text (tests, admin API). Throws ConfigError if invalid. */
-  reloadText(text: string): void {
-    this.swap({ ...parsePolicyText(text), file: this.state.file });
+  reloadText(text: string, version?: string): void {
+    const loaded = parsePolicyText(text);
+    this.swap({ ...loaded, version: version ?? loaded.version, file: this.state.file });
   }
 
   private swap(next: State): void {

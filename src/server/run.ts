@@ -17,10 +17,12 @@ import { dirname, resolve } from 'node:path';
 import { createLogger } from '../log.js';
 import { Scopegate } from './listener.js';
 import { AdminHttp } from '../admin/http.js';
+import { PolicyFeed } from '../policy/source.js';
+import type { RevocationList } from '../policy/revocations.js';
 
 
 /** Builds authentication and statement checks from the config. */
-export function buildGate(config: Config, log: Logger, anchor: string, policy: PolicyStore | null): SessionGate {
+export function buildGate(config: Config, log: Logger, anchor: string, policy: PolicyStore | null, revocations: RevocationList | null = null): SessionGate {
   const auth = parseAuthConfig(config.auth, dirname(resolve(anchor)));
   if (auth.method === 'trust' && !isLoopback(config.listen.host)) {
     throw new ConfigError('auth.method', 'trust is only allowed when listen.host is a loopback address');
@@ -39,6 +41,7 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
     // The console's commands are audited too, with or without a policy.
     audit: (policy === null && config.admin === null) || config.log.audit === 'off' ? null : createAuditLogger(config.log.audit),
     auditSample: config.log.audit_sample,
+    revocations,
   });
 }
 
@@ -62,9 +65,22 @@ export async function runServer(configFile: string, anchor: string = configFile)
   await initParser();
   let gate: SessionGate;
   let policy: PolicyStore | null;
+  // policy_source: the instance refuses to start without a valid policy from it.
+  let feed: PolicyFeed | null = null;
+  if (config.policy_source !== null) {
+    try {
+      feed = await PolicyFeed.start(config.policy_source, log);
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`scopegate: policy source: ${err.message}\n`);
+        process.exit(2);
+      }
+      throw err;
+    }
+  }
   try {
-    policy = config.policy === null ? null : PolicyStore.load(config.policy);
-    gate = buildGate(config, log, anchor, policy);
+    policy = feed !== null ? feed.store : config.policy === null ? null : PolicyStore.load(config.policy);
+    gate = buildGate(config, log, anchor, policy, feed?.revocations ?? null);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`scopegate: invalid config ${configFile}: ${err.message}\n`);
@@ -91,7 +107,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
   if (policy === null) {
     log.warn('no policy configured: scopegate runs as a plain pooler and checks no statements');
   } else {
-    log.info({ policy: config.policy, version: policy.version }, 'policy loaded');
+    log.info({ policy: config.policy ?? config.policy_source?.url, version: policy.version }, 'policy loaded');
     const roles = [...new Set(policy.policy.scopes.map((s) => s.role))];
     for (const db of config.databases.values()) {
       for (const target of db.routing ? db.routing.routes.values() : [db]) void checkLoginRole(target, roles, log);
@@ -99,6 +115,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
   }
   let policyReloadFailures = 0;
   const reloadPolicy = (why: string): void => {
+    if (feed !== null) { void feed.refresh(why); return; }
     if (policy === null) return;
     const before = policy.version;
     try {
@@ -133,7 +150,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
   // SIGTERM, SIGINT and the console's SHUTDOWN: one path.
   const stop = (why: string): void => {
     log.info({ why }, 'stopping');
-    void Promise.all([server.shutdown(), http?.close()]).then(() => {
+    void Promise.all([server.shutdown(), http?.close(), feed?.stop()]).then(() => {
       log.info('stopped');
       process.exit(0);
     });
@@ -143,7 +160,9 @@ export async function runServer(configFile: string, anchor: string = configFile)
     shutdown: stop,
     get policy() { return policy; },
     get policyReloadFailures() { return policyReloadFailures; },
+    policySource: feed,
   };
+  if (feed !== null) feed.onApplied = () => gate.refreshCatalog();
   process.on('SIGHUP', () => { reload('SIGHUP'); });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -476,6 +476,11 @@ export class ClientSession implements BackendOwner, StatementSender {
       }
       return;
     }
+    // A revoked token or subject: refused at its next statement, whatever it holds.
+    if (this.identity !== null && isStatementMessage(type)) {
+      const revoked = this.ctx.gate.checkRevoked(this);
+      if (revoked !== null) throw revoked;
+    }
     switch (type) {
       case FE.Terminate:
         this.terminate();
@@ -896,6 +901,11 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /** Sends one client message to the attached backend, rewriting statement names. */
   private dispatch(b: Backend, type: number, buf: Buffer, start: number, end: number, stmt: ClientStatement | null, role: RoleChoice, fx: SessionEffects | null): void {
+    // Messages queued before a revocation arrived are checked again as they leave.
+    if (this.identity !== null && isStatementMessage(type)) {
+      const revoked = this.ctx.gate.checkRevoked(this);
+      if (revoked !== null) { this.closeWith(revoked); return; }
+    }
     if (this.rolePools !== null && role !== undefined && (role ?? this.context.defaultRole) !== b.db.user) {
       if (!this.otherLoginRole(b, { type, buf, start, end, stmt, role, fx }, role)) return;
     }
@@ -1451,4 +1461,9 @@ function isFrontendType(type: number): boolean {
 
 function unknownType(type: number): SqlError {
   return new SqlError(SQLSTATE.PROTOCOL_VIOLATION, `invalid frontend message type ${type} ('${String.fromCharCode(type)}')`, { severity: 'FATAL' });
+}
+
+/** Messages that run (or prepare) a statement: where a revocation takes effect. */
+function isStatementMessage(type: number): boolean {
+  return type === FE.Query || type === FE.Parse || type === FE.Bind || type === FE.Execute;
 }
