@@ -7,12 +7,15 @@
  * repeated).
  *
  *   npx tsc -p tsconfig.json && node dist/bench/enforcement.js [--duration 8] [--clients 20]
- *     [--pool 10] [--rounds 2] [--scale 10] [--modes simple,extended] [--n 5000]
+ *     [--pool 10] [--rounds 2] [--scale 10] [--modes simple,extended] [--n 5000] [--audit]
+ *
+ * --audit compares the enforcing scopegate with `log.audit: off` ("plain" column) against the
+ * same with `log.audit` a file at audit_sample 1 ("enforced" column): what the audit trail costs.
  *
  * Reuses bench/runner.ts (pgbench), bench/cpu.ts (proxy CPU time) and the test harness.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -35,6 +38,10 @@ scopes:
     allow:
       - { actions: [select], tables: [${TABLES.join(', ')}] }
 `;
+
+function auditFile(dir: string): string {
+  return join(dir, 'audit.log');
+}
 
 function log(m: string): void {
   process.stderr.write(`[enforcement] ${m}\n`);
@@ -100,6 +107,7 @@ async function main(): Promise<void> {
       modes: { type: 'string', default: 'simple,extended' },
       n: { type: 'string', default: '5000' },
       'skip-pgbench': { type: 'boolean', default: false },
+      audit: { type: 'boolean', default: false },
     },
   });
   const duration = Number(values.duration);
@@ -114,6 +122,7 @@ async function main(): Promise<void> {
   const microRows = micro(n);
 
   const samples: Sample[] = [];
+  let auditLines = 0;
   const stops: Array<() => Promise<unknown>> = [];
   const cleanup = async (): Promise<void> => {
     killRunningPgbench();
@@ -145,15 +154,23 @@ async function main(): Promise<void> {
         ...base,
         databases: { [DBNAME]: { url: pg.url(DBNAME, 'authenticator', 'auth-pw'), pool_size: pool } },
         policy: policyFile,
-        log: { level: 'info', audit: 'off' },
+        log: { level: 'info', audit: values.audit ? auditFile(dir) : 'off', audit_sample: 1 },
       }, { SG_SECRET: SECRET });
       stops.push(() => enforced.stop());
       // The plain pooler: no policy, so no role switching either; its login role holds the grants.
-      const plain = await startScopegate({
-        ...base,
-        databases: { [DBNAME]: { url: pg.url(DBNAME, 'bench_plain', 'plain-pw'), pool_size: pool } },
-        log: { level: 'info', audit: 'off' },
-      }, { SG_SECRET: SECRET });
+      // With --audit: the same enforcing scopegate, audit off.
+      const plain = values.audit
+        ? await startScopegate({
+          ...base,
+          databases: { [DBNAME]: { url: pg.url(DBNAME, 'authenticator', 'auth-pw'), pool_size: pool } },
+          policy: policyFile,
+          log: { level: 'info', audit: 'off' },
+        }, { SG_SECRET: SECRET })
+        : await startScopegate({
+          ...base,
+          databases: { [DBNAME]: { url: pg.url(DBNAME, 'bench_plain', 'plain-pw'), pool_size: pool } },
+          log: { level: 'info', audit: 'off' },
+        }, { SG_SECRET: SECRET });
       stops.push(() => plain.stop());
       const tok = token(enforced.configFile, 'bench', 'bench');
       for (const mode of modes) {
@@ -168,13 +185,20 @@ async function main(): Promise<void> {
           }
         }
       }
+      if (values.audit) {
+        // Stop first so the last buffered lines are in the file, then count them.
+        await enforced.stop();
+        auditLines = readFileSync(auditFile(dir), 'utf8').split('\n').length - 1;
+      }
     } finally {
       await cleanup();
     }
   }
 
   const out: string[] = [];
-  out.push(`# Scope enforcement cost (${new Date().toISOString()})`);
+  out.push(values.audit
+    ? `# Audit trail cost: enforced with log.audit off ("plain" columns) vs a file at audit_sample 1 ("enforced" columns) (${new Date().toISOString()})`
+    : `# Scope enforcement cost (${new Date().toISOString()})`);
   out.push('');
   out.push(`machine: ${availableParallelism()} CPUs, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}; pgbench -S -c ${clients} -j 2 -T ${duration}, pool ${pool}, ${rounds} interleaved rounds per mode`);
   out.push('');
@@ -193,6 +217,7 @@ async function main(): Promise<void> {
       out.push(`| ${mode} | ${pt.toFixed(0)} | ${et.toFixed(0)} | ${(et / pt).toFixed(3)} | ${pc.toFixed(1)} | ${ec.toFixed(1)} | ${failed} |`);
     }
     out.push('');
+    if (values.audit) out.push(`audit lines written: ${auditLines}`, '');
     out.push('per round: ' + samples.map((s) => `${s.mode}/${s.target}#${s.round}=${s.tps.toFixed(0)}`).join(', '));
     out.push('');
   }

@@ -10,7 +10,7 @@ import { SessionStateTracker } from '../policy/session-effects.js';
 import { initParser, PolicyStore } from '../policy/index.js';
 import { checkLoginRole } from '../backend/login-role-checks.js';
 import { DatabaseCatalog } from '../policy/catalog.js';
-import { createAuditLogger } from '../log.js';
+import { openAuditLog, type AuditLog } from '../log.js';
 import { watchFile } from 'node:fs';
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
@@ -20,7 +20,7 @@ import { AdminHttp } from '../admin/http.js';
 
 
 /** Builds authentication and statement checks from the config. */
-export function buildGate(config: Config, log: Logger, anchor: string, policy: PolicyStore | null): SessionGate {
+export function buildGate(config: Config, log: Logger, anchor: string, policy: PolicyStore | null, audit: AuditLog | null = null): SessionGate {
   const auth = parseAuthConfig(config.auth, dirname(resolve(anchor)));
   if (auth.method === 'trust' && !isLoopback(config.listen.host)) {
     throw new ConfigError('auth.method', 'trust is only allowed when listen.host is a loopback address');
@@ -36,7 +36,7 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
     policy,
     catalog: policy === null ? null : new DatabaseCatalog([...config.databases.values()][0]!, log),
     // The console's commands are audited too, with or without a policy.
-    audit: (policy === null && config.admin === null) || config.log.audit === 'off' ? null : createAuditLogger(config.log.audit),
+    audit: (policy === null && config.admin === null) || config.log.audit === 'off' ? null : audit ?? openAuditLog(config.log.audit),
     auditSample: config.log.audit_sample,
   });
 }
@@ -56,9 +56,12 @@ export async function runServer(configFile: string, anchor: string = configFile)
   await initParser();
   let gate: SessionGate;
   let policy: PolicyStore | null;
+  let audit: AuditLog | null = null;
   try {
     policy = config.policy === null ? null : PolicyStore.load(config.policy);
-    gate = buildGate(config, log, anchor, policy);
+    // Opened here so a path it cannot write ends startup in one line naming log.audit.
+    audit = openAuditLog(config.log.audit, (err) => log.error({ err: err.message, file: config.log.audit }, 'audit log write failed; lines are dropped until it succeeds'));
+    gate = buildGate(config, log, anchor, policy, audit);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`scopegate: invalid config ${configFile}: ${err.message}\n`);
@@ -126,6 +129,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
     log.info({ why }, 'stopping');
     void Promise.all([server.shutdown(), http?.close()]).then(() => {
       log.info('stopped');
+      audit?.close();
       process.exit(0);
     });
   };
@@ -135,7 +139,8 @@ export async function runServer(configFile: string, anchor: string = configFile)
     get policy() { return policy; },
     get policyReloadFailures() { return policyReloadFailures; },
   };
-  process.on('SIGHUP', () => { reload('SIGHUP'); });
+  // logrotate renames the audit file, then sends SIGHUP: later lines go to a new file.
+  process.on('SIGHUP', () => { audit?.reopen(); reload('SIGHUP'); });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }
