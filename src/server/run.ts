@@ -11,7 +11,8 @@ import { initParser, PolicyStore } from '../policy/index.js';
 import { checkLoginRole } from '../backend/login-role-checks.js';
 import { DatabaseCatalog } from '../policy/catalog.js';
 import { openAuditLog, type AuditLog } from '../log.js';
-import { watchFile } from 'node:fs';
+import { readFileSync, watchFile } from 'node:fs';
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger } from '../log.js';
@@ -39,6 +40,12 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
     audit: (policy === null && config.admin === null) || config.log.audit === 'off' ? null : audit ?? openAuditLog(config.log.audit),
     auditSample: config.log.audit_sample,
   });
+}
+
+/** What a file holds now, to tell a repeated failure from a new one ('' when unreadable). */
+function fileDigest(file: string | null): string {
+  if (file === null) return '';
+  try { return createHash('sha256').update(readFileSync(file)).digest('hex'); } catch { return ''; }
 }
 
 export async function runServer(configFile: string, anchor: string = configFile): Promise<void> {
@@ -84,7 +91,16 @@ export async function runServer(configFile: string, anchor: string = configFile)
       process.exit(2);
     }
   }
-  await server.listen();
+  try {
+    await server.listen();
+  } catch (err) {
+    // A port in use or not allowed is the operator's to fix: one line, not a stack trace.
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EADDRNOTAVAIL' ? 'address not available' : null;
+    if (why === null) throw err;
+    process.stderr.write(`scopegate: cannot listen on ${config.listen.host}:${config.listen.port}: ${why} (listen in ${configFile})\n`);
+    process.exit(1);
+  }
   if (policy === null) {
     log.warn('no policy configured: scopegate runs as a plain pooler and checks no statements');
   } else {
@@ -93,24 +109,34 @@ export async function runServer(configFile: string, anchor: string = configFile)
     for (const db of config.databases.values()) void checkLoginRole(db, roles, log);
   }
   let policyReloadFailures = 0;
+  let lastPolicyFailure = '';
   const reloadPolicy = (why: string): void => {
     if (policy === null) return;
     const before = policy.version;
+    // Taken before the read: a file replaced meanwhile fails with its own message, logged.
+    const digest = fileDigest(policy.file);
     try {
       policy.reload();
+      lastPolicyFailure = '';
       if (policy.version !== before) {
         log.info({ version: policy.version, previous: before, why }, 'policy reloaded');
         gate.refreshCatalog();
       }
     } catch (err) {
       policyReloadFailures++;
-      log.error({ err: (err as Error).message, version: before }, 'policy reload failed; keeping the running policy');
+      // The same error for the same file (a file-change poll and a SIGHUP, an editor's two
+      // writes) is logged once; a new error, or the file edited again, is logged anew.
+      const seen = `${(err as Error).message}\0${digest}`;
+      if (seen === lastPolicyFailure) return;
+      lastPolicyFailure = seen;
+      log.error({ err: (err as Error).message, version: before, why }, 'policy reload failed; keeping the running policy');
     }
   };
   if (policy !== null && config.policy !== null) {
     // Edits take effect without a signal; the poll is cheap and survives editors that
     // replace the file instead of writing it.
-    watchFile(config.policy, { interval: 500, persistent: false }, () => reloadPolicy('file changed'));
+    // An empty file is one being written (truncated, not yet filled): its content comes next.
+    watchFile(config.policy, { interval: 500, persistent: false }, (now) => { if (now.size !== 0) reloadPolicy('file changed'); });
   }
   // SIGHUP and the console's RELOAD: one path. Returns the config error, or null.
   const reload = (why: string): string | null => {
