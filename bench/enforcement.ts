@@ -24,6 +24,7 @@ import { CLI, startScopegate, type RunningScopegate } from '../test/harness/scop
 import type { QueryMode } from './options.js';
 import { initPgbench, killRunningPgbench, runPgbenchMeasured, type PgbenchResult } from './runner.js';
 import { initParser, PolicyStore } from '../src/policy/index.js';
+import { openAuditLog } from '../src/log.js';
 
 const SECRET = 'bench-dev-secret-0123456789abcdef0123';
 const AUTH = { method: 'oauth', issuer: 'https://issuer.bench.test', audience: 'scopegate', secret: 'env:SG_SECRET', algorithms: ['HS256'] };
@@ -90,6 +91,16 @@ function micro(n: number): Array<{ what: string; count: number; usPerCall: numbe
       `WITH t AS (SELECT tid, bid FROM pgbench_tellers WHERE tbalance > ${i}) SELECT a.aid, b.bbalance, (SELECT count(*) FROM pgbench_history h WHERE h.aid = a.aid) FROM pgbench_accounts a JOIN pgbench_branches b ON b.bid = a.bid JOIN t ON t.bid = b.bid WHERE a.aid = ${i} ORDER BY 1 LIMIT 5`, n, scopes);
     measure('cached: pgbench -S text (simple), repeated', () => 'SELECT abalance FROM pgbench_accounts WHERE aid = 4242;', n * 20, scopes);
     measure('cached: pgbench -S text (extended, $1), repeated', () => 'SELECT abalance FROM pgbench_accounts WHERE aid = $1;', n * 20, scopes);
+    // What one audit line costs at full sampling: the per-statement part appended to the
+    // client's pre-serialised fields, buffered and written to a file in 4 KiB chunks.
+    const audit = openAuditLog(join(dir, 'micro-audit.log'));
+    const client = '"addr":"127.0.0.1","tls":null,"sub":"bench","user":"bench","scopes":["bench"],"db":"postgres",';
+    const decision = '"role":"bench_reader","fingerprint":"0123456789abcdef","statement":"SELECT abalance FROM pgbench_accounts WHERE aid = $1","decision":"allow","reason":"granted","policy_version":"0123456789ab"';
+    const lines = n * 40;
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < lines; i++) audit.line(`${client}"audit":"statement",${decision}`);
+    audit.close();
+    out.push({ what: 'audit: one line to a file (log.audit path, sample 1)', count: lines, usPerCall: Number(process.hrtime.bigint() - t0) / 1000 / lines });
     return out;
   } finally {
     rmSync(dir, { recursive: true, force: true });
