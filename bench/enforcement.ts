@@ -7,12 +7,15 @@
  * repeated).
  *
  *   npx tsc -p tsconfig.json && node dist/bench/enforcement.js [--duration 8] [--clients 20]
- *     [--pool 10] [--rounds 2] [--scale 10] [--modes simple,extended] [--n 5000]
+ *     [--pool 10] [--rounds 2] [--scale 10] [--modes simple,extended] [--n 5000] [--audit]
+ *
+ * --audit compares the enforcing scopegate with `log.audit: off` ("plain" column) against the
+ * same with `log.audit` a file at audit_sample 1 ("enforced" column): what the audit trail costs.
  *
  * Reuses bench/runner.ts (pgbench), bench/cpu.ts (proxy CPU time) and the test harness.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,6 +24,7 @@ import { CLI, startScopegate, type RunningScopegate } from '../test/harness/scop
 import type { QueryMode } from './options.js';
 import { initPgbench, killRunningPgbench, runPgbenchMeasured, type PgbenchResult } from './runner.js';
 import { initParser, PolicyStore } from '../src/policy/index.js';
+import { openAuditLog } from '../src/log.js';
 
 const SECRET = 'bench-dev-secret-0123456789abcdef0123';
 const AUTH = { method: 'oauth', issuer: 'https://issuer.bench.test', audience: 'scopegate', secret: 'env:SG_SECRET', algorithms: ['HS256'] };
@@ -35,6 +39,10 @@ scopes:
     allow:
       - { actions: [select], tables: [${TABLES.join(', ')}] }
 `;
+
+function auditFile(dir: string): string {
+  return join(dir, 'audit.log');
+}
 
 function log(m: string): void {
   process.stderr.write(`[enforcement] ${m}\n`);
@@ -83,6 +91,16 @@ function micro(n: number): Array<{ what: string; count: number; usPerCall: numbe
       `WITH t AS (SELECT tid, bid FROM pgbench_tellers WHERE tbalance > ${i}) SELECT a.aid, b.bbalance, (SELECT count(*) FROM pgbench_history h WHERE h.aid = a.aid) FROM pgbench_accounts a JOIN pgbench_branches b ON b.bid = a.bid JOIN t ON t.bid = b.bid WHERE a.aid = ${i} ORDER BY 1 LIMIT 5`, n, scopes);
     measure('cached: pgbench -S text (simple), repeated', () => 'SELECT abalance FROM pgbench_accounts WHERE aid = 4242;', n * 20, scopes);
     measure('cached: pgbench -S text (extended, $1), repeated', () => 'SELECT abalance FROM pgbench_accounts WHERE aid = $1;', n * 20, scopes);
+    // What one audit line costs at full sampling: the per-statement part appended to the
+    // client's pre-serialised fields, buffered and written to a file in 4 KiB chunks.
+    const audit = openAuditLog(join(dir, 'micro-audit.log'));
+    const client = '"addr":"127.0.0.1","tls":null,"sub":"bench","user":"bench","scopes":["bench"],"db":"postgres",';
+    const decision = '"role":"bench_reader","fingerprint":"0123456789abcdef","statement":"SELECT abalance FROM pgbench_accounts WHERE aid = $1","decision":"allow","reason":"granted","policy_version":"0123456789ab"';
+    const lines = n * 40;
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < lines; i++) audit.line(`${client}"audit":"statement",${decision}`);
+    audit.close();
+    out.push({ what: 'audit: one line to a file (log.audit path, sample 1)', count: lines, usPerCall: Number(process.hrtime.bigint() - t0) / 1000 / lines });
     return out;
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -100,6 +118,7 @@ async function main(): Promise<void> {
       modes: { type: 'string', default: 'simple,extended' },
       n: { type: 'string', default: '5000' },
       'skip-pgbench': { type: 'boolean', default: false },
+      audit: { type: 'boolean', default: false },
     },
   });
   const duration = Number(values.duration);
@@ -114,6 +133,7 @@ async function main(): Promise<void> {
   const microRows = micro(n);
 
   const samples: Sample[] = [];
+  let auditLines = 0;
   const stops: Array<() => Promise<unknown>> = [];
   const cleanup = async (): Promise<void> => {
     killRunningPgbench();
@@ -145,15 +165,23 @@ async function main(): Promise<void> {
         ...base,
         databases: { [DBNAME]: { url: pg.url(DBNAME, 'authenticator', 'auth-pw'), pool_size: pool } },
         policy: policyFile,
-        log: { level: 'info', audit: 'off' },
+        log: { level: 'info', audit: values.audit ? auditFile(dir) : 'off', audit_sample: 1 },
       }, { SG_SECRET: SECRET });
       stops.push(() => enforced.stop());
       // The plain pooler: no policy, so no role switching either; its login role holds the grants.
-      const plain = await startScopegate({
-        ...base,
-        databases: { [DBNAME]: { url: pg.url(DBNAME, 'bench_plain', 'plain-pw'), pool_size: pool } },
-        log: { level: 'info', audit: 'off' },
-      }, { SG_SECRET: SECRET });
+      // With --audit: the same enforcing scopegate, audit off.
+      const plain = values.audit
+        ? await startScopegate({
+          ...base,
+          databases: { [DBNAME]: { url: pg.url(DBNAME, 'authenticator', 'auth-pw'), pool_size: pool } },
+          policy: policyFile,
+          log: { level: 'info', audit: 'off' },
+        }, { SG_SECRET: SECRET })
+        : await startScopegate({
+          ...base,
+          databases: { [DBNAME]: { url: pg.url(DBNAME, 'bench_plain', 'plain-pw'), pool_size: pool } },
+          log: { level: 'info', audit: 'off' },
+        }, { SG_SECRET: SECRET });
       stops.push(() => plain.stop());
       const tok = token(enforced.configFile, 'bench', 'bench');
       for (const mode of modes) {
@@ -168,13 +196,20 @@ async function main(): Promise<void> {
           }
         }
       }
+      if (values.audit) {
+        // Stop first so the last buffered lines are in the file, then count them.
+        await enforced.stop();
+        auditLines = readFileSync(auditFile(dir), 'utf8').split('\n').length - 1;
+      }
     } finally {
       await cleanup();
     }
   }
 
   const out: string[] = [];
-  out.push(`# Scope enforcement cost (${new Date().toISOString()})`);
+  out.push(values.audit
+    ? `# Audit trail cost: enforced with log.audit off ("plain" columns) vs a file at audit_sample 1 ("enforced" columns) (${new Date().toISOString()})`
+    : `# Scope enforcement cost (${new Date().toISOString()})`);
   out.push('');
   out.push(`machine: ${availableParallelism()} CPUs, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}; pgbench -S -c ${clients} -j 2 -T ${duration}, pool ${pool}, ${rounds} interleaved rounds per mode`);
   out.push('');
@@ -193,6 +228,7 @@ async function main(): Promise<void> {
       out.push(`| ${mode} | ${pt.toFixed(0)} | ${et.toFixed(0)} | ${(et / pt).toFixed(3)} | ${pc.toFixed(1)} | ${ec.toFixed(1)} | ${failed} |`);
     }
     out.push('');
+    if (values.audit) out.push(`audit lines written: ${auditLines}`, '');
     out.push('per round: ' + samples.map((s) => `${s.mode}/${s.target}#${s.round}=${s.tps.toFixed(0)}`).join(', '));
     out.push('');
   }

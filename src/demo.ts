@@ -8,6 +8,7 @@ import { parse as parseYaml, stringify } from 'yaml';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { runServer } from './server/run.js';
 import { loadConfig } from './config.js';
 import { mintDevToken, parseAuthConfig } from './auth/index.js';
@@ -41,6 +42,29 @@ GRANT USAGE ON SEQUENCE orders_id_seq TO app_writer;
 GRANT ALL ON ALL TABLES IN SCHEMA public TO app_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app_admin;
 `;
+
+/**
+ * The admin scope's role may create in public and owns pgbench's tables, so `pgbench -i`
+ * through scopegate (which drops and recreates them) works. Run on every start, so a data
+ * directory from an older demo gets it too.
+ */
+const DEMO_ADMIN_SQL = `
+GRANT CREATE ON SCHEMA public TO app_admin;
+DO $$ DECLARE t text; BEGIN
+  FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname LIKE 'pgbench\_%' LOOP
+    EXECUTE format('ALTER TABLE public.%I OWNER TO app_admin', t);
+  END LOOP;
+END $$;
+`;
+
+/** bin/scopegate.js of this installation (dist/src/demo.js -> ../../bin). */
+const CLI_PATH = fileURLToPath(new URL('../../bin/scopegate.js', import.meta.url));
+
+/** A word for sh: single-quoted unless it is plainly safe. */
+function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_./:=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
 
 function portFree(port: number): Promise<boolean> {
   return new Promise((res) => {
@@ -102,19 +126,23 @@ export async function runDemo(args: string[]): Promise<void> {
     await a.end();
     // pgbench's tables, for benchmarking through scopegate with the admin scope.
     const init = spawnSync('pgbench', ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(pgPort), '-U', 'postgres', 'app'], { env: { ...process.env, PGPASSWORD: superPassword }, stdio: 'ignore' });
-    if (init.status === 0) {
-      const g = admin('app');
-      await g.connect();
-      await g.query('GRANT ALL ON pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history TO app_admin');
-      await g.end();
-    }
+    if (init.status !== 0) process.stderr.write('scopegate demo: pgbench -i failed (is pgbench installed?); run it through scopegate with the admin token\n');
+  }
+  {
+    const g = admin('app');
+    await g.connect();
+    await g.query(DEMO_ADMIN_SQL);
+    await g.end();
   }
   const configFile = args[0] ?? 'config/scopegate.yaml';
   // The development signing secret stays the same across restarts so printed tokens keep working.
   const secretFile = join(base, 'dev-secret');
   if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
   process.env.SCOPEGATE_JWT_SECRET ??= readFileSync(secretFile, 'utf8').trim();
-  const doc = parseYaml(readFileSync(configFile, 'utf8')) as { databases: Record<string, { url: string }> };
+  const doc = parseYaml(readFileSync(configFile, 'utf8')) as { databases: Record<string, { url: string }>; log?: Record<string, unknown> };
+  // The audit goes to a file, so the terminal keeps the tokens printed below.
+  const auditFile = join(base, 'audit.log');
+  doc.log = { ...(doc.log ?? {}), audit: auditFile };
   for (const db of Object.values(doc.databases)) {
     const u = new URL(db.url);
     u.port = String(pgPort);
@@ -137,12 +165,15 @@ export async function runDemo(args: string[]): Promise<void> {
     }
     const adminToken = await mintDevToken(auth, { sub: 'bench', scope: 'admin', ttlMs: 12 * 3_600_000 });
     lines.push(`  # pgbench through scopegate (admin scope):\n  PGPASSWORD=${adminToken} \\\n    pgbench -h 127.0.0.1 -p ${listen} -U bench -S -T 10 -c 20 -M extended app`);
-    howTo = `Tokens for the example scopes (valid 12h; mint more with \`npx scopegate token --config ${configFile} --scope orders:read --sub bob\` and SCOPEGATE_JWT_SECRET=$(cat ${secretFile})):\n${lines.join('\n')}\n  # orders:read may not read secrets:\n  PGPASSWORD=<orders:read token> psql ... -c 'select * from secrets'   -> ERROR 42501 permission denied\n`;
+    // Pasteable from any directory: absolute paths, the secret read from its file.
+    const mint = `SCOPEGATE_JWT_SECRET=$(cat ${shellQuote(secretFile)}) node ${shellQuote(CLI_PATH)} token --config ${shellQuote(resolve(configFile))} --scope orders:read --sub bob`;
+    howTo = `Tokens for the example scopes (valid 12h). Mint more with:\n  ${mint}\n\n${lines.join('\n')}\n  # orders:read may not read secrets:\n  PGPASSWORD=<orders:read token> psql ... -c 'select * from secrets'   -> ERROR 42501 permission denied\n`;
   }
   process.stdout.write(`
 scopegate demo is running.
   PostgreSQL 18 (embedded)  127.0.0.1:${pgPort}  data in ${dataDir}
   scopegate                 127.0.0.1:${listen}  config ${configFile}
+  audit lines               ${auditFile}
 
 ${howTo}
 Stop with Ctrl-C.

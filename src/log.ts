@@ -1,5 +1,8 @@
 /** Loggers: pino for operations, a separate JSON stream for audit lines. */
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import pino, { type Logger } from 'pino';
+import { ConfigError } from './errors.js';
 
 /** The process log: pino JSON on stdout (stderr would mix with the demo's banner). */
 export function createLogger(level: string): Logger {
@@ -7,10 +10,131 @@ export function createLogger(level: string): Logger {
 }
 
 /**
- * The audit stream: one JSON line per scope decision, on stdout or appended to a file.
- * Writes are buffered (sonic-boom) so auditing stays off the statement's critical path.
+ * Where audit lines go (`log.audit`): stdout, nowhere (`off`), or a file appended in chunks.
+ * A line is pre-serialised JSON members without braces; the log adds time and stream.
  */
-export function createAuditLogger(dest: string): Logger {
-  const stream = pino.destination({ dest: dest === 'stdout' ? 1 : dest, sync: false, minLength: dest === 'stdout' ? 0 : 4096, mkdir: true });
-  return pino({ level: 'info', base: { stream: 'audit' }, timestamp: pino.stdTimeFunctions.isoTime }, stream);
+export interface AuditLog {
+  /** Writes one line: `fields` is `"k":v,...` (JSON object members, no braces). */
+  line(fields: string): void;
+  /** Flushes and reopens the file by name (logrotate renamed it, then sent SIGHUP). */
+  reopen(): void;
+  /** Flushes what is buffered and closes the file; later lines are dropped. */
+  close(): void;
+}
+
+/** Buffered lines are written once this many bytes are pending, or within FLUSH_MS when quiet. */
+const AUDIT_CHUNK = 4096;
+const FLUSH_MS = 500;
+
+/** The prefix of every line, rebuilt once per millisecond rather than per line. */
+let stampMs = -1;
+let stamp = '';
+function linePrefix(): string {
+  const now = Date.now();
+  if (now !== stampMs) {
+    stampMs = now;
+    stamp = `{"level":30,"time":"${new Date(now).toISOString()}","stream":"audit",`;
+  }
+  return stamp;
+}
+
+const OFF: AuditLog = { line() {}, reopen() {}, close() {} };
+
+/**
+ * Opens `log.audit`. A file that cannot be opened throws ConfigError('log.audit', ...), so
+ * startup ends in one line; a write that fails later is reported through `onError` once per
+ * episode and its lines dropped, so a full disk does not stop the pooler.
+ */
+export function openAuditLog(dest: string, onError: (err: Error) => void = () => {}): AuditLog {
+  if (dest === 'off') return OFF;
+  if (dest === 'stdout') {
+    // As before: each line as it comes, through the same non-blocking writer pino uses.
+    const out = pino.destination({ dest: 1, sync: false, minLength: 0 });
+    return {
+      line(fields) { out.write(`${linePrefix()}${fields}}\n`); },
+      reopen() {},
+      close() { try { out.flushSync(); } catch { /* stdout closed: nothing to keep */ } },
+    };
+  }
+  return new FileAuditLog(dest, onError);
+}
+
+/**
+ * Appends to a file with O_APPEND: each flush is whole lines in one write call, so no line is
+ * torn and lines written before a rename land in the old file, later ones in the new.
+ * Writes are synchronous (a 4 KiB page-cache write) so SIGTERM and exit lose nothing buffered.
+ */
+class FileAuditLog implements AuditLog {
+  private fd: number;
+  private pending: string[] = [];
+  private pendingBytes = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private failing = false;
+  private closed = false;
+
+  constructor(private readonly path: string, private readonly onError: (err: Error) => void) {
+    this.fd = FileAuditLog.open(path);
+    // Backstop for exits that skip close(): whatever is buffered is written.
+    process.once('exit', () => this.close());
+  }
+
+  private static open(path: string): number {
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+      return openSync(path, 'a', 0o640);
+    } catch (err) {
+      throw new ConfigError('log.audit', `cannot open ${path} for appending: ${(err as Error).message}`);
+    }
+  }
+
+  line(fields: string): void {
+    if (this.closed) return;
+    const l = `${linePrefix()}${fields}}\n`;
+    this.pending.push(l);
+    this.pendingBytes += l.length;
+    if (this.pendingBytes >= AUDIT_CHUNK) this.flush();
+    else if (this.timer === null) {
+      this.timer = setTimeout(() => { this.timer = null; this.flush(); }, FLUSH_MS);
+      this.timer.unref();
+    }
+  }
+
+  private flush(): void {
+    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null; }
+    if (this.pending.length === 0) return;
+    const buf = Buffer.from(this.pending.join(''));
+    this.pending = [];
+    this.pendingBytes = 0;
+    try {
+      let off = 0;
+      // A regular file takes the whole buffer; the loop is for the rare short write.
+      while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
+      this.failing = false;
+    } catch (err) {
+      if (!this.failing) this.onError(err as Error);
+      this.failing = true;
+    }
+  }
+
+  reopen(): void {
+    if (this.closed) return;
+    this.flush();
+    let next: number;
+    try {
+      next = openSync(this.path, 'a', 0o640);
+    } catch (err) {
+      // Keep writing to the file we have rather than lose lines.
+      this.onError(err as Error);
+      return;
+    }
+    closeSync(this.fd);
+    this.fd = next;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    try { closeSync(this.fd); } catch { /* already closed */ }
+  }
 }

@@ -72,7 +72,10 @@ describe('decisions', () => {
     const c = store().check('SELECT email FROM customers', ['orders:read']);
     assert.equal(c.error?.message, 'permission denied: select on public.customers.email');
     const f = store().check('SELECT place_order(1, 2)', ['orders:read']);
-    assert.equal(f.error?.message, 'permission denied: execute on function public.place_order');
+    assert.equal(f.error?.message, 'permission denied: execute on function place_order');
+    // Unqualified names are reported as written: pg_sleep is pg_catalog's, not public's.
+    assert.equal(store().check('SELECT pg_sleep(1)', ['orders:read']).error?.message, 'permission denied: execute on function pg_sleep');
+    assert.equal(store().check('SELECT public.place_order(1, 2)', ['orders:read']).error?.message, 'permission denied: execute on function public.place_order');
     assert.equal(f.error?.hint, 'scope "orders:write" grants it');
     const l = store().check('SELECT * FROM orders FOR UPDATE', ['orders:read']);
     assert.equal(l.error?.message, 'permission denied: lock on public.orders');

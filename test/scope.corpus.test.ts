@@ -302,7 +302,7 @@ function check(letter: Letter, c: Case, setIdx: number, proto: string, res: { ok
       if (e === null) return `${where}: expected 42501, got success`;
       if (e.code !== '42501') return `${where}: expected 42501, got ${e.code} ${e.message}`;
       if (!/^permission denied: \S/.test(e.message)) return `${where}: message format: ${e.message}`;
-      if (/ on /.test(e.message) && !/^permission denied: [a-z]+ on ((function )?[a-z_]+\.[a-z_]+(\.([a-z_]+|\*))?|channel [a-z_]+)$/.test(e.message) && !/different roles/.test(e.message)) {
+      if (/ on /.test(e.message) && !/^permission denied: [a-z]+ on (function ([a-z_]+\.)?[a-z_]+|[a-z_]+\.[a-z_]+(\.([a-z_]+|\*))?|channel [a-z_]+)$/.test(e.message) && !/different roles/.test(e.message)) {
         return `${where}: message format: ${e.message}`;
       }
       if (typeof e.hint !== 'string' || e.hint === '') return `${where}: no hint with ${e.message}`;

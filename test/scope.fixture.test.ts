@@ -252,6 +252,6 @@ export async function pollUntil<T>(probe: () => Promise<T | null | undefined | f
   throw new Error(`condition not reached: ${what}`);
 }
 
-export const DENY_MESSAGE = /^permission denied: (\w+( \w+)*) on (function )?[a-z_]+\.[a-z_]+(\.([a-z_]+|\*))?$/;
+export const DENY_MESSAGE = /^permission denied: (\w+( \w+)*) on (function ([a-z_]+\.)?[a-z_]+|[a-z_]+\.[a-z_]+(\.([a-z_]+|\*))?)$/;
 export const FORBIDDEN_MESSAGE = /^permission denied: .+$/;
 export const HINT = /^(scope "[^"]+" grants it|no scope grants it|.+)$/;

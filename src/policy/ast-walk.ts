@@ -1,7 +1,7 @@
 /** The AST walk that collects every relation, column and function a statement touches. */
 import { isForbiddenFunction, READ_ONLY_BUILTINS, SEQUENCE_FUNCTIONS, unqualifiedRelationSchema } from './builtins.js';
 import { INFORMATION_SCHEMA_FUNCTIONS } from './catalog-read.js';
-import { displayName, qualify, splitSqlName } from './names.js';
+import { displayIdent, displayName, qualify, splitSqlName } from './names.js';
 import { isNode, type Node } from './parse.js';
 import type { Access, ColumnCatalog, QualName, RelAction } from './types.js';
 
@@ -607,7 +607,7 @@ export function describeAccess(a: Access): string {
   switch (a.t) {
     case 'rel': return `${a.action} ${displayName(a.rel)}${a.column === null ? '' : `.${a.column}`}`;
     case 'col_any': return `select ${a.column} (of ${a.candidates.map(displayName).join(' or ')})`;
-    case 'func': return `execute ${displayName(a.fn)}`;
+    case 'func': return `execute ${a.unqualified ? displayIdent(a.fn.name) : displayName(a.fn)}`;
     case 'channel': return `${a.action} channel ${a.channel ?? '(any)'}`;
     case 'forbidden': return a.what;
   }

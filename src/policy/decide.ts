@@ -1,7 +1,7 @@
 /** The scope decision for one text: allowed, rewritten or refused, with the granting scope's role. */
 import { describeAccess } from './ast-walk.js';
 import { analyzeStatement } from './analyze.js';
-import { displayName } from './names.js';
+import { displayIdent, displayName } from './names.js';
 import type { ParsedStatement, ParsedText } from './parse.js';
 import { ClaimResolver } from './claims.js';
 import { grants, relGranted } from './grants.js';
@@ -21,7 +21,9 @@ function deniedWhat(scopes: readonly ScopePolicy[], policy: Policy, a: Access): 
       return `select on ${displayName(bad)}.${a.column}`;
     }
     case 'func':
-      return `execute on function ${displayName(a.fn)}`;
+      // As written: an unqualified name resolves by search_path (pg_sleep is pg_catalog's), so
+      // prefixing default_schema would name a function the client never meant.
+      return `execute on function ${a.unqualified ? displayIdent(a.fn.name) : displayName(a.fn)}`;
     case 'channel':
       return `${a.action} on channel ${a.channel ?? '(dynamic)'}`;
     case 'forbidden':

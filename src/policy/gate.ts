@@ -1,5 +1,6 @@
 /** The checks between a client and Postgres: login, startup parameters, each statement's verdict, audit. */
 import type { Logger } from 'pino';
+import type { AuditLog } from '../log.js';
 import type { Identity } from '../auth/index.js';
 import { isExpired } from '../auth/index.js';
 import type { AuthPeer, ClientAuthenticator } from '../auth/exchange.js';
@@ -141,7 +142,7 @@ export interface GateParts {
   /** Columns of the first database, for star expansion and masks (null without a policy). */
   catalog: DatabaseCatalog | null;
   /** Where audit lines go (null: off). */
-  audit: Logger | null;
+  audit: AuditLog | null;
   /** Fraction of allowed statements audited; denials always are. */
   auditSample: number;
   /** Where big texts are parsed and decided (null: on the event loop). */
@@ -408,18 +409,30 @@ export class SessionGate implements StatementGate {
   }
 
   auditConsole(c: GateClient, command: string, allowed: boolean, reason: string): void {
-    this.parts.audit?.info({
-      audit: 'admin',
-      addr: c.address,
-      sub: c.identity?.sub ?? null,
-      user: c.user,
-      scopes: c.identity?.scopes ?? [],
-      db: c.database,
-      // The command as sent, bounded: console commands are short, a long text is not one.
-      statement: command.length > 200 ? `${command.slice(0, 200)}...` : command,
-      decision: allowed ? 'allow' : 'deny',
-      reason,
-    });
+    const log = this.parts.audit;
+    if (log === null) return;
+    // The command as sent, bounded: console commands are short, a long text is not one.
+    const statement = command.length > 200 ? `${command.slice(0, 200)}...` : command;
+    log.line(`${this.auditClientFields(c)}"audit":"admin","statement":${JSON.stringify(statement)},"decision":"${allowed ? 'allow' : 'deny'}","reason":${JSON.stringify(reason)}`);
+  }
+
+  /** Per client: its identity's audit fields, serialised once (the identity is set once, at login). */
+  private readonly clientFields = new WeakMap<GateClient, { identity: Identity | null; fields: string }>();
+  /** Per cached decision: its audit fields, serialised once however often it is looked up. */
+  private readonly decisionFields = new WeakMap<Decision, string>();
+
+  /**
+   * The client's part of every audit line (`"addr":...,"sub":...,` with a trailing comma),
+   * built once per client; every audit writer starts its line with it. JSON.stringify escapes
+   * each value, so a subject with quotes or newlines stays one string in one line.
+   */
+  auditClientFields(c: GateClient): string {
+    const id = c.identity;
+    const seen = this.clientFields.get(c);
+    if (seen !== undefined && seen.identity === id) return seen.fields;
+    const fields = `"addr":${JSON.stringify(c.address)},"tls":${JSON.stringify(c.tls?.version ?? null)},"sub":${JSON.stringify(id?.sub ?? null)},"user":${JSON.stringify(c.user)},"scopes":${JSON.stringify(id?.scopes ?? [])},"db":${JSON.stringify(c.database)},`;
+    this.clientFields.set(c, { identity: id, fields });
+    return fields;
   }
 
   /** Counts a decision: a Map lookup and an increment, no allocation once the scope is seen. */
@@ -439,22 +452,12 @@ export class SessionGate implements StatementGate {
     const log = this.parts.audit;
     if (log === null) return;
     if (d.allowed && this.parts.auditSample < 1 && Math.random() >= this.parts.auditSample) return;
-    log.info({
-      audit: what,
-      addr: c.address,
-      tls: c.tls?.version ?? null,
-      sub: c.identity?.sub ?? null,
-      user: c.user,
-      scopes: c.identity?.scopes ?? [],
-      db: c.database,
-      role: d.role,
-      fingerprint: d.fingerprint,
-      statement: d.normalized,
-      decision: d.allowed ? 'allow' : d.enforced ? 'deny' : 'would_deny',
-      reason: d.error ? `${d.reason}: ${d.error.message}` : d.reason,
-      policy_version: d.policyVersion,
-      ...(d.rewritten !== null ? { rewritten: d.rewritten } : {}),
-    });
+    let fields = this.decisionFields.get(d);
+    if (fields === undefined) {
+      fields = `"role":${JSON.stringify(d.role ?? null)},"fingerprint":${JSON.stringify(d.fingerprint)},"statement":${JSON.stringify(d.normalized)},"decision":"${d.allowed ? 'allow' : d.enforced ? 'deny' : 'would_deny'}","reason":${JSON.stringify(d.error ? `${d.reason}: ${d.error.message}` : d.reason)},"policy_version":${JSON.stringify(d.policyVersion)}${d.rewritten !== null ? `,"rewritten":${JSON.stringify(d.rewritten)}` : ''}`;
+      this.decisionFields.set(d, fields);
+    }
+    log.line(`${this.auditClientFields(c)}"audit":${JSON.stringify(what)},${fields}`);
   }
 }
 

@@ -10,8 +10,9 @@ import { SessionStateTracker } from '../policy/session-effects.js';
 import { initParser, PolicyStore } from '../policy/index.js';
 import { checkLoginRole } from '../backend/login-role-checks.js';
 import { DatabaseCatalog } from '../policy/catalog.js';
-import { createAuditLogger } from '../log.js';
-import { watchFile } from 'node:fs';
+import { openAuditLog, type AuditLog } from '../log.js';
+import { readFileSync, watchFile } from 'node:fs';
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { dirname, resolve } from 'node:path';
 import { createLogger } from '../log.js';
@@ -22,7 +23,7 @@ import type { RevocationList } from '../policy/revocations.js';
 
 
 /** Builds authentication and statement checks from the config. */
-export function buildGate(config: Config, log: Logger, anchor: string, policy: PolicyStore | null, revocations: RevocationList | null = null): SessionGate {
+export function buildGate(config: Config, log: Logger, anchor: string, policy: PolicyStore | null, revocations: RevocationList | null = null, audit: AuditLog | null = null): SessionGate {
   const auth = parseAuthConfig(config.auth, dirname(resolve(anchor)));
   if (auth.method === 'trust' && !isLoopback(config.listen.host)) {
     throw new ConfigError('auth.method', 'trust is only allowed when listen.host is a loopback address');
@@ -39,7 +40,7 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
     // Routed entries read a catalog per route (src/pool/routes.ts).
     catalog: policy === null ? null : firstPlain(config) === undefined ? null : new DatabaseCatalog(firstPlain(config)!, log),
     // The console's commands are audited too, with or without a policy.
-    audit: (policy === null && config.admin === null) || config.log.audit === 'off' ? null : createAuditLogger(config.log.audit),
+    audit: (policy === null && config.admin === null) || config.log.audit === 'off' ? null : audit ?? openAuditLog(config.log.audit),
     auditSample: config.log.audit_sample,
     revocations,
   });
@@ -48,6 +49,12 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
 function firstPlain(config: Config): DatabaseConfig | undefined {
   for (const db of config.databases.values()) if (!db.routing) return db;
   return undefined;
+}
+
+/** What a file holds now, to tell a repeated failure from a new one ('' when unreadable). */
+function fileDigest(file: string | null): string {
+  if (file === null) return '';
+  try { return createHash('sha256').update(readFileSync(file)).digest('hex'); } catch { return ''; }
 }
 
 export async function runServer(configFile: string, anchor: string = configFile): Promise<void> {
@@ -78,9 +85,12 @@ export async function runServer(configFile: string, anchor: string = configFile)
       throw err;
     }
   }
+  let audit: AuditLog | null = null;
   try {
     policy = feed !== null ? feed.store : config.policy === null ? null : PolicyStore.load(config.policy);
-    gate = buildGate(config, log, anchor, policy, feed?.revocations ?? null);
+    // Opened here so a path it cannot write ends startup in one line naming log.audit.
+    audit = openAuditLog(config.log.audit, (err) => log.error({ err: err.message, file: config.log.audit }, 'audit log write failed; lines are dropped until it succeeds'));
+    gate = buildGate(config, log, anchor, policy, feed?.revocations ?? null, audit);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`scopegate: invalid config ${configFile}: ${err.message}\n`);
@@ -103,7 +113,16 @@ export async function runServer(configFile: string, anchor: string = configFile)
       process.exit(2);
     }
   }
-  await server.listen();
+  try {
+    await server.listen();
+  } catch (err) {
+    // A port in use or not allowed is the operator's to fix: one line, not a stack trace.
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EADDRNOTAVAIL' ? 'address not available' : null;
+    if (why === null) throw err;
+    process.stderr.write(`scopegate: cannot listen on ${config.listen.host}:${config.listen.port}: ${why} (listen in ${configFile})\n`);
+    process.exit(1);
+  }
   if (policy === null) {
     log.warn('no policy configured: scopegate runs as a plain pooler and checks no statements');
   } else {
@@ -114,12 +133,16 @@ export async function runServer(configFile: string, anchor: string = configFile)
     }
   }
   let policyReloadFailures = 0;
+  let lastPolicyFailure = '';
   const reloadPolicy = (why: string): void => {
     if (feed !== null) { void feed.refresh(why); return; }
     if (policy === null) return;
     const before = policy.version;
+    // Taken before the read: a file replaced meanwhile fails with its own message, logged.
+    const digest = fileDigest(policy.file);
     try {
       policy.reload();
+      lastPolicyFailure = '';
       if (policy.version !== before) {
         log.info({ version: policy.version, previous: before, why }, 'policy reloaded');
         gate.refreshCatalog();
@@ -127,13 +150,19 @@ export async function runServer(configFile: string, anchor: string = configFile)
       }
     } catch (err) {
       policyReloadFailures++;
-      log.error({ err: (err as Error).message, version: before }, 'policy reload failed; keeping the running policy');
+      // The same error for the same file (a file-change poll and a SIGHUP, an editor's two
+      // writes) is logged once; a new error, or the file edited again, is logged anew.
+      const seen = `${(err as Error).message}\0${digest}`;
+      if (seen === lastPolicyFailure) return;
+      lastPolicyFailure = seen;
+      log.error({ err: (err as Error).message, version: before, why }, 'policy reload failed; keeping the running policy');
     }
   };
   if (policy !== null && config.policy !== null) {
     // Edits take effect without a signal; the poll is cheap and survives editors that
     // replace the file instead of writing it.
-    watchFile(config.policy, { interval: 500, persistent: false }, () => reloadPolicy('file changed'));
+    // An empty file is one being written (truncated, not yet filled): its content comes next.
+    watchFile(config.policy, { interval: 500, persistent: false }, (now) => { if (now.size !== 0) reloadPolicy('file changed'); });
   }
   // SIGHUP and the console's RELOAD: one path. Returns the config error, or null.
   const reload = (why: string): string | null => {
@@ -152,6 +181,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
     log.info({ why }, 'stopping');
     void Promise.all([server.shutdown(), http?.close(), feed?.stop()]).then(() => {
       log.info('stopped');
+      audit?.close();
       process.exit(0);
     });
   };
@@ -163,7 +193,8 @@ export async function runServer(configFile: string, anchor: string = configFile)
     policySource: feed,
   };
   if (feed !== null) feed.onApplied = () => gate.refreshCatalog();
-  process.on('SIGHUP', () => { reload('SIGHUP'); });
+  // logrotate renames the audit file, then sends SIGHUP: later lines go to a new file.
+  process.on('SIGHUP', () => { audit?.reopen(); reload('SIGHUP'); });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

@@ -13,7 +13,7 @@ import { Framer, HOLD, readCString } from '../protocol/framer.js';
 import { statementRefusal, type StatementLimits } from './limits.js';
 import * as msg from '../protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from '../protocol/startup.js';
-import { quoteLiteral, settingsDiff, startupSettings } from './settings.js';
+import { settingsDiff, startupSettings } from './settings.js';
 import { SessionLedger } from './effects.js';
 import { holdsMessages, Phase } from './phase.js';
 import type { SessionEffects } from '../policy/session-effects.js';
@@ -24,6 +24,7 @@ import { ClientStatements, NO_CHECKS, type CheckedParse, type ClientStatement } 
 import { CLOSE_NOTHING, ensurePrepared, PARSE_COMPLETE, type StatementSender } from '../backend/server-statements.js';
 import { parseMessage, renameStatement } from '../protocol/messages.js';
 import type { ClientTls, ClientTransport } from '../server/tls.js';
+import { raiseStatement, RefusalFilter } from '../protocol/refusal.js';
 
 /** The answers to a BEGIN, COMMIT or ROLLBACK scopegate gives itself (role logins, see localTransaction). */
 const LOCAL_BEGIN = Buffer.concat([msg.commandComplete('BEGIN'), msg.readyForQuery('T')]);
@@ -250,6 +251,8 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /** This client bound the unnamed portal since its last simple Query (or refusal). */
   private unnamedPortalBound = false;
+  /** Refusals the server raises inside a transaction: their answers are shown without CONTEXT. */
+  private readonly refusals = new RefusalFilter();
 
   /**
    * Execute or Describe of the unnamed portal the client never bound: Postgres 18.4 would run
@@ -1198,6 +1201,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     const b = this.backend;
     if (holdsMessages(this.phase) || (b !== null && (b.txStatus !== TX_IDLE || b.unsynced || b.pendingSyncs > 0))) {
       const raise = raiseStatement(err);
+      this.refusals.expect(err);
       if (!extended) {
         const m = msg.query(raise);
         this.forwardToBackend(FE.Query, m, 0, m.length);
@@ -1232,6 +1236,10 @@ export class ClientSession implements BackendOwner, StatementSender {
   // ---- backend -> client (BackendOwner) --------------------------------------------
 
   forward(buf: Buffer, start: number, end: number): void {
+    if (this.refusals.active) {
+      const shown = this.refusals.filter(buf, start, end);
+      if (shown !== null) { buf = shown; start = 0; end = shown.length; }
+    }
     // The server is still answering an unsynced batch: it is not idle.
     if (this.idleTxTimer !== null && this.unsyncedIdle) this.idleTxTimer.refresh();
     if (!this.socket.write(start === 0 && end === buf.length ? buf : buf.subarray(start, end)) && !this.backendPausedForClient) {
@@ -1435,18 +1443,6 @@ const CLOSE_ROLE_PORTAL = msg.closePortal('sg_role');
 /** Whether Postgres's parser accepts the text (cached per text by the policy module). */
 const BIND_UNNAMED = msg.bind('', '');
 const EXECUTE_UNNAMED = msg.execute('');
-
-/**
- * A DO block that raises `err` on the server, so a transaction aborts exactly as Postgres
- * would. The message carries client text: its literals are E'' (read the same whatever the
- * session's settings) and the body's dollar tag is one the text does not contain.
- */
-function raiseStatement(err: SqlError): string {
-  const body = `BEGIN RAISE EXCEPTION USING ERRCODE = ${quoteLiteral(err.code)}, MESSAGE = ${quoteLiteral(err.message)}${err.hint ? `, HINT = ${quoteLiteral(err.hint)}` : ''}; END`;
-  let tag = '$scopegate$';
-  for (let i = 0; body.includes(tag); i++) tag = `$scopegate${i}$`;
-  return `DO ${tag} ${body} ${tag}`;
-}
 
 /** The message types a client may send once logged in (Postgres's SocketBackend list). */
 function isFrontendType(type: number): boolean {
