@@ -245,6 +245,11 @@ test('a revoked subject: open sessions on both instances are closed at their nex
   }
   assert.ok((await metric(instances[0]!, 'scopegate_auth_failures_total', '{check="revoked"}'))! >= 1);
   for (const i of instances) assert.equal((await showPolicy(i)).revocations, '1');
+  // Each refusal is audited: the login and the statement, on both instances.
+  for (const i of instances) {
+    await i.sg.waitForLog((l) => l.sub === 'mallory' && l.decision === 'deny' && l.audit === 'revoked' && /revoked/.test(String(l.reason)), 10_000);
+    await i.sg.waitForLog((l) => l.sub === 'mallory' && l.decision === 'deny' && l.audit === 'login' && /revoked/.test(String(l.reason)), 10_000);
+  }
 });
 
 function jtiOf(token: string): string {

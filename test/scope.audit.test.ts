@@ -89,6 +89,20 @@ describe('audit lines', { timeout: 120_000 }, () => {
     assert.equal(fx.audit().filter((l) => String(l.statement).includes('denied_marker')).length, 1);
   });
 
+  test('a denied statement padded with a megabyte of comment costs the audit a bounded line: text cut at 4096 characters, its length recorded', async () => {
+    const c = await fx.client('orders:read', { sub: 'padder' });
+    const pad = `/* ${'x'.repeat(1_000_000)} */`;
+    const e = await errorOf(() => c.query(`SELECT value AS padded_marker FROM secrets ${pad}`));
+    assert.equal(e.code, '42501');
+    const line = await fx.sg.waitForLog((l) => isAudit(l) && l.sub === 'padder' && l.decision === 'deny');
+    const statement = String(line.statement);
+    assert.ok(statement.length <= 4096 + 3, `statement of ${statement.length} characters in the audit line`);
+    assert.match(statement, /padded_marker/);
+    assert.equal(typeof line.statement_length, 'number');
+    assert.ok((line.statement_length as number) > 1_000_000, `statement_length ${String(line.statement_length)}`);
+    assert.ok(JSON.stringify(line).length < 8192, 'the whole line stays small');
+  });
+
   test('every statement of a run is audited exactly once (simple and extended)', async () => {
     const c = await fx.client('orders:read orders:write', { sub: 'counter' });
     const N = 30;

@@ -203,13 +203,21 @@ export class SessionGate implements StatementGate {
     if (refusal !== null) {
       auth.failures.set('revoked', (auth.failures.get('revoked') ?? 0) + 1);
       this.parts.log.info({ addr: c.address, sub: id!.sub }, 'login refused: revoked');
+      this.parts.audit?.line(`${clientFields(c, id)}"audit":"login","decision":"deny","reason":${JSON.stringify(refusal.message)}`);
       throw refusal;
     }
     return id;
   }
 
   checkRevoked(c: GateClient): SqlError | null {
-    return c.identity === null ? null : this.checkRevokedIdentity(c.identity);
+    const refusal = c.identity === null ? null : this.checkRevokedIdentity(c.identity);
+    if (refusal !== null) this.auditRefusal(c, 'revoked', refusal.message);
+    return refusal;
+  }
+
+  /** A session refused outright (its token revoked): always written, like every denial. */
+  private auditRefusal(c: GateClient, what: string, reason: string): void {
+    this.parts.audit?.line(`${this.auditClientFields(c)}"audit":${JSON.stringify(what)},"decision":"deny","reason":${JSON.stringify(reason)}`);
   }
 
   private checkRevokedIdentity(id: Identity): SqlError | null {
@@ -430,7 +438,7 @@ export class SessionGate implements StatementGate {
     const id = c.identity;
     const seen = this.clientFields.get(c);
     if (seen !== undefined && seen.identity === id) return seen.fields;
-    const fields = `"addr":${JSON.stringify(c.address)},"tls":${JSON.stringify(c.tls?.version ?? null)},"sub":${JSON.stringify(id?.sub ?? null)},"user":${JSON.stringify(c.user)},"scopes":${JSON.stringify(id?.scopes ?? [])},"db":${JSON.stringify(c.database)},`;
+    const fields = clientFields(c, id);
     this.clientFields.set(c, { identity: id, fields });
     return fields;
   }
@@ -454,11 +462,26 @@ export class SessionGate implements StatementGate {
     if (d.allowed && this.parts.auditSample < 1 && Math.random() >= this.parts.auditSample) return;
     let fields = this.decisionFields.get(d);
     if (fields === undefined) {
-      fields = `"role":${JSON.stringify(d.role ?? null)},"fingerprint":${JSON.stringify(d.fingerprint)},"statement":${JSON.stringify(d.normalized)},"decision":"${d.allowed ? 'allow' : d.enforced ? 'deny' : 'would_deny'}","reason":${JSON.stringify(d.error ? `${d.reason}: ${d.error.message}` : d.reason)},"policy_version":${JSON.stringify(d.policyVersion)}${d.rewritten !== null ? `,"rewritten":${JSON.stringify(d.rewritten)}` : ''}`;
+      fields = `"role":${JSON.stringify(d.role ?? null)},"fingerprint":${JSON.stringify(d.fingerprint)},${auditStatement(d.normalized)},"decision":"${d.allowed ? 'allow' : d.enforced ? 'deny' : 'would_deny'}","reason":${JSON.stringify(d.error ? `${d.reason}: ${d.error.message}` : d.reason)},"policy_version":${JSON.stringify(d.policyVersion)}${d.rewritten !== null ? `,"rewritten":${JSON.stringify(d.rewritten)}` : ''}`;
       this.decisionFields.set(d, fields);
     }
     log.line(`${this.auditClientFields(c)}"audit":${JSON.stringify(what)},${fields}`);
   }
+}
+
+/** The client's audit fields for an identity (at login it is not the client's yet). */
+function clientFields(c: GateClient, id: Identity | null): string {
+  return `"addr":${JSON.stringify(c.address)},"tls":${JSON.stringify(c.tls?.version ?? null)},"sub":${JSON.stringify(id?.sub ?? null)},"user":${JSON.stringify(c.user)},"scopes":${JSON.stringify(id?.scopes ?? [])},"db":${JSON.stringify(c.database)},`;
+}
+
+/** Statement text kept in an audit line: denials are never sampled, so a client padding its
+ * statements with megabytes of comment must not grow the log by megabytes per statement. The
+ * fingerprint still tells statements apart; the length says how much was cut. */
+export const AUDIT_STATEMENT_MAX = 4096;
+
+function auditStatement(text: string): string {
+  if (text.length <= AUDIT_STATEMENT_MAX) return `"statement":${JSON.stringify(text)}`;
+  return `"statement":${JSON.stringify(`${text.slice(0, AUDIT_STATEMENT_MAX)}...`)},"statement_length":${text.length}`;
 }
 
 function isDdl(s: { kind: string }): boolean {
