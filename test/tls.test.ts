@@ -339,6 +339,25 @@ describe('TLS', { timeout: 240_000 }, () => {
     assert.equal((await c.query('SELECT 3 AS n')).rows[0].n, 3);
   });
 
+  test('TLS renegotiation is refused, as PostgreSQL refuses it, and the connection does not linger', async () => {
+    // Renegotiation exists up to TLS 1.2. Accepted, a client could renegotiate past node's
+    // limit, after which the socket stayed open outside every count and timeout.
+    const t = await tlsTo(open.port, { ca: ca.caPem, maxVersion: 'TLSv1.2' });
+    assert.equal(t.getProtocol(), 'TLSv1.2');
+    const closed = bytesUntilClosed(t);
+    // Refused, the server's no_renegotiation alert ends the connection with an 'error' event;
+    // accepted, renegotiate()'s callback reports success.
+    const outcome = await new Promise<Error | null>((resolve) => {
+      t.once('error', resolve);
+      const ok = t.renegotiate({ rejectUnauthorized: false }, (err) => resolve(err ?? null));
+      if (!ok) resolve(new Error('renegotiate() refused locally'));
+    });
+    assert.ok(outcome instanceof Error, 'the renegotiation succeeded');
+    assert.match(outcome.message, /renegotiation/i);
+    await closed;
+    await new Promise((resolve) => (t.closed ? resolve(null) : t.once('close', resolve)));
+  });
+
   test('a TLS handshake that never completes is closed by client_login_timeout', async () => {
     const s = netConnect({ port: strict.port, host: '127.0.0.1' });
     await new Promise((r) => s.once('connect', r));

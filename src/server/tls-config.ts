@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createSecureContext, type SecureContextOptions, type SecureVersion } from 'node:tls';
+import { constants } from 'node:crypto';
 import { ConfigError } from '../errors.js';
 
 /** libpq's and PgBouncer's sslmode values, weakest first. */
@@ -105,7 +106,9 @@ export function parseClientTls(raw: unknown, baseDir: string): ClientTlsConfig {
   const cert = readPem(raw.cert_file, 'client_tls.cert_file', baseDir);
   const key = readPem(raw.key_file, 'client_tls.key_file', baseDir);
   const ca = raw.ca_file === undefined ? null : readPem(raw.ca_file, 'client_tls.ca_file', baseDir);
-  const options: SecureContextOptions = { cert: cert.pem, key: key.pem, ...(ca ? { ca: ca.pem } : {}), minVersion: protos.min, maxVersion: protos.max };
+  const options: SecureContextOptions = { cert: cert.pem, key: key.pem, ...(ca ? { ca: ca.pem } : {}), minVersion: protos.min, maxVersion: protos.max,
+    // As PostgreSQL: no TLS 1.2 renegotiation (a client could otherwise renegotiate at will).
+    secureOptions: constants.SSL_OP_NO_RENEGOTIATION };
   try {
     // Built once here so a key that does not match its certificate fails the load, not a handshake.
     createSecureContext(options);

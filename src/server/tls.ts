@@ -128,6 +128,8 @@ export class TlsFrontDoor {
       sock.setTimeout(10_000, () => sock.destroy());
     };
     const onGone = (): void => finish();
+    // An error need not close a TLS socket (node's renegotiation limit only emits one): close it.
+    const onError = (): void => { finish(); sock.destroy(); };
     let handshaking = false;
     const timer = loginDeadline === 0 ? null : setTimeout(() => {
       log.info({ addr, tls: tls !== null }, 'client_login_timeout: closing a client that did not log in');
@@ -144,7 +146,7 @@ export class TlsFrontDoor {
       if (timer !== null) clearTimeout(timer);
       sock.off('data', onData);
       sock.off('close', onGone);
-      sock.off('error', onGone);
+      sock.off('error', onError);
       ready(sock, { tls, pending: buf, loginDeadline });
     };
 
@@ -173,7 +175,7 @@ export class TlsFrontDoor {
           sock = t;
           if (finished) { t.destroy(); return; }
           t.on('close', onGone);
-          t.on('error', onGone);
+          t.on('error', onError);
           if (direct && t.alpnProtocol !== ALPN) {
             refuse(null, 'direct TLS without ALPN postgresql');
             return;
@@ -251,7 +253,7 @@ export class TlsFrontDoor {
     }
 
     raw.on('data', onData);
-    raw.on('error', onGone);
+    raw.on('error', onError);
     raw.on('close', onGone);
   }
 }

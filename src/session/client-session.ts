@@ -186,7 +186,8 @@ export class ClientSession implements BackendOwner, StatementSender {
     }
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', () => this.onClose());
+    // A TLS socket may stay open after an error (node's renegotiation limit): close it too.
+    socket.on('error', () => { this.onClose(); socket.destroy(); });
     socket.on('close', () => this.onClose());
     socket.on('drain', () => {
       if (this.backendPausedForClient) {
