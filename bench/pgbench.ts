@@ -163,13 +163,15 @@ async function measure(b: Backend, opts: BenchOptions, t: Target, mode: QueryMod
     clients, jobs: opts.jobs, mode, duration: opts.duration, script: opts.script, connect: opts.connect,
   });
   const txns = result.transactions;
-  const ok = result.exitCode === 0 && result.errors.length === 0;
+  const ok = result.exitCode === 0 && result.errors.length === 0 && result.tps !== null;
+  // E.g. under load, all clients still connecting when -T ran out: pgbench prints no tps line.
+  const why = result.tps === null && result.errors.length === 0 ? `no tps line; pgbench ended with: ${result.output.trim().split('\n').slice(-3).join(' / ')}` : result.errors.join(' / ');
   return {
     mode, clients, target: t.name,
     tps: result.tps, latencyMs: result.latencyMs, transactions: txns, failed: result.failed,
     abortedClients: result.abortedClients,
     proxyCpuUsPerTxn: cpuUsPerTxn,
-    note: ok ? null : `pgbench exit ${String(result.exitCode)}: ${result.errors.join(' / ').slice(0, 400)}`,
+    note: ok ? null : `pgbench exit ${String(result.exitCode)}: ${why.slice(0, 400)}`,
   };
 }
 
