@@ -69,8 +69,13 @@ const DEAF: BackendOwner = { forward: () => undefined, onIdle: () => undefined, 
  * pipelined batch, several Queries in one write) would otherwise still be read and run.
  */
 export function killAndClose(b: Backend, pool: DatabasePool, log: Logger): void {
+  // A cancel stops the running statement at once, but the server then reads on: only when
+  // nothing else is owed an answer does it also stop the rest (an extended batch skips to its
+  // Sync, a multi-statement Query aborts whole). Otherwise the next pipelined Query would run
+  // and commit before the terminate arrives, so the terminate goes first, the cancel after.
+  const alone = b.pendingSyncs + (b.unsynced ? 1 : 0) <= 1;
   b.attach(DEAF);
-  b.cancel();
+  if (alone) b.cancel();
   void pool.destroy(b);
   void (async () => {
     let side: Backend | null = null;
@@ -79,6 +84,7 @@ export function killAndClose(b: Backend, pool: DatabasePool, log: Logger): void 
       // Its own role's backends may be signalled by any member of the role (PostgreSQL's rule).
       await side.runInternal(`SELECT pg_terminate_backend(${b.pid})`);
     } catch (err) {
+      if (!alone) b.cancel();
       log.warn({ backend: b.id, pid: b.pid, err: (err as Error).message }, 'could not terminate the server process of a revoked session; its connection is closed');
     } finally {
       side?.close();
