@@ -380,6 +380,9 @@ export class ClientSession implements BackendOwner, StatementSender {
       const b = await pool.acquire();
       await pool.release(b);
     }
+    // Revoked while logging in (after authenticate, before the sweep could see a ready session).
+    const late = ctx.gate.checkRevoked(this);
+    if (late !== null) throw late;
     const out: Buffer[] = [msg.authenticationOk()];
     const ownValues = new Map<string, string>();
     for (const [k, v] of params) ownValues.set(k.toLowerCase(), v);
@@ -1237,7 +1240,8 @@ export class ClientSession implements BackendOwner, StatementSender {
    * already sent commits; an idle transaction is rolled back by the janitor. True if ended.
    */
   endIfRevoked(): boolean {
-    if (this.phase === Phase.Closed || this.identity === null) return false;
+    // A login still under way is refused at its end (startup checks again): nothing to cut yet.
+    if (this.phase === Phase.Closed || this.phase === Phase.Startup || this.phase === Phase.Authenticating || this.identity === null) return false;
     const revoked = this.ctx.gate.checkRevoked(this, true);
     if (revoked === null) return false;
     this.runBuf = null;
