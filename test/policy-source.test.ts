@@ -2,8 +2,8 @@
  * The central policy source (issue 13 §1, §2) with TWO real scopegate processes against one
  * source database (its own embedded PostgreSQL, so it can be stopped and started) in front of
  * one application database: pushes applied by both (measured), invalid pushes refused, a
- * hand-written invalid version kept out, revocation by subject and by jti closing open
- * sessions at their next statement on both instances, and a source outage during which both
+ * hand-written invalid version kept out, revocation by subject and by jti ending open
+ * sessions on both instances as the list is read, and a source outage during which both
  * keep serving the last good version (stale) and then pick up the next one.
  */
 import { test, before, after } from 'node:test';
@@ -205,10 +205,12 @@ test('a prepared statement is judged again at its next Bind against a new versio
   }
 });
 
-test('a revoked subject: open sessions on both instances are closed at their next statement (which does not run), new logins refused', async () => {
+test('a revoked subject: open sessions on both instances are ended as the list is read (a statement after does not run), new logins refused', async () => {
   const open = await Promise.all(instances.map((i) => connect(i, 'orders:write', 'mallory')));
   for (const c of open) assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1);
   const other = await Promise.all(instances.map((i) => connect(i, 'orders:write', 'alice')));
+  // Ended as each instance reads the list, unasked (test/revocation.test.ts covers what runs then).
+  const endedOpen = open.map((c) => new Promise<pg.DatabaseError>((resolve) => c.once('error', (e) => resolve(e as pg.DatabaseError))));
   const r = await cli(['revoke', '--sub', 'mallory']);
   assert.equal(r.code, 0, r.err);
   const createdAt = Number((await srcSql("SELECT (extract(epoch FROM created_at) * 1000)::float8 AS t FROM scopegate.revocations WHERE sub = 'mallory'")).rows[0].t);
@@ -231,11 +233,10 @@ test('a revoked subject: open sessions on both instances are closed at their nex
     assert.match(e.message, /revoked/, i.name);
   }));
   for (const [k, c] of open.entries()) {
-    const ended = new Promise<void>((resolve) => c.once('end', () => resolve()));
-    const e = await errorOf(() => c.query(`INSERT INTO orders (customer_id, total) VALUES (1, ${7000 + k})`));
+    const e = await endedOpen[k]!;
     assert.equal(e.code, '28000');
     assert.match(e.message, /subject "mallory" revoked/);
-    await ended;
+    await errorOf(() => c.query(`INSERT INTO orders (customer_id, total) VALUES (1, ${7000 + k})`));
   }
   // The statements did not run; other subjects are untouched.
   assert.equal((await fx.su('SELECT count(*) AS n FROM orders WHERE total IN (7000, 7001)')).rows[0].n, '0');
@@ -257,11 +258,12 @@ function jtiOf(token: string): string {
   return payload.jti;
 }
 
-test('a revoked token (jti): its open session is closed at the next statement, the same subject with another token still works', async () => {
+test('a revoked token (jti): its open sessions (in a transaction) are ended as the list is read, the same subject with another token still works', async () => {
   const revoked = await token('orders:write', 'bob');
   const open = await Promise.all(instances.map((i) => connect(i, 'orders:write', 'bob', revoked)));
   // Statements in flight when the revocation lands: a transaction already open.
   for (const c of open) await c.query('BEGIN');
+  const endedOpen = open.map((c) => new Promise<pg.DatabaseError>((resolve) => c.once('error', (e) => resolve(e as pg.DatabaseError))));
   const r = await cli(['revoke', '--jti', jtiOf(revoked), '--until', '1h']);
   assert.equal(r.code, 0, r.err);
   assert.match(r.out, /^revoked token jti .* until \d{4}-/);
@@ -273,8 +275,10 @@ test('a revoked token (jti): its open session is closed at the next statement, t
     assert.match(e.message, /access token revoked/);
   }
   for (const [k, c] of open.entries()) {
-    const e = await errorOf(() => c.query(`INSERT INTO orders (customer_id, total) VALUES (1, ${8000 + k})`));
+    const e = await endedOpen[k]!;
     assert.equal(e.code, '28000');
+    assert.match(e.message, /access token revoked/);
+    await errorOf(() => c.query(`INSERT INTO orders (customer_id, total) VALUES (1, ${8000 + k})`));
   }
   assert.equal((await fx.su('SELECT count(*) AS n FROM orders WHERE total IN (8000, 8001)')).rows[0].n, '0');
   // A fresh token of the same subject has another jti.

@@ -91,6 +91,8 @@ class Console implements AdminConsole {
   }
 
   onMessage(type: number, buf: Buffer, start: number, end: number): void {
+    // A session ended meanwhile (revoked, killed) runs nothing of its backlog.
+    if (this.c.ended) return;
     if (type !== FE.Query) {
       // PgBouncer's console speaks the simple protocol only; anything else ends the session.
       this.srv.gate.auditConsole(this.c, `(message '${String.fromCharCode(type)}')`, false, 'extended protocol');
@@ -124,7 +126,7 @@ class Console implements AdminConsole {
 
   /** Parses and runs one command; every outcome is audited. */
   private async execute(raw: string): Promise<Buffer[]> {
-    const expired = this.srv.gate.checkTransactionStart(this.c);
+    const expired = this.srv.gate.checkTransactionStart(this.c) ?? (this.c.identity === null ? null : this.srv.gate.checkRevoked(this.c));
     if (expired !== null) throw expired;
     const text = raw.trim().replace(/[\s;]+$/, '');
     if (text === '') return [msg.EMPTY_QUERY_RESPONSE];

@@ -68,8 +68,9 @@ export interface StatementGate {
   checkStartup(c: GateClient): Promise<void>;
   /** Runs the authentication exchange; throws a FATAL SqlError on failure. */
   authenticate(c: GateClient): Promise<Identity | null>;
-  /** Refuses a client whose token or subject was revoked (28000 FATAL): at login and at every statement. */
-  checkRevoked(c: GateClient): SqlError | null;
+  /** Refuses a client whose token or subject was revoked (28000 FATAL): at login and at every statement.
+   * `ending`: asked when the list changed, for a session that is ended at once (audited so). */
+  checkRevoked(c: GateClient, ending?: boolean): SqlError | null;
   /** Called before a client borrows a backend for a new transaction. */
   checkTransactionStart(c: GateClient): SqlError | null;
   /**
@@ -209,15 +210,15 @@ export class SessionGate implements StatementGate {
     return id;
   }
 
-  checkRevoked(c: GateClient): SqlError | null {
+  checkRevoked(c: GateClient, ending = false): SqlError | null {
     const refusal = c.identity === null ? null : this.checkRevokedIdentity(c.identity);
-    if (refusal !== null) this.auditRefusal(c, 'revoked', refusal.message);
+    if (refusal !== null) this.auditRefusal(c, 'revoked', refusal.message, ending ? ',"ended":"at revocation"' : '');
     return refusal;
   }
 
   /** A session refused outright (its token revoked): always written, like every denial. */
-  private auditRefusal(c: GateClient, what: string, reason: string): void {
-    this.parts.audit?.line(`${this.auditClientFields(c)}"audit":${JSON.stringify(what)},"decision":"deny","reason":${JSON.stringify(reason)}`);
+  private auditRefusal(c: GateClient, what: string, reason: string, extra = ''): void {
+    this.parts.audit?.line(`${this.auditClientFields(c)}"audit":${JSON.stringify(what)},"decision":"deny","reason":${JSON.stringify(reason)}${extra}`);
   }
 
   private checkRevokedIdentity(id: Identity): SqlError | null {

@@ -137,6 +137,8 @@ export class PolicyFeed {
   private pollTimer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
   private again = false;
+  /** Called after every read of a non-empty revocation list: open sessions it names are ended at once. */
+  onRevocations: (() => void) | null = null;
   /** Called after a new version replaced the running policy (catalog refresh, log). */
   onApplied: ((version: string, previous: string) => void) | null = null;
 
@@ -267,6 +269,8 @@ export class PolicyFeed {
     const before = this.revocations.size;
     this.revocations.replace(rows);
     if (rows.length !== before) this.log.info({ revocations: rows.length, previous: before }, 'revocation list changed');
+    // Before the policy part, which may throw or return early: a revocation never waits.
+    if (rows.length !== 0) this.onRevocations?.();
     if (latest === null) return;
     const running = this.store.version;
     // Only forward: a version at or below the running one (or one known bad) changes nothing.

@@ -1,6 +1,6 @@
 /** Winding down a server connection whose client left mid-transaction before it is reused. */
 import type { Logger } from 'pino';
-import type { Backend, BackendOwner } from '../backend/backend.js';
+import { Backend, type BackendOwner } from '../backend/backend.js';
 import type { SqlError } from '../errors.js';
 import { FE, TX_IDLE } from '../protocol/codes.js';
 import { COPY_FAIL_CLIENT_GONE, SYNC } from '../protocol/messages.js';
@@ -55,4 +55,39 @@ export function drainAndRelease(b: Backend, pool: DatabasePool, log: Logger): vo
   } else {
     void finish();
   }
+}
+
+/** Answers of a server connection being killed: nobody hears them. */
+const DEAF: BackendOwner = { forward: () => undefined, onIdle: () => undefined, onBackendLost: () => undefined };
+
+/**
+ * Takes a server connection away mid-statement from a client whose access was revoked:
+ * nothing it still sends or has queued may run or commit. The statement is cancelled
+ * (CancelRequest), the connection closed (never back in the pool: mid-COPY or
+ * mid-transaction it cannot be trusted), and the server process terminated from a side
+ * login of the same role, because messages already in the server's socket buffer (a
+ * pipelined batch, several Queries in one write) would otherwise still be read and run.
+ */
+export function killAndClose(b: Backend, pool: DatabasePool, log: Logger): void {
+  // A cancel stops the running statement at once, but the server then reads on: only when
+  // nothing else is owed an answer does it also stop the rest (an extended batch skips to its
+  // Sync, a multi-statement Query aborts whole). Otherwise the next pipelined Query would run
+  // and commit before the terminate arrives, so the terminate goes first, the cancel after.
+  const alone = b.pendingSyncs + (b.unsynced ? 1 : 0) <= 1;
+  b.attach(DEAF);
+  if (alone) b.cancel();
+  void pool.destroy(b);
+  void (async () => {
+    let side: Backend | null = null;
+    try {
+      side = await Backend.connect(b.db, 5_000);
+      // Its own role's backends may be signalled by any member of the role (PostgreSQL's rule).
+      await side.runInternal(`SELECT pg_terminate_backend(${b.pid})`);
+    } catch (err) {
+      if (!alone) b.cancel();
+      log.warn({ backend: b.id, pid: b.pid, err: (err as Error).message }, 'could not terminate the server process of a revoked session; its connection is closed');
+    } finally {
+      side?.close();
+    }
+  })();
 }

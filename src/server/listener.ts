@@ -105,6 +105,13 @@ export class Scopegate implements ServerContext, AdminServer {
     }, () => { this.clientCount--; });
   }
 
+  /** The revocation list changed: every session it names is ended now (ClientSession.endIfRevoked). */
+  endRevoked(): number {
+    let ended = 0;
+    for (const c of [...this.clients]) if (c.endIfRevoked()) ended++;
+    return ended;
+  }
+
   onClientClosed(c: ClientSession): void {
     if (this.clients.delete(c)) this.clientCount--;
     if (this.clients.size === 0) {

@@ -193,6 +193,8 @@ export async function runServer(configFile: string, anchor: string = configFile)
     policySource: feed,
   };
   if (feed !== null) feed.onApplied = () => gate.refreshCatalog();
+  // A revocation ends the sessions it names at once, not at their next statement.
+  if (feed !== null) feed.onRevocations = () => server.endRevoked();
   // logrotate renames the audit file, then sends SIGHUP: later lines go to a new file.
   process.on('SIGHUP', () => { audit?.reopen(); reload('SIGHUP'); });
   process.on('SIGTERM', () => stop('SIGTERM'));

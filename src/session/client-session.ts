@@ -5,7 +5,7 @@ import type { Backend, BackendOwner } from '../backend/backend.js';
 import { CancelRegistry } from '../server/cancel-registry.js';
 import type { Config } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
-import { drainAndRelease } from '../pool/janitor.js';
+import { drainAndRelease, killAndClose } from '../pool/janitor.js';
 import type { DatabasePool } from '../pool/database-pool.js';
 import type { Route, RouteTable } from '../pool/routes.js';
 import { FE, TX_IDLE } from '../protocol/codes.js';
@@ -380,6 +380,9 @@ export class ClientSession implements BackendOwner, StatementSender {
       const b = await pool.acquire();
       await pool.release(b);
     }
+    // Revoked while logging in (after authenticate, before the sweep could see a ready session).
+    const late = ctx.gate.checkRevoked(this);
+    if (late !== null) throw late;
     const out: Buffer[] = [msg.authenticationOk()];
     const ownValues = new Map<string, string>();
     for (const [k, v] of params) ownValues.set(k.toLowerCase(), v);
@@ -466,6 +469,8 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (this.phase === Phase.Closed) return;
     if (this.console !== null) {
       if (type === FE.Terminate) { this.terminate(); return; }
+      const revoked = this.identity === null ? null : this.ctx.gate.checkRevoked(this);
+      if (revoked !== null) throw revoked;
       this.console.onMessage(type, buf, start, end);
       return;
     }
@@ -480,8 +485,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       }
       return;
     }
-    // A revoked token or subject: refused at its next statement, whatever it holds.
-    if (this.identity !== null && isStatementMessage(type)) {
+    // A revoked token or subject: refused at its next message (Describe, COPY data too), whatever it holds.
+    if (this.identity !== null && type !== FE.Terminate) {
       const revoked = this.ctx.gate.checkRevoked(this);
       if (revoked !== null) throw revoked;
     }
@@ -1226,6 +1231,39 @@ export class ClientSession implements BackendOwner, StatementSender {
     } else {
       this.socket.write(Buffer.concat([msg.errorResponse(err), msg.readyForQuery(b ? txChar(b.txStatus) : 'I')]));
     }
+  }
+
+  /**
+   * The revocation list changed: if it names this session, it ends now rather than at its
+   * next message. Nothing buffered here goes on (the run, the queue, unread input); a
+   * statement on a server connection is cancelled and that connection killed, so nothing
+   * already sent commits; an idle transaction is rolled back by the janitor. True if ended.
+   */
+  endIfRevoked(): boolean {
+    // A login still under way is refused at its end (startup checks again): nothing to cut yet.
+    if (this.phase === Phase.Closed || this.phase === Phase.Startup || this.phase === Phase.Authenticating || this.identity === null) return false;
+    const revoked = this.ctx.gate.checkRevoked(this, true);
+    if (revoked === null) return false;
+    this.runBuf = null;
+    this.queue = [];
+    this.queuedBytes = 0;
+    this.pendingBegin = null;
+    const b = this.backend;
+    const from = this.enter(Phase.Closed);
+    let killed = false;
+    // Acquiring, Preparing and Switching hand the connection on themselves (abandonBackend).
+    if (b !== null && !b.idleWire && from !== Phase.Acquiring && from !== Phase.Preparing && from !== Phase.Switching) {
+      this.backend = null;
+      if (this.idleTxTimer) { clearTimeout(this.idleTxTimer); this.idleTxTimer = null; }
+      this.ledger.abandoned(b);
+      killAndClose(b, this.pool!, this.log);
+      killed = true;
+    }
+    this.log.info({ sub: this.identity.sub, code: revoked.code, err: revoked.message, killed }, 'session ended: access revoked');
+    this.socket.end(msg.errorResponse(revoked));
+    this.abandonBackend(from);
+    this.finish();
+    return true;
   }
 
   /** Cancels the statement this client runs now, if any (CancelRequest from its key). */
