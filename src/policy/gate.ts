@@ -465,8 +465,16 @@ export class SessionGate implements StatementGate {
       fields = `"role":${JSON.stringify(d.role ?? null)},"fingerprint":${JSON.stringify(d.fingerprint)},${auditStatement(d.normalized)},"decision":"${d.allowed ? 'allow' : d.enforced ? 'deny' : 'would_deny'}","reason":${JSON.stringify(d.error ? `${d.reason}: ${d.error.message}` : d.reason)},"policy_version":${JSON.stringify(d.policyVersion)}${d.rewritten !== null ? `,"rewritten":${JSON.stringify(d.rewritten)}` : ''}`;
       this.decisionFields.set(d, fields);
     }
-    log.line(`${this.auditClientFields(c)}"audit":${JSON.stringify(what)},${fields}`);
+    log.line3(this.auditClientFields(c), auditKind(what), fields);
   }
+}
+
+/** `"audit":"statement",` and the like, made once per kind rather than per line. */
+const AUDIT_KINDS = new Map<string, string>();
+function auditKind(what: string): string {
+  let s = AUDIT_KINDS.get(what);
+  if (s === undefined) AUDIT_KINDS.set(what, (s = `"audit":${JSON.stringify(what)},`));
+  return s;
 }
 
 /** The client's audit fields for an identity (at login it is not the client's yet). */

@@ -1139,7 +1139,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     const stmts = settingsDiff(b.applied, this.ledger.settings);
     let want: string | null | undefined;
     if (this.enforcing) {
-      const first = this.queue.find((q) => q.role !== undefined);
+      const first = this.queue.find(hasRole);
       want = this.context.needed(b, first?.role);
       if (want !== undefined) stmts.push(this.context.statement(b, want));
     }
@@ -1463,4 +1463,9 @@ function unknownType(type: number): SqlError {
 /** Messages that run (or prepare) a statement: where a revocation takes effect. */
 function isStatementMessage(type: number): boolean {
   return type === FE.Query || type === FE.Parse || type === FE.Bind || type === FE.Execute;
+}
+
+/** The queue's first message with a role of its own (a module-level predicate: no closure per checkout). */
+function hasRole(q: Queued): boolean {
+  return q.role !== undefined;
 }
