@@ -14,31 +14,19 @@
  *
  * Reuses bench/runner.ts (pgbench), bench/cpu.ts (proxy CPU time) and the test harness.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startPostgres, type TestPostgres } from '../test/harness/postgres.js';
-import { CLI, startScopegate, type RunningScopegate } from '../test/harness/scopegate.js';
+import { startScopegate, type RunningScopegate } from '../test/harness/scopegate.js';
+import { AUTH, AUTHENTICATOR, createEnforcementRoles, mintToken, POLICY, SECRET_ENV, TABLES, writePolicy } from './enforced.js';
 import type { QueryMode } from './options.js';
 import { initPgbench, killRunningPgbench, runPgbenchMeasured, type PgbenchResult } from './runner.js';
 import { initParser, PolicyStore } from '../src/policy/index.js';
 import { openAuditLog } from '../src/log.js';
 
-const SECRET = 'bench-dev-secret-0123456789abcdef0123';
-const AUTH = { method: 'oauth', issuer: 'https://issuer.bench.test', audience: 'scopegate', secret: 'env:SG_SECRET', algorithms: ['HS256'] };
 const DBNAME = 'postgres';
-const TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'pgbench_history'];
-const POLICY = `default_schema: public
-catalog: read
-mode: enforce
-scopes:
-  "bench":
-    role: bench_reader
-    allow:
-      - { actions: [select], tables: [${TABLES.join(', ')}] }
-`;
 
 function auditFile(dir: string): string {
   return join(dir, 'audit.log');
@@ -49,14 +37,6 @@ function log(m: string): void {
 }
 
 interface Sample { mode: QueryMode; target: 'plain' | 'enforced'; round: number; tps: number; cpuUsPerTxn: number | null; failed: number; errors: string[] }
-
-function token(configFile: string, scope: string, sub: string): string {
-  return execFileSync(process.execPath, [CLI, 'token', '--config', configFile, '--scope', scope, '--sub', sub], {
-    env: { ...process.env, SG_SECRET: SECRET },
-    encoding: 'utf8',
-    timeout: 30_000,
-  }).trim();
-}
 
 async function pgbenchThrough(sg: RunningScopegate, password: string, mode: QueryMode, clients: number, duration: number): Promise<{ res: PgbenchResult; cpu: number | null }> {
   const { res, cpuUsPerTxn } = await runPgbenchMeasured(sg.proc.pid ?? null, {
@@ -148,42 +128,37 @@ async function main(): Promise<void> {
       stops.push(() => pg.stop());
       log(`pgbench -i -s ${values.scale}`);
       await initPgbench({ host: pg.host, port: pg.port, user: 'postgres', password: 'postgres-test-pw', dbname: DBNAME }, Number(values.scale));
+      await createEnforcementRoles(pg);
       await pg.sql(`
-        CREATE ROLE authenticator LOGIN NOINHERIT PASSWORD 'auth-pw';
-        CREATE ROLE bench_reader NOLOGIN;
-        GRANT bench_reader TO authenticator;
-        GRANT SELECT ON ${TABLES.join(', ')} TO bench_reader;
-        ALTER ROLE authenticator SET search_path = public;
         CREATE ROLE bench_plain LOGIN PASSWORD 'plain-pw';
         GRANT SELECT ON ${TABLES.join(', ')} TO bench_plain;`);
       const dir = mkdtempSync(join(tmpdir(), 'enf-'));
       stops.push(async () => rmSync(dir, { recursive: true, force: true }));
-      const policyFile = join(dir, 'policy.yaml');
-      writeFileSync(policyFile, POLICY);
+      const policyFile = writePolicy(dir);
       const base = { pool: { mode: 'transaction', max_client_conn: 10_000, shutdown_timeout: '5s' }, auth: AUTH };
       const enforced = await startScopegate({
         ...base,
-        databases: { [DBNAME]: { url: pg.url(DBNAME, 'authenticator', 'auth-pw'), pool_size: pool } },
+        databases: { [DBNAME]: { url: pg.url(DBNAME, AUTHENTICATOR.user, AUTHENTICATOR.password), pool_size: pool } },
         policy: policyFile,
         log: { level: 'info', audit: values.audit ? auditFile(dir) : 'off', audit_sample: 1 },
-      }, { SG_SECRET: SECRET });
+      }, SECRET_ENV);
       stops.push(() => enforced.stop());
       // The plain pooler: no policy, so no role switching either; its login role holds the grants.
       // With --audit: the same enforcing scopegate, audit off.
       const plain = values.audit
         ? await startScopegate({
           ...base,
-          databases: { [DBNAME]: { url: pg.url(DBNAME, 'authenticator', 'auth-pw'), pool_size: pool } },
+          databases: { [DBNAME]: { url: pg.url(DBNAME, AUTHENTICATOR.user, AUTHENTICATOR.password), pool_size: pool } },
           policy: policyFile,
           log: { level: 'info', audit: 'off' },
-        }, { SG_SECRET: SECRET })
+        }, SECRET_ENV)
         : await startScopegate({
           ...base,
           databases: { [DBNAME]: { url: pg.url(DBNAME, 'bench_plain', 'plain-pw'), pool_size: pool } },
           log: { level: 'info', audit: 'off' },
-        }, { SG_SECRET: SECRET });
+        }, SECRET_ENV);
       stops.push(() => plain.stop());
-      const tok = token(enforced.configFile, 'bench', 'bench');
+      const tok = mintToken(enforced.configFile, 'bench', 'bench');
       for (const mode of modes) {
         for (let round = 1; round <= rounds; round++) {
           // Alternate which goes first so drift on the machine hits both alike.

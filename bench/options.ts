@@ -1,12 +1,17 @@
+/** Command-line options of the pgbench benchmark. */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { secondPgbouncerBin } from './pgbouncer.js';
 
 /** pgbench's query protocols (`-M`). */
 export type QueryMode = 'simple' | 'extended' | 'prepared';
 
-/** A target kind; scopegate variants are `scopegate:NAME`. */
-export type TargetName = 'direct' | 'pgbouncer' | 'scopegate' | `scopegate:${string}`;
+/** A target kind; scopegate variants are `scopegate:NAME`; `pgbouncer2` is the binary named by SCOPEGATE_BENCH_PGBOUNCER. */
+export type TargetName = 'direct' | 'pgbouncer' | 'pgbouncer2' | 'scopegate' | `scopegate:${string}`;
+
+/** The built-in variant: policy enforced (token auth, role per scope) and every statement audited to a file. */
+export const ENFORCED_AUDIT: TargetName = 'scopegate:enforced-audit';
 
 export type PgbouncerAuth = 'trust' | 'md5' | 'scram-sha-256';
 
@@ -25,6 +30,8 @@ export interface BenchOptions {
   /** `pgbench -C`: a new connection per transaction. */
   connect: boolean;
   jobs: number;
+  /** Each (mode, clients) configuration runs this many times per target, targets interleaved. */
+  rounds: number;
   scale: number;
   maxConnections: number;
   pgbouncerAuth: PgbouncerAuth;
@@ -40,7 +47,11 @@ export const USAGE = `usage: npm run bench -- [options]     (node dist/bench/pgb
   --clients LIST        client counts, e.g. 20,200 (default 20,200)
   --modes LIST          simple,extended,prepared (default simple,extended)
   --pool N              server connections per proxy (default 10)
-  --targets LIST        direct,pgbouncer,scopegate[,scopegate:NAME...] (default all three)
+  --targets LIST        direct,pgbouncer,pgbouncer2,scopegate,scopegate:enforced-audit[,scopegate:NAME...]
+                        (default direct,pgbouncer,scopegate, plus pgbouncer2 when
+                        SCOPEGATE_BENCH_PGBOUNCER names a second PgBouncer binary)
+  --rounds N            runs per configuration and target, interleaved; the table shows
+                        medians (default 3)
   --script NAME|FILE    select-only | simple-update | tpcb-like | path to a pgbench script
                         (default select-only)
   --connect             new connection per transaction (pgbench -C)
@@ -78,7 +89,7 @@ function parseModes(text: string): QueryMode[] {
 
 function parseTargets(text: string): TargetName[] {
   return list(text).map((t): TargetName => {
-    if (t === 'direct' || t === 'pgbouncer' || t === 'scopegate') return t;
+    if (t === 'direct' || t === 'pgbouncer' || t === 'pgbouncer2' || t === 'scopegate') return t;
     if (/^scopegate:[\w-]+$/.test(t)) return t as `scopegate:${string}`;
     return fail(`--targets: unknown target ${t}`);
   });
@@ -126,7 +137,7 @@ function withVariants(targets: TargetName[], variants: Map<string, JsonObject>):
     if (!all.includes(t)) all.push(t);
   }
   for (const t of all) {
-    if (t.startsWith('scopegate:') && !variants.has(t.slice('scopegate:'.length))) fail(`--targets: ${t} has no --variant`);
+    if (t !== ENFORCED_AUDIT && t.startsWith('scopegate:') && !variants.has(t.slice('scopegate:'.length))) fail(`--targets: ${t} has no --variant`);
   }
   return all;
 }
@@ -140,7 +151,8 @@ export function parseOptions(argv: string[]): BenchOptions {
       clients: { type: 'string', default: '20,200' },
       modes: { type: 'string', default: 'simple,extended' },
       pool: { type: 'string', default: '10' },
-      targets: { type: 'string', default: 'direct,pgbouncer,scopegate' },
+      targets: { type: 'string', default: `direct,pgbouncer,${secondPgbouncerBin() === null ? '' : 'pgbouncer2,'}scopegate` },
+      rounds: { type: 'string', default: '3' },
       script: { type: 'string', default: 'select-only' },
       connect: { type: 'boolean', default: false },
       jobs: { type: 'string', default: '2' },
@@ -171,6 +183,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     script: parseScript(values.script),
     connect: values.connect,
     jobs: positiveInt(values.jobs, '--jobs'),
+    rounds: positiveInt(values.rounds, '--rounds'),
     scale: positiveInt(values.scale, '--scale'),
     maxConnections,
     pgbouncerAuth: parseAuth(values['pgbouncer-auth']),

@@ -1,3 +1,4 @@
+/** Starts a PgBouncer binary from a temporary ini for the benchmarks. */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
@@ -6,9 +7,20 @@ import pg from 'pg';
 import { freePort } from '../test/harness/ports.js';
 import type { PgbouncerAuth } from './options.js';
 
+/** Debian's PgBouncer (1.18 on bookworm). */
 export const PGBOUNCER_BIN = '/usr/sbin/pgbouncer';
+/** A second PgBouncer binary, benchmarked as target `pgbouncer2` (e.g. 1.25, which pools prepared statements). */
+export const PGBOUNCER2_ENV = 'SCOPEGATE_BENCH_PGBOUNCER';
+
+export function secondPgbouncerBin(): string | null {
+  const bin = process.env[PGBOUNCER2_ENV];
+  return bin === undefined || bin === '' ? null : bin;
+}
 
 export interface PgbouncerSettings {
+  bin: string;
+  /** `max_prepared_statements` (PgBouncer >= 1.21); null leaves it out of the ini. */
+  maxPreparedStatements: number | null;
   /** The PostgreSQL server PgBouncer pools connections to. */
   backend: { host: string; port: number; user: string; password: string; dbname: string };
   poolSize: number;
@@ -24,12 +36,12 @@ export interface RunningPgbouncer {
   stop(): Promise<void>;
 }
 
-export function pgbouncerInstalled(): boolean {
-  return existsSync(PGBOUNCER_BIN);
+export function pgbouncerInstalled(bin = PGBOUNCER_BIN): boolean {
+  return existsSync(bin);
 }
 
-export function pgbouncerVersion(): string {
-  const out = execFileSync(PGBOUNCER_BIN, ['--version'], { encoding: 'utf8', timeout: 10_000 });
+export function pgbouncerVersion(bin = PGBOUNCER_BIN): string {
+  const out = execFileSync(bin, ['--version'], { encoding: 'utf8', timeout: 10_000 });
   return out.split('\n')[0]?.trim() ?? 'unknown';
 }
 
@@ -54,7 +66,7 @@ log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 1
 stats_period = 3600
-`;
+${s.maxPreparedStatements === null ? '' : `max_prepared_statements = ${s.maxPreparedStatements}\n`}`;
 }
 
 /** PgBouncer refuses to run as root, so it switches to the postgres user (`-u`). */
@@ -105,7 +117,7 @@ export async function startPgbouncer(s: PgbouncerSettings): Promise<RunningPgbou
   const ini = join(dir, 'pgbouncer.ini');
   writeFileSync(authFile, `"${s.backend.user}" "${s.backend.password}"\n`, { mode: 0o644 });
   writeFileSync(ini, iniFile(s, port, authFile), { mode: 0o644 });
-  const proc = spawn(PGBOUNCER_BIN, [...runAsArgs(), ini], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(s.bin, [...runAsArgs(), ini], { stdio: ['ignore', 'pipe', 'pipe'] });
   const log: string[] = [];
   proc.stdout?.on('data', (d: Buffer) => log.push(d.toString()));
   proc.stderr?.on('data', (d: Buffer) => log.push(d.toString()));
@@ -120,7 +132,7 @@ export async function startPgbouncer(s: PgbouncerSettings): Promise<RunningPgbou
   try {
     if (proc.pid === undefined) throw new Error('pgbouncer did not start');
     await waitUntilReady(proc, port, s, log, 15_000);
-    return { port, pid: proc.pid, version: pgbouncerVersion(), log, stop };
+    return { port, pid: proc.pid, version: pgbouncerVersion(s.bin), log, stop };
   } catch (err) {
     await stop();
     throw err;

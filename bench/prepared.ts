@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from '../test/harness/ports.js';
 import { PGBOUNCER_BIN, pgbouncerInstalled, pgbouncerVersion } from './pgbouncer.js';
-import { markdownTable, type Row } from './report.js';
+import { markdownTable, median, type Row } from './report.js';
 import { initPgbench, killRunningPgbench, runPgbenchMeasured } from './runner.js';
 import { directTarget, scopegateTarget, type Backend, type Target } from './targets.js';
 
@@ -29,13 +29,6 @@ function log(message: string): void {
 function versionOf(text: string): [number, number] | null {
   const m = /(\d+)\.(\d+)/.exec(text);
   return m ? [Number(m[1]), Number(m[2])] : null;
-}
-
-function median(xs: number[]): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 interface Sample { tps: number | null; latencyMs: number | null; txns: number | null; failed: number | null; aborted: number; cpuUs: number | null; error: string | null }
