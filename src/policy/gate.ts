@@ -88,6 +88,10 @@ export interface StatementGate {
   defaultRole(c: GateClient): string | null;
   /** Judges a prepared statement again (at Bind, when the policy changed since Parse). */
   recheck(c: GateClient, stmt: CheckedStatement): Verdict;
+  /** The decision the last checkQuery or recheck made (null before any, or without a policy). */
+  readonly lastDecision: Decision | null;
+  /** A Bind that runs a statement again under the decision made at its Parse: one more audit line. */
+  auditExecution(c: GateClient, d: Decision): void;
   /** Re-reads table columns (after DDL through scopegate, or a policy reload). */
   refreshCatalog(): void;
   /** Reads the catalog now; until one read succeeds, statements are refused (57P03). */
@@ -246,6 +250,7 @@ export class SessionGate implements StatementGate {
   }
 
   checkQuery(c: GateClient, sql: string, fx: SessionEffects | null): Verdict {
+    this.lastDecision = null;
     if (fx !== null && fx.pinned !== null) return fx.pinned;
     if (fx !== null && c.poolMode === 'transaction') {
       if (fx.listen) {
@@ -371,6 +376,7 @@ export class SessionGate implements StatementGate {
   }
 
   recheck(c: GateClient, stmt: CheckedStatement): Verdict {
+    this.lastDecision = null;
     const policy = this.parts.policy;
     if (policy === null) return undefined;
     const cat = this.catalogOf(c);
@@ -380,8 +386,15 @@ export class SessionGate implements StatementGate {
 
   private parserLossLogged = false;
 
+  lastDecision: Decision | null = null;
+
+  auditExecution(c: GateClient, d: Decision): void {
+    this.audit(c, d, 'execute');
+  }
+
   /** Turns a decision into the error to send or the role to run under, and audits it. */
   private decide(c: GateClient, d: Decision): Verdict {
+    this.lastDecision = d;
     this.audit(c, d, 'statement');
     if (d.reason === 'parser_failed' && !this.parserLossLogged && wasmBroken() !== null) {
       this.parserLossLogged = true;

@@ -525,6 +525,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
+        const decision = this.ctx.gate.lastDecision;
         if (verdict instanceof Rewrite && verdict.bindChecks.length !== 0) {
           const typed = ClientStatements.declaredTypesRefusal(buf.subarray(afterSql, end), verdict.bindChecks);
           if (typed !== null) { this.reject(typed, true); return; }
@@ -579,6 +580,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           stmt.role = role;
           stmt.sentSql = sentSql;
           stmt.checkedVersion = this.ctx.gate.policyVersion();
+          stmt.decision = decision;
           if (!this.trackStatements) {
             this.forwardToBackend(type, message, mStart, mEnd, null, role);
             return;
@@ -594,7 +596,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           this.forwardToBackend(type, message, mStart, mEnd, stmt, undefined);
           return;
         }
-        this.statements.unnamed = { name: '', message: message.subarray(mStart, mEnd), sql, sentSql, role, checkedVersion: this.ctx.gate.policyVersion() };
+        this.statements.unnamed = { name: '', message: message.subarray(mStart, mEnd), sql, sentSql, role, checkedVersion: this.ctx.gate.policyVersion(), decision, bound: false };
         this.forwardToBackend(type, message, mStart, mEnd, null, role);
         return;
       }
@@ -727,9 +729,17 @@ export class ClientSession implements BackendOwner, StatementSender {
   /** A prepared statement is judged again at Bind when the policy changed since its Parse. */
   private recheck(stmt: CheckedParse): SqlError | RoleChoice {
     const version = this.ctx.gate.policyVersion();
-    if (stmt.checkedVersion === version) return stmt.role;
+    if (stmt.checkedVersion === version) {
+      // Every execution is a decision: the first Bind is covered by the Parse's audit line.
+      if (stmt.bound && stmt.decision !== null) this.ctx.gate.auditExecution(this, stmt.decision);
+      stmt.bound = true;
+      return stmt.role;
+    }
     const verdict = this.ctx.gate.recheck(this, stmt);
     if (verdict instanceof SqlError) return verdict;
+    // Judged (and audited) afresh: later Binds repeat this decision.
+    stmt.decision = this.ctx.gate.lastDecision;
+    stmt.bound = true;
     if (verdict instanceof Rewrite) {
       // The server holds the statement as it was rewritten at Parse; a different rewrite
       // now means the client must prepare it again.
