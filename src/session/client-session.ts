@@ -145,8 +145,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   private queuedBytes = 0;
   /** The client's chunk is being processed: runs are flushed once at its end. */
   private inInput = false;
-  /** The backend attached (and corked) while a chunk was being processed. */
-  private corkedInInput: Backend | null = null;
+  /** The backend attached (and held) while a chunk was being processed. */
+  private heldInInput: Backend | null = null;
   private idleTxTimer: NodeJS.Timeout | null = null;
   private runStart = -1;
   private runEnd = -1;
@@ -221,20 +221,20 @@ export class ClientSession implements BackendOwner, StatementSender {
           this.flushRun();
         } finally {
           this.inInput = false;
-          // A backend attached during this chunk was corked: its writes go out as one.
-          const corked = this.corkedInInput;
-          this.corkedInInput = null;
-          if (corked !== null) corked.socket.uncork();
+          // A backend attached during this chunk was held: its writes go out as one.
+          const held = this.heldInInput;
+          this.heldInInput = null;
+          if (held !== null) held.release();
         }
         return;
       }
-      b.socket.cork();
+      b.hold();
       try {
         this.feed(chunk);
         this.flushRun();
       } finally {
-        // Also on a protocol error: the janitor's ROLLBACK must not sit in a corked buffer.
-        b.socket.uncork();
+        // Also on a protocol error: the janitor's ROLLBACK must not sit in a held buffer.
+        b.release();
       }
       this.watchUnsynced();
     } catch (err) {
@@ -791,13 +791,13 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /** Sends queued messages in order until one has to wait (a role switch). */
   private drainQueue(b: Backend): void {
-    const corked = !this.inInput;
-    if (corked) {
-      b.socket.cork();
-    } else if (this.corkedInInput === null) {
-      // Inside the input loop: the rest of the chunk follows; uncorked when the chunk is done.
-      b.socket.cork();
-      this.corkedInInput = b;
+    const held = !this.inInput;
+    if (held) {
+      b.hold();
+    } else if (this.heldInInput === null) {
+      // Inside the input loop: the rest of the chunk follows; released when the chunk is done.
+      b.hold();
+      this.heldInInput = b;
     }
     while (this.queue.length !== 0 && !holdsMessages(this.phase) && this.backend === b) {
       const q = this.queue.shift()!;
@@ -810,9 +810,9 @@ export class ClientSession implements BackendOwner, StatementSender {
       }
     }
     // Inside the input loop the run stays open: the rest of the chunk joins the same write.
-    if (corked) {
+    if (held) {
       this.flushRun();
-      b.socket.uncork();
+      b.release();
       this.watchUnsynced();
     }
     if (!holdsMessages(this.phase)) this.resumeClient();
@@ -1027,14 +1027,19 @@ export class ClientSession implements BackendOwner, StatementSender {
     const data = this.runBuf.subarray(this.runStart, this.runEnd);
     this.runBuf = null;
     const b = this.backend;
-    if (b && !b.write(data) && !this.clientPaused) {
-      this.clientPaused = true;
-      this.socket.pause();
-      b.socket.once('drain', () => {
-        this.clientPaused = false;
-        if (!this.isClosed()) this.socket.resume();
-      });
-    }
+    if (b && !b.write(data)) this.onServerBusy();
+  }
+
+  /** The server's socket buffer is full: read nothing more from the client until it drains. */
+  onServerBusy(): void {
+    const b = this.backend;
+    if (b === null || this.clientPaused) return;
+    this.clientPaused = true;
+    this.socket.pause();
+    b.socket.once('drain', () => {
+      this.clientPaused = false;
+      if (!this.isClosed()) this.socket.resume();
+    });
   }
 
   private resumeClient(): void {
