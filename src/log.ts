@@ -16,6 +16,8 @@ export function createLogger(level: string): Logger {
 export interface AuditLog {
   /** Writes one line: `fields` is `"k":v,...` (JSON object members, no braces). */
   line(fields: string): void;
+  /** The same for a line in three parts (`a + b + c`), written without joining them first. */
+  line3(a: string, b: string, c: string): void;
   /** Flushes and reopens the file by name (logrotate renamed it, then sent SIGHUP). */
   reopen(): void;
   /** Flushes what is buffered and closes the file; later lines are dropped. */
@@ -24,6 +26,8 @@ export interface AuditLog {
 
 /** Buffered lines are written once this many bytes are pending, or within FLUSH_MS when quiet. */
 const AUDIT_CHUNK = 4096;
+/** Room for the pending lines: a flush leaves it at AUDIT_CHUNK, so the rest is for one line's worst case. */
+const OUT_BYTES = 64 * 1024;
 const FLUSH_MS = 500;
 
 /** The prefix of every line, rebuilt once per millisecond rather than per line. */
@@ -38,7 +42,7 @@ function linePrefix(): string {
   return stamp;
 }
 
-const OFF: AuditLog = { line() {}, reopen() {}, close() {} };
+const OFF: AuditLog = { line() {}, line3() {}, reopen() {}, close() {} };
 
 /**
  * Opens `log.audit`. A file that cannot be opened throws ConfigError('log.audit', ...), so
@@ -52,6 +56,7 @@ export function openAuditLog(dest: string, onError: (err: Error) => void = () =>
     const out = pino.destination({ dest: 1, sync: false, minLength: 0 });
     return {
       line(fields) { out.write(`${linePrefix()}${fields}}\n`); },
+      line3(a, b, c) { out.write(`${linePrefix()}${a}${b}${c}}\n`); },
       reopen() {},
       close() { try { out.flushSync(); } catch { /* stdout closed: nothing to keep */ } },
     };
@@ -66,8 +71,9 @@ export function openAuditLog(dest: string, onError: (err: Error) => void = () =>
  */
 class FileAuditLog implements AuditLog {
   private fd: number;
-  private pending: string[] = [];
-  private pendingBytes = 0;
+  /** Lines not yet written, encoded in place: no string join and no Buffer per flush. */
+  private readonly out = Buffer.allocUnsafe(OUT_BYTES);
+  private used = 0;
   private timer: NodeJS.Timeout | null = null;
   private failing = false;
   private closed = false;
@@ -88,11 +94,32 @@ class FileAuditLog implements AuditLog {
   }
 
   line(fields: string): void {
+    this.line3(fields, '', '');
+  }
+
+  line3(a: string, b: string, c: string): void {
     if (this.closed) return;
-    const l = `${linePrefix()}${fields}}\n`;
-    this.pending.push(l);
-    this.pendingBytes += l.length;
-    if (this.pendingBytes >= AUDIT_CHUNK) this.flush();
+    const prefix = linePrefix();
+    // A UTF-16 unit takes at most 3 bytes in UTF-8: with that much room every write fits.
+    const most = 3 * (prefix.length + a.length + b.length + c.length + 2);
+    if (this.used + most > OUT_BYTES) {
+      this.flush();
+      if (most > OUT_BYTES) {
+        // Longer than the whole buffer (a line is bounded, but not by this): on its own.
+        this.writeAll(Buffer.from(`${prefix}${a}${b}${c}}\n`));
+        return;
+      }
+    }
+    const out = this.out;
+    let o = this.used;
+    o += out.write(prefix, o);
+    o += out.write(a, o);
+    if (b.length !== 0) o += out.write(b, o);
+    if (c.length !== 0) o += out.write(c, o);
+    out[o++] = 0x7d; // }
+    out[o++] = 0x0a; // \n
+    this.used = o;
+    if (o >= AUDIT_CHUNK) this.flush();
     else if (this.timer === null) {
       this.timer = setTimeout(() => { this.timer = null; this.flush(); }, FLUSH_MS);
       this.timer.unref();
@@ -101,10 +128,13 @@ class FileAuditLog implements AuditLog {
 
   private flush(): void {
     if (this.timer !== null) { clearTimeout(this.timer); this.timer = null; }
-    if (this.pending.length === 0) return;
-    const buf = Buffer.from(this.pending.join(''));
-    this.pending = [];
-    this.pendingBytes = 0;
+    if (this.used === 0) return;
+    const n = this.used;
+    this.used = 0;
+    this.writeAll(this.out.subarray(0, n));
+  }
+
+  private writeAll(buf: Buffer): void {
     try {
       let off = 0;
       // A regular file takes the whole buffer; the loop is for the rare short write.

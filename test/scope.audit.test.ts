@@ -123,6 +123,23 @@ describe('audit lines', { timeout: 120_000 }, () => {
     }
   });
 
+  test('a prepared statement run N times is audited N times: its Parse once, each later Bind as "execute"', async () => {
+    const c = await fx.client('orders:read', { sub: 'preparer' });
+    const N = 5;
+    // node-postgres prepares a named statement once per connection, then only binds it.
+    for (let i = 0; i < N; i++) await c.query({ name: 'exec_marker_q', text: 'SELECT id AS exec_marker FROM orders WHERE id > $1 LIMIT 1', values: [i] });
+    await c.query('SELECT 1 AS exec_marker_done');
+    await fx.sg.waitForLog((l) => isAudit(l) && String(l.statement).includes('exec_marker_done'));
+    const lines = fx.audit().filter((l) => String(l.statement).includes('exec_marker FROM'));
+    assert.deepEqual(lines.map((l) => l.audit), ['statement', ...Array<string>(N - 1).fill('execute')]);
+    for (const l of lines) {
+      assert.equal(l.sub, 'preparer');
+      assert.equal(l.decision, 'allow');
+      assert.equal(l.role, 'app_reader');
+      assert.equal(typeof l.policy_version, 'string');
+    }
+  });
+
   test('audit_sample 0: allowed statements are not audited, denials always are', async () => {
     const sg = await another({ log: { level: 'info', audit_sample: 0 } });
     const c = await connect(sg, 'orders:read', 'sampled');

@@ -20,6 +20,8 @@ export interface BackendOwner {
   onIdle(status: number): void;
   /** The connection to the server broke while this owner held it. */
   onBackendLost(err: SqlError): void;
+  /** Held writes went out and the server's socket buffer is full: stop feeding it until 'drain'. */
+  onServerBusy?(): void;
 }
 
 // Messages up to this size are gathered whole before they are looked at; larger ones
@@ -271,7 +273,47 @@ export class Backend {
       if (buf[off] === FE.Flush && buf.readInt32BE(off + 1) !== 4) { this.unfollowable('a malformed Flush message'); break; }
       if (buf.readInt32BE(off + 1) < 4) break;
     }
-    return this.socket.write(buf);
+    return this.send(buf);
+  }
+
+  /** Writes held by hold(): the first, and any after it. */
+  private heldFirst: Buffer | null = null;
+  private heldRest: Buffer[] | null = null;
+  private holds = 0;
+
+  /**
+   * Collects what is written until the matching release(), which sends it in one write: the
+   * session holds while it works through a chunk of client input, so a role switch, a
+   * restored statement and the client's own messages reach the server together. (What
+   * socket.cork() did, without a buffered request object per write.)
+   */
+  hold(): void {
+    this.holds++;
+  }
+
+  release(): void {
+    if (this.holds === 0 || --this.holds !== 0) return;
+    this.sendHeld();
+  }
+
+  private sendHeld(): void {
+    const first = this.heldFirst;
+    if (first === null) return;
+    const rest = this.heldRest;
+    this.heldFirst = null;
+    this.heldRest = null;
+    if (this.socket.destroyed) return;
+    // Usually one buffer: sent as it is, no copy.
+    const data = rest === null ? first : Buffer.concat([first, ...rest]);
+    if (!this.socket.write(data)) this.owner?.onServerBusy?.();
+  }
+
+  /** Every write to the server goes through here, so held bytes keep their order. */
+  private send(buf: Buffer): boolean {
+    if (this.holds === 0) return this.socket.write(buf);
+    if (this.heldFirst === null) this.heldFirst = buf;
+    else (this.heldRest ??= []).push(buf);
+    return true;
   }
 
   pause(): void {
@@ -305,7 +347,7 @@ export class Backend {
       this.internal = { resolve, reject, error: null };
       this.mode = Mode.Internal;
       this.syncsOwed = 1;
-      this.socket.write(query(sql));
+      this.send(query(sql));
     });
   }
 
@@ -344,6 +386,9 @@ export class Backend {
   close(): void {
     if (!this.socket.destroyed) {
       this.broken = true;
+      // As end() sent corked bytes first: what was held goes ahead of the Terminate.
+      this.holds = 0;
+      this.sendHeld();
       this.socket.end(TERMINATE);
       this.socket.destroy();
     }
@@ -555,7 +600,7 @@ export class Backend {
       if (this.breach !== null) this.lost(this.breach);
     } else if (type === BE.CopyInResponse) {
       // Internal statements never COPY; refuse so the server returns to ReadyForQuery.
-      this.socket.write(INTERNAL_COPY_REFUSED);
+      this.send(INTERNAL_COPY_REFUSED);
     } else if (type === BE.ReadyForQuery) {
       this.txStatus = buf[end - 1]!;
       this.syncsOwed = 0;

@@ -89,6 +89,10 @@ export interface StatementGate {
   defaultRole(c: GateClient): string | null;
   /** Judges a prepared statement again (at Bind, when the policy changed since Parse). */
   recheck(c: GateClient, stmt: CheckedStatement): Verdict;
+  /** The decision the last checkQuery or recheck made (null before any, or without a policy). */
+  readonly lastDecision: Decision | null;
+  /** A Bind that runs a statement again under the decision made at its Parse: one more audit line. */
+  auditExecution(c: GateClient, d: Decision): void;
   /** Re-reads table columns (after DDL through scopegate, or a policy reload). */
   refreshCatalog(): void;
   /** Reads the catalog now; until one read succeeds, statements are refused (57P03). */
@@ -247,6 +251,7 @@ export class SessionGate implements StatementGate {
   }
 
   checkQuery(c: GateClient, sql: string, fx: SessionEffects | null): Verdict {
+    this.lastDecision = null;
     if (fx !== null && fx.pinned !== null) return fx.pinned;
     if (fx !== null && c.poolMode === 'transaction') {
       if (fx.listen) {
@@ -372,6 +377,7 @@ export class SessionGate implements StatementGate {
   }
 
   recheck(c: GateClient, stmt: CheckedStatement): Verdict {
+    this.lastDecision = null;
     const policy = this.parts.policy;
     if (policy === null) return undefined;
     const cat = this.catalogOf(c);
@@ -381,8 +387,15 @@ export class SessionGate implements StatementGate {
 
   private parserLossLogged = false;
 
+  lastDecision: Decision | null = null;
+
+  auditExecution(c: GateClient, d: Decision): void {
+    this.audit(c, d, 'execute');
+  }
+
   /** Turns a decision into the error to send or the role to run under, and audits it. */
   private decide(c: GateClient, d: Decision): Verdict {
+    this.lastDecision = d;
     this.audit(c, d, 'statement');
     if (d.reason === 'parser_failed' && !this.parserLossLogged && wasmBroken() !== null) {
       this.parserLossLogged = true;
@@ -466,8 +479,16 @@ export class SessionGate implements StatementGate {
       fields = `"role":${JSON.stringify(d.role ?? null)},"fingerprint":${JSON.stringify(d.fingerprint)},${auditStatement(d.normalized)},"decision":"${d.allowed ? 'allow' : d.enforced ? 'deny' : 'would_deny'}","reason":${JSON.stringify(d.error ? `${d.reason}: ${d.error.message}` : d.reason)},"policy_version":${JSON.stringify(d.policyVersion)}${d.rewritten !== null ? `,"rewritten":${JSON.stringify(d.rewritten)}` : ''}`;
       this.decisionFields.set(d, fields);
     }
-    log.line(`${this.auditClientFields(c)}"audit":${JSON.stringify(what)},${fields}`);
+    log.line3(this.auditClientFields(c), auditKind(what), fields);
   }
+}
+
+/** `"audit":"statement",` and the like, made once per kind rather than per line. */
+const AUDIT_KINDS = new Map<string, string>();
+function auditKind(what: string): string {
+  let s = AUDIT_KINDS.get(what);
+  if (s === undefined) AUDIT_KINDS.set(what, (s = `"audit":${JSON.stringify(what)},`));
+  return s;
 }
 
 /** The client's audit fields for an identity (at login it is not the client's yet). */

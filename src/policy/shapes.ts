@@ -13,15 +13,24 @@ import type { ColumnCatalog } from './types.js';
 const INELIGIBLE = /['"$\\]|--|\/\*/;
 const NUMBER = /(^|[\s(,=<>+\-*/%^|&!~[])(?:0[xXoObB][0-9A-Fa-f_]+|\d[\d_]*(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)(?![\w\u0080-\uffff.])/g;
 
+/** The last text shaped and its shape: the session tracker and the decision cache both ask
+ * for the same statement's shape, one after the other. */
+let lastText: string | null = null;
+let lastShape: string | null = null;
+
 /** The text with every numeric literal replaced by `?`, or null when not eligible or unchanged. */
 export function numericShape(sql: string): string | null {
+  if (sql === lastText) return lastShape;
+  lastShape = shapeOf(sql);
+  lastText = sql;
+  return lastShape;
+}
+
+function shapeOf(sql: string): string | null {
   if (sql.length > 4096 || INELIGIBLE.test(sql)) return null;
-  let changed = false;
-  const shape = sql.replace(NUMBER, (_m, pre: string) => {
-    changed = true;
-    return `${pre}?`;
-  });
-  return changed ? shape : null;
+  // A replacement pattern, not a callback: no call and no match array per number.
+  const shape = sql.replace(NUMBER, '$1?');
+  return shape === sql ? null : shape;
 }
 
 export class ShapeCache {

@@ -145,8 +145,8 @@ export class ClientSession implements BackendOwner, StatementSender {
   private queuedBytes = 0;
   /** The client's chunk is being processed: runs are flushed once at its end. */
   private inInput = false;
-  /** The backend attached (and corked) while a chunk was being processed. */
-  private corkedInInput: Backend | null = null;
+  /** The backend attached (and held) while a chunk was being processed. */
+  private heldInInput: Backend | null = null;
   private idleTxTimer: NodeJS.Timeout | null = null;
   private runStart = -1;
   private runEnd = -1;
@@ -221,20 +221,20 @@ export class ClientSession implements BackendOwner, StatementSender {
           this.flushRun();
         } finally {
           this.inInput = false;
-          // A backend attached during this chunk was corked: its writes go out as one.
-          const corked = this.corkedInInput;
-          this.corkedInInput = null;
-          if (corked !== null) corked.socket.uncork();
+          // A backend attached during this chunk was held: its writes go out as one.
+          const held = this.heldInInput;
+          this.heldInInput = null;
+          if (held !== null) held.release();
         }
         return;
       }
-      b.socket.cork();
+      b.hold();
       try {
         this.feed(chunk);
         this.flushRun();
       } finally {
-        // Also on a protocol error: the janitor's ROLLBACK must not sit in a corked buffer.
-        b.socket.uncork();
+        // Also on a protocol error: the janitor's ROLLBACK must not sit in a held buffer.
+        b.release();
       }
       this.watchUnsynced();
     } catch (err) {
@@ -530,6 +530,7 @@ export class ClientSession implements BackendOwner, StatementSender {
         const fx = this.ctx.gate.effectsOf(this, sql);
         const verdict = this.ctx.gate.checkQuery(this, sql, fx);
         if (verdict instanceof SqlError) { this.reject(verdict, true); return; }
+        const decision = this.ctx.gate.lastDecision;
         if (verdict instanceof Rewrite && verdict.bindChecks.length !== 0) {
           const typed = ClientStatements.declaredTypesRefusal(buf.subarray(afterSql, end), verdict.bindChecks);
           if (typed !== null) { this.reject(typed, true); return; }
@@ -584,6 +585,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           stmt.role = role;
           stmt.sentSql = sentSql;
           stmt.checkedVersion = this.ctx.gate.policyVersion();
+          stmt.decision = decision;
           if (!this.trackStatements) {
             this.forwardToBackend(type, message, mStart, mEnd, null, role);
             return;
@@ -599,7 +601,7 @@ export class ClientSession implements BackendOwner, StatementSender {
           this.forwardToBackend(type, message, mStart, mEnd, stmt, undefined);
           return;
         }
-        this.statements.unnamed = { name: '', message: message.subarray(mStart, mEnd), sql, sentSql, role, checkedVersion: this.ctx.gate.policyVersion() };
+        this.statements.unnamed = { name: '', message: message.subarray(mStart, mEnd), sql, sentSql, role, checkedVersion: this.ctx.gate.policyVersion(), decision, bound: false };
         this.forwardToBackend(type, message, mStart, mEnd, null, role);
         return;
       }
@@ -732,9 +734,17 @@ export class ClientSession implements BackendOwner, StatementSender {
   /** A prepared statement is judged again at Bind when the policy changed since its Parse. */
   private recheck(stmt: CheckedParse): SqlError | RoleChoice {
     const version = this.ctx.gate.policyVersion();
-    if (stmt.checkedVersion === version) return stmt.role;
+    if (stmt.checkedVersion === version) {
+      // Every execution is a decision: the first Bind is covered by the Parse's audit line.
+      if (stmt.bound && stmt.decision !== null) this.ctx.gate.auditExecution(this, stmt.decision);
+      stmt.bound = true;
+      return stmt.role;
+    }
     const verdict = this.ctx.gate.recheck(this, stmt);
     if (verdict instanceof SqlError) return verdict;
+    // Judged (and audited) afresh: later Binds repeat this decision.
+    stmt.decision = this.ctx.gate.lastDecision;
+    stmt.bound = true;
     if (verdict instanceof Rewrite) {
       // The server holds the statement as it was rewritten at Parse; a different rewrite
       // now means the client must prepare it again.
@@ -786,13 +796,13 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /** Sends queued messages in order until one has to wait (a role switch). */
   private drainQueue(b: Backend): void {
-    const corked = !this.inInput;
-    if (corked) {
-      b.socket.cork();
-    } else if (this.corkedInInput === null) {
-      // Inside the input loop: the rest of the chunk follows; uncorked when the chunk is done.
-      b.socket.cork();
-      this.corkedInInput = b;
+    const held = !this.inInput;
+    if (held) {
+      b.hold();
+    } else if (this.heldInInput === null) {
+      // Inside the input loop: the rest of the chunk follows; released when the chunk is done.
+      b.hold();
+      this.heldInInput = b;
     }
     while (this.queue.length !== 0 && !holdsMessages(this.phase) && this.backend === b) {
       const q = this.queue.shift()!;
@@ -805,9 +815,9 @@ export class ClientSession implements BackendOwner, StatementSender {
       }
     }
     // Inside the input loop the run stays open: the rest of the chunk joins the same write.
-    if (corked) {
+    if (held) {
       this.flushRun();
-      b.socket.uncork();
+      b.release();
       this.watchUnsynced();
     }
     if (!holdsMessages(this.phase)) this.resumeClient();
@@ -1022,14 +1032,19 @@ export class ClientSession implements BackendOwner, StatementSender {
     const data = this.runBuf.subarray(this.runStart, this.runEnd);
     this.runBuf = null;
     const b = this.backend;
-    if (b && !b.write(data) && !this.clientPaused) {
-      this.clientPaused = true;
-      this.socket.pause();
-      b.socket.once('drain', () => {
-        this.clientPaused = false;
-        if (!this.isClosed()) this.socket.resume();
-      });
-    }
+    if (b && !b.write(data)) this.onServerBusy();
+  }
+
+  /** The server's socket buffer is full: read nothing more from the client until it drains. */
+  onServerBusy(): void {
+    const b = this.backend;
+    if (b === null || this.clientPaused) return;
+    this.clientPaused = true;
+    this.socket.pause();
+    b.socket.once('drain', () => {
+      this.clientPaused = false;
+      if (!this.isClosed()) this.socket.resume();
+    });
   }
 
   private resumeClient(): void {
@@ -1144,7 +1159,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     const stmts = settingsDiff(b.applied, this.ledger.settings);
     let want: string | null | undefined;
     if (this.enforcing) {
-      const first = this.queue.find((q) => q.role !== undefined);
+      const first = this.queue.find(hasRole);
       want = this.context.needed(b, first?.role);
       if (want !== undefined) stmts.push(this.context.statement(b, want));
     }
@@ -1501,4 +1516,9 @@ function unknownType(type: number): SqlError {
 /** Messages that run (or prepare) a statement: where a revocation takes effect. */
 function isStatementMessage(type: number): boolean {
   return type === FE.Query || type === FE.Parse || type === FE.Bind || type === FE.Execute;
+}
+
+/** The queue's first message with a role of its own (a module-level predicate: no closure per checkout). */
+function hasRole(q: Queued): boolean {
+  return q.role !== undefined;
 }

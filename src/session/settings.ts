@@ -96,8 +96,29 @@ export function startupSettings(params: Map<string, string>, fromOptions: Map<st
  * which is the common case: clients of one application send the same parameters.
  */
 export function settingsDiff(applied: ReadonlyMap<string, string>, wanted: ReadonlyMap<string, string>): string[] {
+  // Asked at every checkout: the common answer is found without allocating.
+  if (sameSettings(applied, wanted)) return [];
   const out: string[] = [];
   for (const [name, stmt] of wanted) if (applied.get(name) !== stmt) out.push(stmt);
   for (const name of applied.keys()) if (!wanted.has(name)) out.push(`RESET ${quoteIdent(name)}`);
   return out;
 }
+
+/** Scratch of sameSettings: forEach with a module-level callback allocates no closure. */
+let compareWith: ReadonlyMap<string, string> = new Map();
+let compareEqual = true;
+function compareEntry(stmt: string, name: string): void {
+  if (compareEqual && compareWith.get(name) !== stmt) compareEqual = false;
+}
+
+/** Whether the two hold the same entries (equal sizes and every entry of `b` in `a`). */
+function sameSettings(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
+  if (a.size !== b.size) return false;
+  if (a.size === 0) return true;
+  compareWith = a;
+  compareEqual = true;
+  b.forEach(compareEntry);
+  compareWith = EMPTY_SETTINGS;
+  return compareEqual;
+}
+const EMPTY_SETTINGS: ReadonlyMap<string, string> = new Map();

@@ -2,7 +2,7 @@
 import { serverNameFor, type PreparableStatement, type StatementOwner } from '../backend/server-statements.js';
 import { parseMessage } from '../protocol/messages.js';
 import { SqlError, SQLSTATE } from '../errors.js';
-import type { BindCheck } from '../policy/index.js';
+import type { BindCheck, Decision } from '../policy/index.js';
 import type { SessionEffects } from '../policy/session-effects.js';
 
 export const NO_CHECKS: readonly BindCheck[] = Object.freeze([]);
@@ -31,6 +31,10 @@ export interface CheckedParse {
   sentSql: string;
   /** Role chosen by the policy for this statement (undefined: no policy). */
   role: string | null | undefined;
+  /** The decision behind `role` (null: no policy), audited again at each execution but the first. */
+  decision: Decision | null;
+  /** A Bind has run it under that decision: the Parse's audit line is spent, later Binds write their own. */
+  bound: boolean;
 }
 
 /** One statement a client prepared, as scopegate will (re-)prepare it on any backend. */
@@ -154,7 +158,7 @@ export class ClientStatements implements StatementOwner {
   }
 
   add(name: string, sql: string, tail: Buffer): ClientStatement {
-    const stmt: ClientStatement = { name, serverName: serverNameFor(tail), parse: parseMessage(serverNameFor(tail), tail), sql, checkedVersion: '', sentSql: sql, role: undefined };
+    const stmt: ClientStatement = { name, serverName: serverNameFor(tail), parse: parseMessage(serverNameFor(tail), tail), sql, checkedVersion: '', sentSql: sql, role: undefined, decision: null, bound: false };
     (this.named ??= new Map()).set(name, stmt);
     return stmt;
   }
