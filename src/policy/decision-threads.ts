@@ -1,7 +1,9 @@
 /** Worker threads that decide big statement texts, so one client's cold parse never stalls the event loop. */
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
+import type { SqlError } from '../errors.js';
 import type { FromWorker, ToWorker } from './decision-messages.js';
+import { lexCostRefusal } from './lex-cost.js';
 import { effectsFromWire, type SessionEffects } from './session-effects.js';
 import type { MadeDecision, PolicyStore } from './store.js';
 import type { Claims, ColumnCatalog } from './types.js';
@@ -23,6 +25,8 @@ export interface JobResult {
   effects: SessionEffects | null;
   /** Why the text could not be judged (the parser or its thread failed): refuse it. */
   failed: string | null;
+  /** Refused before any thread took it (too costly to lex, lex-cost.ts): send this. */
+  refused?: SqlError;
 }
 
 interface Pending {
@@ -46,13 +50,15 @@ interface Slot {
 const WORKER_HEAP_MB = 768;
 /** A worker's stack: deeper than the event loop's, so what it judges the event loop need not. */
 const WORKER_STACK_MB = 16;
-/** A job that takes longer has hung its worker: it is refused and the worker replaced. */
-const JOB_TIMEOUT_MS = 30_000;
+/** A job that takes longer than this (pool.parser_thread_timeout) has hung its worker: it is refused and the worker replaced. */
+export const DEFAULT_JOB_TIMEOUT_MS = 30_000;
 
 /**
  * Jobs waiting for a worker, taken so that no client can starve another: texts below the
  * threads' usual size (sent here only once the event loop's parser has failed) go first,
- * and among the rest the clients take turns, one job each, in the order they first queued.
+ * and among the rest the clients take turns, one job each, in the order they first queued;
+ * a client that has no job running goes before those that have one (so one client holds at
+ * most one thread while another's job waits).
  */
 export class FairQueue {
   private readonly small: Pending[] = [];
@@ -73,18 +79,23 @@ export class FairQueue {
     else q.push(p);
   }
 
-  shift(): Pending | undefined {
+  /** The next job; `running`: how many jobs each client has on a thread now. */
+  shift(running: ReadonlyMap<string, number> = new Map()): Pending | undefined {
     const s = this.small.shift();
     if (s !== undefined) { this.count--; return s; }
-    for (const [client, q] of this.byClient) {
-      const p = q.shift()!;
-      // To the back of the line: a Map iterates in insertion order.
-      this.byClient.delete(client);
-      if (q.length !== 0) this.byClient.set(client, q);
-      this.count--;
-      return p;
+    let pick: string | undefined;
+    for (const client of this.byClient.keys()) {
+      if (pick === undefined) pick = client;
+      if ((running.get(client) ?? 0) === 0) { pick = client; break; }
     }
-    return undefined;
+    if (pick === undefined) return undefined;
+    const q = this.byClient.get(pick)!;
+    const p = q.shift()!;
+    // To the back of the line: a Map iterates in insertion order.
+    this.byClient.delete(pick);
+    if (q.length !== 0) this.byClient.set(pick, q);
+    this.count--;
+    return p;
   }
 
   drain(): Pending[] {
@@ -101,14 +112,17 @@ export class DecisionThreads {
   private readonly waiting: FairQueue;
   private nextId = 1;
   private closed = false;
+  /** Jobs on a thread now, per client (DecisionJob.client). */
+  private readonly running = new Map<string, number>();
   /** Jobs run and workers replaced, for the admin console and tests. */
   readonly stats = { jobs: 0, failed: 0, restarts: 0 };
 
   /**
    * `count` workers; texts of at least `minSize` characters go to them. The workers load the
    * same policy text and catalog data as `policy`, re-sent whenever its versions change.
+   * A job running longer than `jobTimeoutMs` is refused and its worker replaced.
    */
-  constructor(count: number, readonly minSize: number, private readonly policy: PolicyStore | null, private readonly log: Logger) {
+  constructor(count: number, readonly minSize: number, private readonly policy: PolicyStore | null, private readonly log: Logger, private readonly jobTimeoutMs = DEFAULT_JOB_TIMEOUT_MS) {
     this.waiting = new FairQueue(minSize);
     for (let i = 0; i < count; i++) this.slots.push(this.spawn());
   }
@@ -116,6 +130,9 @@ export class DecisionThreads {
   /** Decides off the event loop; never rejects (a failure is a `failed` result). */
   run(job: DecisionJob): Promise<JobResult> {
     if (this.closed) return Promise.resolve({ made: null, effects: null, failed: 'scopegate is shutting down' });
+    // A text that would keep a thread lexing for long is refused before it takes one.
+    const refused = lexCostRefusal(job.sql);
+    if (refused !== null) return Promise.resolve({ made: null, effects: null, failed: null, refused });
     return new Promise((resolve) => {
       this.waiting.push({ id: this.nextId++, job, resolve });
       this.dispatch();
@@ -172,6 +189,12 @@ export class DecisionThreads {
   }
 
   private finish(slot: Slot): void {
+    const client = slot.busy?.job.client;
+    if (client !== undefined) {
+      const n = (this.running.get(client) ?? 1) - 1;
+      if (n <= 0) this.running.delete(client);
+      else this.running.set(client, n);
+    }
     slot.busy = null;
     if (slot.timer !== null) { clearTimeout(slot.timer); slot.timer = null; }
   }
@@ -180,11 +203,12 @@ export class DecisionThreads {
     for (const slot of this.slots) {
       if (this.waiting.length === 0) return;
       if (!slot.ready || slot.busy !== null) continue;
-      const p = this.waiting.shift()!;
+      const p = this.waiting.shift(this.running)!;
       this.sync(slot, p.job.catalog);
       slot.busy = p;
+      this.running.set(p.job.client, (this.running.get(p.job.client) ?? 0) + 1);
       this.stats.jobs++;
-      slot.timer = setTimeout(() => { void slot.worker.terminate(); }, JOB_TIMEOUT_MS);
+      slot.timer = setTimeout(() => { void slot.worker.terminate(); }, this.jobTimeoutMs);
       slot.timer.unref();
       const j = p.job;
       this.send(slot, { kind: 'job', id: p.id, sql: j.sql, scopes: j.scopes, claims: j.claims, decide: j.decide, effects: j.effects });
