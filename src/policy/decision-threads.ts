@@ -55,14 +55,18 @@ export const DEFAULT_JOB_TIMEOUT_MS = 30_000;
 
 /**
  * Jobs waiting for a worker, taken so that no client can starve another: texts below the
- * threads' usual size (sent here only once the event loop's parser has failed) go first,
- * and among the rest the clients take turns, one job each, in the order they first queued;
- * a client that has no job running goes before those that have one (so one client holds at
- * most one thread while another's job waits).
+ * threads' usual size (sent here only once the event loop's parser has failed) go first;
+ * among the rest, a client with fewer jobs on a thread goes first (so one client holds at
+ * most one thread while another's job waits), then the one served (or arrived) least
+ * recently: the clients take turns, one job each, in the order they first queued.
  */
 export class FairQueue {
   private readonly small: Pending[] = [];
   private readonly byClient = new Map<string, Pending[]>();
+  /** Per client with a job queued or running: jobs running, and when it was last served. */
+  private readonly load = new Map<string, { running: number; last: number }>();
+  /** Arrivals and services, in order: `last` compares them. */
+  private tick = 0;
   private count = 0;
 
   constructor(private readonly smallBelow: number) {}
@@ -73,35 +77,49 @@ export class FairQueue {
 
   push(p: Pending): void {
     this.count++;
+    // A client new to the queue joins the back of the line: behind everyone who arrived or was served before.
+    if (!this.load.has(p.job.client)) this.load.set(p.job.client, { running: 0, last: ++this.tick });
     if (p.job.sql.length < this.smallBelow) { this.small.push(p); return; }
     const q = this.byClient.get(p.job.client);
     if (q === undefined) this.byClient.set(p.job.client, [p]);
     else q.push(p);
   }
 
-  /** The next job; `running`: how many jobs each client has on a thread now. */
-  shift(running: ReadonlyMap<string, number> = new Map()): Pending | undefined {
-    const s = this.small.shift();
-    if (s !== undefined) { this.count--; return s; }
-    let pick: string | undefined;
-    for (const client of this.byClient.keys()) {
-      if (pick === undefined) pick = client;
-      if ((running.get(client) ?? 0) === 0) { pick = client; break; }
+  /** The next job to run; it counts as running for its client until `finished`. */
+  shift(): Pending | undefined {
+    let p = this.small.shift();
+    if (p === undefined) {
+      let pick: string | undefined;
+      let best = { running: Infinity, last: Infinity };
+      for (const client of this.byClient.keys()) {
+        const l = this.load.get(client)!;
+        if (l.running < best.running || (l.running === best.running && l.last < best.last)) { pick = client; best = l; }
+      }
+      if (pick === undefined) return undefined;
+      const q = this.byClient.get(pick)!;
+      p = q.shift()!;
+      if (q.length === 0) this.byClient.delete(pick);
     }
-    if (pick === undefined) return undefined;
-    const q = this.byClient.get(pick)!;
-    const p = q.shift()!;
-    // To the back of the line: a Map iterates in insertion order.
-    this.byClient.delete(pick);
-    if (q.length !== 0) this.byClient.set(pick, q);
     this.count--;
+    const l = this.load.get(p.job.client)!;
+    l.running++;
+    l.last = ++this.tick;
     return p;
+  }
+
+  /** A job `shift` gave has ended. */
+  finished(client: string): void {
+    const l = this.load.get(client);
+    if (l === undefined) return;
+    l.running--;
+    if (l.running <= 0 && !this.byClient.has(client) && !this.small.some((p) => p.job.client === client)) this.load.delete(client);
   }
 
   drain(): Pending[] {
     const all = [...this.small, ...[...this.byClient.values()].flat()];
     this.small.length = 0;
     this.byClient.clear();
+    this.load.clear();
     this.count = 0;
     return all;
   }
@@ -112,8 +130,6 @@ export class DecisionThreads {
   private readonly waiting: FairQueue;
   private nextId = 1;
   private closed = false;
-  /** Jobs on a thread now, per client (DecisionJob.client). */
-  private readonly running = new Map<string, number>();
   /** Jobs run and workers replaced, for the admin console and tests. */
   readonly stats = { jobs: 0, failed: 0, restarts: 0 };
 
@@ -190,11 +206,7 @@ export class DecisionThreads {
 
   private finish(slot: Slot): void {
     const client = slot.busy?.job.client;
-    if (client !== undefined) {
-      const n = (this.running.get(client) ?? 1) - 1;
-      if (n <= 0) this.running.delete(client);
-      else this.running.set(client, n);
-    }
+    if (client !== undefined) this.waiting.finished(client);
     slot.busy = null;
     if (slot.timer !== null) { clearTimeout(slot.timer); slot.timer = null; }
   }
@@ -203,10 +215,9 @@ export class DecisionThreads {
     for (const slot of this.slots) {
       if (this.waiting.length === 0) return;
       if (!slot.ready || slot.busy !== null) continue;
-      const p = this.waiting.shift(this.running)!;
+      const p = this.waiting.shift()!;
       this.sync(slot, p.job.catalog);
       slot.busy = p;
-      this.running.set(p.job.client, (this.running.get(p.job.client) ?? 0) + 1);
       this.stats.jobs++;
       slot.timer = setTimeout(() => { void slot.worker.terminate(); }, this.jobTimeoutMs);
       slot.timer.unref();
