@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { lexCostRefusal, lexRereads, rereadLimit } from '../src/policy/lex-cost.js';
 import { FairQueue } from '../src/policy/decision-threads.js';
@@ -216,6 +217,29 @@ describe('costly texts through the proxy', () => {
     assert.ok(refused[0]! >= 21 && refused[1]! >= 21);
     // Only the bystander's texts took a thread.
     assert.equal(await jobs(), before + 8);
+  });
+
+  it("figure: a bystander's new statement while two attackers' texts are in flight", async (t) => {
+    const attackers = [await fx.client('orders:read', { sub: 'fig1' }), await fx.client('orders:read', { sub: 'fig2' })];
+    const bystander = await fx.client('orders:read', { sub: 'fig-bystander' });
+    const before = await jobs();
+    let done = 0;
+    const started = performance.now();
+    const refusedIn: number[] = [];
+    const flight = attackers.map(async (a, k) => {
+      const err = await errorOf(() => a.query(attacks(160_000, `/* fig${k} */ `).plusMinus));
+      refusedIn.push(performance.now() - started);
+      done++;
+      return err.code;
+    });
+    // In flight: both answered (refused) or both running on the threads.
+    while (done < 2 && (await jobs()) < before + 2) await new Promise((r) => setImmediate(r));
+    const s = performance.now();
+    const r = await bystander.query(`SELECT count(*)::int AS n FROM orders WHERE id > 0 /* ${'b'.repeat(1200)} */`);
+    const bystanderMs = performance.now() - s;
+    assert.equal(r.rows[0].n, 10);
+    assert.deepEqual(await Promise.all(flight), ['54001', '54001']);
+    t.diagnostic(`two attackers' 160 KB "select +-+-...1": answered in ${refusedIn.map((x) => x.toFixed(1)).join(' and ')} ms; bystander's new 1.2 KB statement: ${bystanderMs.toFixed(1)} ms`);
   });
 });
 

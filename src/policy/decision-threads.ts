@@ -41,6 +41,8 @@ interface Slot {
   ready: boolean;
   busy: Pending | null;
   timer: NodeJS.Timeout | null;
+  /** Ended by the job timeout (parser_thread_timeout). */
+  timedOut: boolean;
   /** What this worker was last sent, so a job runs against the event loop's policy and catalog. */
   policyVersion: string;
   catalogVersion: string;
@@ -163,7 +165,7 @@ export class DecisionThreads {
 
   private spawn(): Slot {
     const worker = new Worker(new URL('./decision-worker.js', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: WORKER_HEAP_MB, stackSizeMb: WORKER_STACK_MB } });
-    const slot: Slot = { worker, ready: false, busy: null, timer: null, policyVersion: '', catalogVersion: '' };
+    const slot: Slot = { worker, ready: false, busy: null, timer: null, timedOut: false, policyVersion: '', catalogVersion: '' };
     worker.on('message', (m: FromWorker) => this.onMessage(slot, m));
     worker.on('error', (err) => this.log.warn({ err: err.message }, 'decision worker failed'));
     worker.on('exit', (code) => this.onExit(slot, code));
@@ -196,7 +198,8 @@ export class DecisionThreads {
     this.finish(slot);
     if (p !== null) {
       this.stats.failed++;
-      p.resolve({ made: null, effects: null, failed: 'the SQL parser failed on this statement (its thread ended)' });
+      const why = slot.timedOut ? `it took longer than parser_thread_timeout (${this.jobTimeoutMs / 1000} s)` : 'its thread ended';
+      p.resolve({ made: null, effects: null, failed: `the SQL parser failed on this statement (${why})` });
     }
     if (this.closed || i < 0) return;
     this.stats.restarts++;
@@ -219,7 +222,7 @@ export class DecisionThreads {
       this.sync(slot, p.job.catalog);
       slot.busy = p;
       this.stats.jobs++;
-      slot.timer = setTimeout(() => { void slot.worker.terminate(); }, this.jobTimeoutMs);
+      slot.timer = setTimeout(() => { slot.timedOut = true; void slot.worker.terminate(); }, this.jobTimeoutMs);
       slot.timer.unref();
       const j = p.job;
       this.send(slot, { kind: 'job', id: p.id, sql: j.sql, scopes: j.scopes, claims: j.claims, decide: j.decide, effects: j.effects });

@@ -23,9 +23,6 @@ export function rereadLimit(length: number): number {
 
 const OP = new Uint8Array(128);
 for (const c of '~!@#^&|`?+-*/%<>=') OP[c.charCodeAt(0)] = 1;
-/** Chars that keep a trailing + or - on an operator (scan.l: "~!@#^&|`?%"). */
-const NON_SQL_OP = new Uint8Array(128);
-for (const c of '~!@#^&|`?%') NON_SQL_OP[c.charCodeAt(0)] = 1;
 
 const PLUS = 0x2b, MINUS = 0x2d, STAR = 0x2a, SLASH = 0x2f, QUOTE = 0x27, DQUOTE = 0x22, DOLLAR = 0x24, BACKSLASH = 0x5c;
 
@@ -73,7 +70,10 @@ export function lexRereads(sql: string, stop = Infinity): number {
   // The operator run the position is in: its end, the next comment start inside it (or
   // runEnd), the next char that keeps a trailing +/-, and the last char that is not + or -
   // up to `pmEnd`. Each moves only forward within a run, so a run costs time linear in it.
-  let runEnd = -1, cut = -1, keep = -1, pmEnd = -1, pmLast = -1;
+  let runEnd = -1, cut = -1, pmEnd = -1, pmLast = -1;
+  // The next slash-star, dash-dash and char that keeps a trailing +/- anywhere at or after
+  // where they were last looked for (native searches; each moves only forward).
+  const next = { slash: -1, dash: -1, keep: -1 };
   let i = 0;
   while (i < len && cost <= stop) {
     const c = sql.charCodeAt(i);
@@ -98,7 +98,7 @@ export function lexRereads(sql: string, stop = Infinity): number {
     if (isOp(c)) {
       if (i >= runEnd) {
         runEnd = endOfRun(sql, i);
-        cut = i; keep = i; pmEnd = i - 1; pmLast = -1;
+        cut = i; pmEnd = i - 1; pmLast = -1;
       }
       if (c === MINUS && sql.charCodeAt(i + 1) === MINUS) {
         // A -- comment: to the end of the line, read once.
@@ -114,19 +114,22 @@ export function lexRereads(sql: string, stop = Infinity): number {
         continue;
       }
       // {operator}: reads the run's rest [i, runEnd), keeps `n` chars, puts back the others.
-      if (cut <= i) cut = nextCommentStart(sql, i + 1, runEnd);
+      if (cut <= i) cut = nextCommentStart(sql, i + 1, runEnd, next);
       let n = cut - i;
       const last = sql.charCodeAt(i + n - 1);
       if (n > 1 && (last === PLUS || last === MINUS)) {
-        if (keep < i) keep = i;
-        while (keep < runEnd && !NON_SQL_OP[sql.charCodeAt(keep)]) keep++;
-        if (keep > i + n - 2) {
+        if (next.keep < i) {
+          KEEP.lastIndex = i;
+          next.keep = KEEP.exec(sql)?.index ?? len;
+        }
+        if (next.keep > i + n - 2) {
           // No char that keeps them: the trailing + and - go back.
           const end = i + n - 1;
           if (end > pmEnd) {
-            let j = end;
-            while (j > pmEnd && (sql.charCodeAt(j) === PLUS || sql.charCodeAt(j) === MINUS)) j--;
-            if (j > pmEnd) pmLast = j;
+            // The last char in (pmEnd, end] that is not + or - (a native search of the slice).
+            const from = Math.max(pmEnd + 1, i);
+            const m = LAST_NON_PM.exec(sql.slice(from, end + 1));
+            if (m !== null) pmLast = from + m.index;
             pmEnd = end;
           }
           n = pmLast > i ? pmLast - i + 1 : 1;
@@ -161,21 +164,22 @@ export function lexRereads(sql: string, stop = Infinity): number {
   return cost;
 }
 
+const RUN_END = /[^~!@#^&|`?+\-*/%<>=]/g;
+const KEEP = /[~!@#^&|`?%]/g;
+const LAST_NON_PM = /[^+-][+-]*$/;
+
 /** End of the operator-character run starting at `i`. */
 function endOfRun(s: string, i: number): number {
-  const len = s.length;
-  let j = i;
-  while (j < len && isOp(s.charCodeAt(j))) j++;
-  return j;
+  RUN_END.lastIndex = i;
+  return RUN_END.exec(s)?.index ?? s.length;
 }
 
 /** First index in [from, end-1) where slash-star or dash-dash starts; `end` if none. */
-function nextCommentStart(s: string, from: number, end: number): number {
-  for (let k = from; k + 1 < end; k++) {
-    const a = s.charCodeAt(k), b = s.charCodeAt(k + 1);
-    if ((a === SLASH && b === STAR) || (a === MINUS && b === MINUS)) return k;
-  }
-  return end;
+function nextCommentStart(s: string, from: number, end: number, next: { slash: number; dash: number }): number {
+  if (next.slash < from) { const k = s.indexOf('/*', from); next.slash = k < 0 ? s.length : k; }
+  if (next.dash < from) { const k = s.indexOf('--', from); next.dash = k < 0 ? s.length : k; }
+  const k = Math.min(next.slash, next.dash);
+  return k + 1 < end ? k : end;
 }
 
 /** Past a $tag$...$tag$ string opened at `i`, or past the `$` when it opens none ($1, a stray $). */
