@@ -243,6 +243,23 @@ describe('costly texts through the proxy', () => {
   });
 });
 
+describe('pool.parser_thread_timeout', () => {
+  let fx: Fixture;
+  before(async () => {
+    // Shorter than any parse: every text sent to a thread is ended by it.
+    fx = await startFixture({ poolSize: 1, config: { pool: { parser_threads: 1, parser_thread_timeout: '1ms' } } });
+  });
+  after(async () => { await fx?.stop(); });
+
+  it("refuses a thread's text that takes longer with 54001 naming the setting; small texts and the session go on", async () => {
+    const c = await fx.client('orders:read', { sub: 'slow' });
+    const err = await errorOf(() => c.query(`SELECT count(*) FROM orders /* ${'t'.repeat(2000)} */`));
+    assert.equal(err.code, '54001');
+    assert.match(err.message, /parser_thread_timeout \(0\.001 s\)/);
+    assert.equal((await c.query('SELECT count(*)::int AS n FROM orders')).rows[0].n, 10);
+  });
+});
+
 describe('FairQueue: one client holds at most one thread while another waits', () => {
   const job = (client: string, tag: string) => ({ id: 0, job: { client, sql: tag.padEnd(1000, ' '), scopes: [], claims: undefined, decide: true, effects: true }, resolve: () => undefined });
   const tag = (p: { job: { sql: string } } | undefined): string | undefined => p?.job.sql.trim();
