@@ -43,6 +43,8 @@ export interface PoolSettings {
   parser_threads: number;
   /** Texts of at least this many characters are decided by those threads, not on the event loop. */
   parser_thread_min_size: number;
+  /** A thread's job that takes longer is refused (54001) and the thread replaced. */
+  parser_thread_timeout: Millis;
 }
 
 export interface DatabaseConfig {
@@ -123,6 +125,7 @@ export const POOL_DEFAULTS: PoolSettings = {
   max_statements_per_query: 1000,
   parser_threads: 2,
   parser_thread_min_size: 1024,
+  parser_thread_timeout: 30_000,
 };
 
 type Obj = Record<string, unknown>;
@@ -253,6 +256,10 @@ function parsePool(raw: unknown): PoolSettings {
       case 'max_statements_per_query': p.max_statements_per_query = int(v, key, 1); break;
       case 'parser_threads': p.parser_threads = int(v, key, 0, 64); break;
       case 'parser_thread_min_size': p.parser_thread_min_size = int(v, key, 1); break;
+      case 'parser_thread_timeout':
+        p.parser_thread_timeout = parseDuration(v, key);
+        if (p.parser_thread_timeout < 1) throw new ConfigError(key, 'must be more than 0 (a thread that never times out could hang for good)');
+        break;
       case 'server_reset_query': p.server_reset_query = typeof v === 'string' ? v : str(v, key); break;
       case 'reserve_pool_timeout':
       case 'query_wait_timeout':

@@ -132,12 +132,25 @@ export function tooComplexDecision(version: string): Decision {
   };
 }
 
+/**
+ * The refusal of a text too costly to lex (lex-cost.ts), never parsed. Refused in audit mode
+ * too: forwarded, it would cost the server as much. `sql`: what the audit line shows of it.
+ */
+export function tooCostlyDecision(version: string, err: { message: string; hint?: string | undefined }, sql: string): Decision {
+  return {
+    allowed: false, enforced: true, role: null, scope: null, statements: [], fingerprint: '', normalized: sql.slice(0, 200), policyVersion: version,
+    rewritten: null, bindChecks: [], summary: '', reason: 'too_complex',
+    error: { code: SQLSTATE.STATEMENT_TOO_COMPLEX, message: err.message, hint: err.hint ?? '' },
+  };
+}
+
 /** Decides one message (a simple Query may carry several statements). Pure: no caching here. */
 export function decide(policy: Policy, version: string, parsed: ParsedText, scopes: readonly string[], ctx: RuleContext = { claims: new ClaimResolver(undefined), catalog: null }): Decision {
   const enforced = policy.mode === 'enforce';
   const held = heldScopes(policy, scopes);
   const fallback = held[0] ?? null;
   const base = { enforced, fingerprint: parsed.fingerprint, normalized: parsed.normalized, policyVersion: version, rewritten: null, bindChecks: [] };
+  if (!parsed.ok && parsed.tooComplex !== undefined) return tooCostlyDecision(version, { message: parsed.error, hint: parsed.tooComplex.hint }, parsed.normalized);
   if (!parsed.ok) {
     return {
       ...base, allowed: false, role: enforced ? null : fallback?.role ?? null, scope: enforced ? null : fallback?.name ?? null, statements: [],

@@ -14,6 +14,7 @@ import { ShapeCache } from './shapes.js';
 import { classifySql } from './classify.js';
 import type { DecisionThreads } from './decision-threads.js';
 import { wasmBroken } from './wasm.js';
+import { tooCostlyDecision } from './decide.js';
 import type { RevocationList } from './revocations.js';
 
 /** What the gate reads of a client session; it never writes to it. */
@@ -350,6 +351,10 @@ export class SessionGate implements StatementGate {
     const started = performance.now();
     const cat = this.catalogOf(c) ?? undefined;
     const r = await threads.run({ client: c.identity?.sub ?? c.address, sql, scopes: [...scopes], claims, decide, effects, catalog: cat });
+    if (r.refused !== undefined) {
+      this.audit(c, tooCostlyDecision(policy?.version ?? '', r.refused, sql), 'statement');
+      return r.refused;
+    }
     if (this.parts.log.isLevelEnabled('debug')) this.parts.log.debug({ addr: c.address, chars: sql.length, ms: Math.round(performance.now() - started), failed: r.failed !== null }, 'statement decided off the event loop');
     const failed = r.failed ?? (r.made?.decision.reason === 'parser_failed' ? r.made.decision.error?.message ?? 'the SQL parser failed' : null);
     if (failed !== null) {

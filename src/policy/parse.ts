@@ -1,6 +1,7 @@
 /** libpg-query wrapper: parse, fingerprint and normalize, cached per distinct text. */
 import { fingerprintSync, initWasm, normalizeSync, ParserFailure, parseSync, wasmReady } from './wasm.js';
 import { LruCache } from './cache.js';
+import { lexCostRefusal } from './lex-cost.js';
 
 /** A parse-tree node: `{ TypeName: body }` wrappers and bodies are both plain objects. */
 export type Node = { readonly [key: string]: unknown };
@@ -51,7 +52,11 @@ export interface ParsedStatement {
 
 export type ParsedText =
   | { ok: true; statements: ParsedStatement[]; fingerprint: string; normalized: string }
-  | { ok: false; error: string; fingerprint: ''; normalized: string; /** The parser itself failed (not the text's syntax). */ failure?: true };
+  | {
+    ok: false; error: string; fingerprint: ''; normalized: string;
+    /** The parser itself failed (not the text's syntax). */ failure?: true;
+    /** Not parsed: lexing it would cost too much (lex-cost.ts); refused with 54001 and this hint. */ tooComplex?: { hint: string };
+  };
 
 /** Loads the WASM parser once. Every other function here needs it to have resolved. */
 export function initParser(): Promise<void> {
@@ -89,6 +94,9 @@ function doParse(text: string): ParsedText {
   stats.parses++;
   // libpg-query refuses an empty string; Postgres answers it with EmptyQueryResponse.
   if (text.trim() === '') return { ok: true, statements: [], fingerprint: '', normalized: '' };
+  // Before the parser, which would lex the text three times (parse, fingerprint, normalize).
+  const costly = lexCostRefusal(text);
+  if (costly !== null) return { ok: false, error: costly.message, fingerprint: '', normalized: text.slice(0, 200), tooComplex: { hint: costly.hint ?? '' } };
   let tree: unknown;
   try {
     tree = parseSync(text);

@@ -29,7 +29,7 @@ export function buildGate(config: Config, log: Logger, anchor: string, policy: P
     throw new ConfigError('auth.method', 'trust is only allowed when listen.host is a loopback address');
   }
   if (auth.method === 'trust') log.warn('auth.method is trust: any client on loopback may connect without a token');
-  const threads = config.pool.parser_threads === 0 ? null : new DecisionThreads(config.pool.parser_threads, config.pool.parser_thread_min_size, policy, log);
+  const threads = config.pool.parser_threads === 0 ? null : new DecisionThreads(config.pool.parser_threads, config.pool.parser_thread_min_size, policy, log, config.pool.parser_thread_timeout);
   return new SessionGate({
     log,
     threads,
