@@ -117,6 +117,9 @@ describe('workers: N', { timeout: 240_000 }, () => {
     assert.equal(rows.length, 6);
     assert.deepEqual([...workersOf(rows)].sort(), ['0', '1']);
     assert.equal(new Set(rows.map((r) => r.id)).size, 6);
+    // KILL_CLIENT reaches a client of either worker, whichever worker runs the console.
+    for (const r of ['0', '1'].map((w) => rows.find((x) => x.worker === w)!)) await consoleQuery(`KILL_CLIENT ${r.id}`);
+    await waitFor(async () => (await consoleQuery('SHOW CLIENTS')).filter((r) => r.database === 'app').length === 4, 'two clients killed');
   });
 
   it('a cancel reaches the worker that issued the key, whichever worker accepted the cancel', async () => {

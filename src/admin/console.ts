@@ -187,6 +187,11 @@ class Console implements AdminConsole {
       case 'KILL_CLIENT': {
         const id = Number(arg);
         const target = [...this.srv.sessions()].find((c) => c.id === id);
+        // workers: N: a client of another worker is closed there (ids are unique over workers).
+        if (target === undefined && this.srv.workerLink && (await this.srv.workerLink.ask({ what: 'kill_client', id })).some((a) => a.data === true)) {
+          this.srv.gate.auditConsole(this.c, text, true, 'ok');
+          return [msg.commandComplete(verb)];
+        }
         if (target === undefined) deny(SQLSTATE.INVALID_PARAMETER_VALUE, `no client with id ${id}`, 'no such client', 'SHOW CLIENTS lists the ids.');
         this.srv.gate.auditConsole(this.c, text, true, 'ok');
         target!.closeWith(new SqlError(SQLSTATE.ADMIN_SHUTDOWN, `terminating connection: closed by the admin console (KILL_CLIENT ${id})`, { severity: 'FATAL' }));

@@ -5,6 +5,8 @@ import type { Table } from '../admin/show.js';
 export type WorkerQuery =
   | { what: 'show'; table: string; full: boolean; viewerSub: string | null }
   | { what: 'metrics' }
+  /** KILL_CLIENT of a client on another worker: answered true by the worker that closed it. */
+  | { what: 'kill_client'; id: number }
   | { what: 'readiness' };
 
 export interface ReadinessReply { ready: boolean; pools: unknown[] }
@@ -14,7 +16,7 @@ export type FromWorker =
   | { sg: 'listening' }
   /** Ask every other worker (the console's SHOW): answered with 'answers'. */
   | { sg: 'ask'; id: number; query: WorkerQuery }
-  | { sg: 'reply'; id: number; data: Table | ReadinessReply | unknown[] | null }
+  | { sg: 'reply'; id: number; data: Table | ReadinessReply | unknown[] | boolean | null }
   | { sg: 'cancel'; to: number; pid: number; secret: string }
   | { sg: 'reload'; why: string }
   | { sg: 'shutdown'; why: string };

@@ -6,6 +6,7 @@ import { localTable } from '../admin/worker-tables.js';
 import { ASK_TIMEOUT_MS, WORKER_ENV, WORKERS_ENV, isToWorker, type FromWorker, type WorkerQuery } from './worker-ipc.js';
 import type { Scopegate } from './listener.js';
 import { peerIdOf } from './peers.js';
+import { SqlError, SQLSTATE } from '../errors.js';
 
 /** This process's place among the workers, or null when it is no worker (workers: 1). */
 export function workerPlace(): { index: number; count: number } | null {
@@ -98,7 +99,13 @@ export class WorkerLink {
     }
   }
 
-  private async answer(q: WorkerQuery): Promise<Table | unknown[] | { ready: boolean; pools: unknown[] } | null> {
+  private async answer(q: WorkerQuery): Promise<Table | unknown[] | { ready: boolean; pools: unknown[] } | boolean | null> {
+    if (q.what === 'kill_client') {
+      const target = [...this.srv.sessions()].find((c) => c.id === q.id);
+      if (target === undefined) return false;
+      target.closeWith(new SqlError(SQLSTATE.ADMIN_SHUTDOWN, `terminating connection: closed by the admin console (KILL_CLIENT ${q.id})`, { severity: 'FATAL' }));
+      return true;
+    }
     if (q.what === 'metrics') return this.registry === null ? [] : await this.registry.getMetricsAsJSON();
     if (q.what === 'readiness') return readiness(this.srv);
     if (this.srv.admin === null) return null;
