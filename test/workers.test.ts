@@ -13,6 +13,10 @@ import { freePort } from './harness/ports.js';
 import { sendCancel, waitFor } from './harness/rawclient.js';
 import { shareOf, shareConfig } from '../src/server/worker-share.js';
 import { parseConfig } from '../src/config.js';
+import { ConfigError } from '../src/errors.js';
+import { availableParallelism } from 'node:os';
+import { readFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
 
 const HOST = '127.0.0.1';
 const POOL_SIZE = 4;
@@ -26,7 +30,7 @@ function config(poolSize: number): Record<string, unknown> {
     workers: 2,
     databases: { app: { url: db.url('wk'), pool_size: poolSize } },
     pool: { mode: 'transaction', query_wait_timeout: '20s' },
-    log: { level: 'debug', audit: 'off' },
+    log: { level: 'debug', audit: 'audit.log' },
     admin: { scope: 'scopegate:admin', listen_http: `${HOST}:${http}`, trust_access: 'admin' },
   };
 }
@@ -108,6 +112,10 @@ describe('workers: N', { timeout: 240_000 }, () => {
     assert.deepEqual(parts.map((p) => p.databases.get('a')!.reserve_pool_size), [2, 1]);
     assert.deepEqual(parts.map((p) => p.databases.get('t')!.routing!.routes.get('x')!.pool_size), [4, 3]);
     assert.deepEqual(parts.map((p) => p.pool.max_client_conn), [51, 50]);
+    const db1 = { a: { url: 'postgres://u@h/a' } };
+    assert.equal(parseConfig({ databases: db1 }, null).workers, 1);
+    assert.equal(parseConfig({ workers: 'auto', databases: db1 }, null).workers, availableParallelism());
+    assert.throws(() => parseConfig({ workers: 0, databases: db1 }, null), (e: unknown) => e instanceof ConfigError && e.message.includes('workers'));
   });
 
   it('both workers take clients; SHOW CLIENTS lists them with a worker column and unique ids', async () => {
@@ -145,8 +153,22 @@ describe('workers: N', { timeout: 240_000 }, () => {
   });
 
   it('SHOW POOLS and /metrics add up every worker', async () => {
-    const cs = await Promise.all([1, 2, 3, 4].map(() => client('holder')));
-    // Each holds a server connection in an open transaction: 4 in all, 2 per worker.
+    // Two clients on each worker (its share of pool_size 4), each holding a server connection in
+    // an open transaction: 4 in all. Which worker takes a connection is the primary's choice.
+    const cs: pg.Client[] = [];
+    const per = new Map<string, number>();
+    for (let k = 0; cs.length < 4; k += 2) {
+      assert.ok(k < 40, 'round-robin gave both workers clients');
+      // Two connections in a row (then the console's): round-robin alternates between them.
+      const pair = [await client(`holder${k}`), await client(`holder${k + 1}`)];
+      const shown = await consoleQuery('SHOW CLIENTS');
+      for (const [j, c] of pair.entries()) {
+        const w = shown.find((r) => r.application_name === `holder${k + j}`)!.worker!;
+        if ((per.get(w) ?? 0) >= 2) { await c.end(); continue; }
+        per.set(w, (per.get(w) ?? 0) + 1);
+        cs.push(c);
+      }
+    }
     for (const c of cs) await c.query('BEGIN; SELECT 1');
     const pools = (await consoleQuery('SHOW POOLS')).filter((r) => r.database === 'app');
     assert.equal(pools.length, 1);
@@ -184,9 +206,15 @@ describe('workers: N', { timeout: 240_000 }, () => {
     const count = (): number => sg.logs.filter((l) => l.msg === 'configuration reloaded').length;
     const n0 = count();
     sg.writeConfig(config(6));
+    // logrotate: the audit file renamed, then SIGHUP; every worker must write to a new file.
+    renameSync(join(sg.dir, 'audit.log'), join(sg.dir, 'audit.log.1'));
     sg.proc.kill('SIGHUP');
     await waitFor(() => count() >= n0 + 2, 'both workers reloaded');
     assert.deepEqual([...reloaded()].sort(), [0, 1]);
+    // Four console connections in a row: round-robin puts two on each worker.
+    for (let i = 0; i < 4; i++) await consoleQuery('SHOW VERSION');
+    const inNewFile = (): number => { try { return readFileSync(join(sg.dir, 'audit.log'), 'utf8').split('\n').filter((l) => l.includes('"statement":"SHOW VERSION"')).length; } catch { return 0; } };
+    await waitFor(() => inNewFile() === 4, 'every worker writing the reopened audit file');
     await waitFor(async () => Number((await consoleQuery('SHOW DATABASES')).find((r) => r.name === 'app')!.pool_size) === 6, 'pool_size 6 over both workers');
     const n1 = count();
     sg.writeConfig(config(POOL_SIZE));

@@ -86,7 +86,6 @@ export class Scopegate implements ServerContext, AdminServer {
         const addr = server.address();
         const port = typeof addr === 'object' && addr ? addr.port : this.config.listen.port;
         this.log.info({ host: this.config.listen.host, port, ...(this.workerLink ? { worker: this.workerLink.index } : {}) }, 'listening');
-        this.workerLink?.listening();
         resolve(port);
       });
     });

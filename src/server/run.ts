@@ -159,6 +159,8 @@ export async function runServer(configFile: string, anchor: string = configFile)
       for (const target of db.routing ? db.routing.routes.values() : [db]) void checkLoginRole(target, roles, log);
     }
   }
+  // workers: N: the primary counts this worker as up once its startup lines are out.
+  server.workerLink?.listening();
   let policyReloadFailures = 0;
   let lastPolicyFailure = '';
   const reloadPolicy = (why: string): void => {
