@@ -118,6 +118,11 @@ describe('workers: N', { timeout: 240_000 }, () => {
     assert.throws(() => parseConfig({ workers: 0, databases: db1 }, null), (e: unknown) => e instanceof ConfigError && e.message.includes('workers'));
   });
 
+  it('a worker that cannot start ends the primary with its exit code instead of restarting', async () => {
+    const bad = startScopegate({ ...config(POOL_SIZE), admin: null, policy: '/nonexistent/policy.yaml' });
+    await assert.rejects(bad, /scopegate exited with 2/);
+  });
+
   it('both workers take clients; SHOW CLIENTS lists them with a worker column and unique ids', async () => {
     const cs = await Promise.all([1, 2, 3, 4, 5, 6].map(() => client()));
     for (const c of cs) assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1);

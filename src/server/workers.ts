@@ -19,6 +19,8 @@ interface Slot {
   startedAt: number;
   delay: number;
   listening: boolean;
+  /** It listened at least once: a death after that is replaced; one before is a startup failure. */
+  everListened: boolean;
   timer: NodeJS.Timeout | null;
 }
 
@@ -34,6 +36,7 @@ export class WorkerPrimary {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private stopping = false;
+  private exitCode = 0;
   restarts = 0;
   relays = 0;
   private http: AdminHttp | null = null;
@@ -41,7 +44,7 @@ export class WorkerPrimary {
 
   constructor(private readonly config: Config, private readonly log: Logger) {
     const n = config.workers;
-    for (let i = 0; i < n; i++) this.slots.push({ index: i, worker: null, startedAt: 0, delay: FIRST_DELAY_MS, listening: false, timer: null });
+    for (let i = 0; i < n; i++) this.slots.push({ index: i, worker: null, startedAt: 0, delay: FIRST_DELAY_MS, listening: false, everListened: false, timer: null });
     collectDefaultMetrics({ register: this.registry, prefix: 'scopegate_primary_' });
     const self = this;
     new Gauge({ name: 'scopegate_workers', help: 'Worker processes running and listening (workers: N).', registers: [this.registry], collect() { this.set(self.slots.filter((s) => s.listening).length); } });
@@ -95,6 +98,13 @@ export class WorkerPrimary {
     s.worker = null;
     s.listening = false;
     if (this.stopping) { this.maybeExit(); return; }
+    if (!s.everListened) {
+      // It never came up (a bad policy, the port taken): restarting would fail the same way.
+      this.log.error({ worker: s.index, code, signal }, 'worker failed to start; stopping');
+      this.exitCode = code === null || code === 0 ? 1 : code;
+      this.stop('a worker failed to start');
+      return;
+    }
     this.restarts++;
     if (Date.now() - s.startedAt >= HEALTHY_MS) s.delay = FIRST_DELAY_MS;
     this.log.error({ worker: s.index, pid: w.process.pid, code, signal, restart_in_ms: s.delay }, 'worker died; replacing it');
@@ -117,6 +127,7 @@ export class WorkerPrimary {
     switch (m.sg) {
       case 'listening':
         from.listening = true;
+        from.everListened = true;
         if (this.slots.every((s) => s.listening)) this.log.info({ workers: this.slots.length }, 'all workers listening');
         return;
       case 'ask':
@@ -202,7 +213,7 @@ export class WorkerPrimary {
     if (!this.stopping || this.slots.some((s) => s.worker !== null)) return;
     void (this.http?.close() ?? Promise.resolve()).then(() => {
       this.log.info('stopped');
-      process.exit(0);
+      process.exit(this.exitCode);
     });
   }
 }
