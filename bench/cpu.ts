@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 let ticksPerSecond: number | null = null;
 
@@ -18,7 +18,26 @@ export function clockTicks(): number {
  * stime are fields 14 and 15.
  */
 export function cpuMicros(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // workers: N: the primary and every worker process (its children) count as the proxy.
+  return [pid, ...descendants(pid)].reduce((sum, p) => sum + ownCpuMicros(p), 0);
+}
+
+/** Live child processes, recursively (/proc/<pid>/task/<tid>/children). */
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[] = [];
+  try { tasks = readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const t of tasks) {
+    let text = '';
+    try { text = readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8'); } catch { continue; }
+    for (const c of text.trim().split(/\s+/).filter(Boolean).map(Number)) out.push(c, ...descendants(c));
+  }
+  return out;
+}
+
+function ownCpuMicros(pid: number): number {
+  let stat: string;
+  try { stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return 0; }
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const utime = Number(rest[11]);
   const stime = Number(rest[12]);

@@ -109,6 +109,9 @@ async function stopScopegate(sg: RunningScopegate): Promise<void> {
 async function scopegateInstance(b: Backend, opts: BenchOptions, name: TargetName, variant: JsonObject, env: Record<string, string> = {}): Promise<{ target: Target; sg: RunningScopegate }> {
   const sg = await startScopegate(scopegateConfig(b, opts, variant), env);
   if (sg.proc.pid === undefined) throw new Error(`${name} has no pid`);
+  // workers: N: every worker up before the first run (the harness returns at the first 'listening').
+  const workers = (variant as { workers?: unknown }).workers ?? opts.extraConfig.workers;
+  if (typeof workers === 'number' && workers > 1 || workers === 'auto') await sg.waitForLog((l) => l.msg === 'all workers listening');
   // Startup warnings (e.g. "auth.method is trust") are not problems of a run.
   const from = { logs: sg.logs.length, stderr: sg.stderr.length };
   const target: Target = {

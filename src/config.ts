@@ -1,6 +1,7 @@
 /** The YAML config file: parsing, defaults named after PgBouncer's, one-line errors naming the key. */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.js';
 import { parseDuration } from './auth/config.js';
@@ -89,6 +90,8 @@ export interface Config {
   admin: AdminConfig | null;
   /** `peer_id` and `peers`: cancel keys carry this instance's id, cancels for peers are forwarded (src/server/peers.ts). */
   peering: PeeringConfig;
+  /** `workers`: processes sharing the listen port (src/server/workers.ts); 1: no cluster at all. */
+  workers: number;
 }
 
 /** `admin:`: who may use the console, and where /metrics, /healthz, /readyz are served. */
@@ -297,6 +300,13 @@ function parseAdmin(raw: unknown): AdminConfig | null {
   return { scope, stats_scope: stats, listen_http: listenHttp, trust_access: trust };
 }
 
+/** `workers: N` or `auto` (one per core, os.availableParallelism()). */
+function parseWorkers(v: unknown): number {
+  if (v === undefined || v === null) return 1;
+  if (v === 'auto') return availableParallelism();
+  return int(v, 'workers', 1, 256);
+}
+
 /** Validates a parsed YAML document. `file` anchors relative paths. */
 export function parseConfig(doc: unknown, file: string | null): Config {
   const baseDir = file ? dirname(resolve(file)) : process.cwd();
@@ -304,7 +314,7 @@ export function parseConfig(doc: unknown, file: string | null): Config {
   if (doc.metrics !== undefined) {
     throw new ConfigError('metrics', 'replaced by admin.listen_http (e.g. admin: { scope: "scopegate:admin", listen_http: 127.0.0.1:9187 }): /metrics, /healthz and /readyz are served there');
   }
-  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'policy_source', 'log', 'admin', 'client_tls', 'server_tls', 'peer_id', 'peers'], '');
+  checkKeys(doc, ['listen', 'databases', 'pool', 'auth', 'policy', 'policy_source', 'log', 'admin', 'client_tls', 'server_tls', 'peer_id', 'peers', 'workers'], '');
   const listen = { host: '127.0.0.1', port: 6432 };
   if (doc.listen !== undefined) {
     if (!isObj(doc.listen)) throw new ConfigError('listen', 'expected { host, port }');
@@ -345,7 +355,8 @@ export function parseConfig(doc: unknown, file: string | null): Config {
   const auth = doc.auth ?? { method: 'trust' };
   const client_tls = parseClientTls(doc.client_tls, baseDir);
   const peering = parsePeering(doc.peer_id, doc.peers, baseDir, serverTls);
-  return { file, listen, databases, pool, auth, policy, policy_source, log, admin, client_tls, peering };
+  const workers = parseWorkers(doc.workers);
+  return { file, listen, databases, pool, auth, policy, policy_source, log, admin, client_tls, peering, workers };
 }
 
 /** Loads and validates a config file; relative paths resolve against `anchor` (default: the file). */

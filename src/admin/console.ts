@@ -7,6 +7,7 @@ import * as msg from '../protocol/messages.js';
 import type { AdminConsole, AdminHost, ClientSession } from '../session/client-session.js';
 import { poolsOf, Averages, totals, poolEntries, type AdminServer, type Totals } from './stats.js';
 import * as show from './show.js';
+import { gathers, localTable, mergeTables } from './worker-tables.js';
 
 /** The console's database names: scopegate's own, and PgBouncer's so existing scripts and exporters work. */
 export const CONSOLE_DATABASES: readonly string[] = ['scopegate', 'pgbouncer'];
@@ -165,6 +166,8 @@ class Console implements AdminConsole {
       case 'RELOAD': {
         const failed = control!.reload('RELOAD command');
         if (failed !== null) deny(SQLSTATE.CONFIG_FILE_ERROR, `reload failed; keeping the running configuration: ${failed}`, 'reload failed');
+        // workers: N: the other workers read the same file.
+        this.srv.workerLink?.reloadOthers('RELOAD command');
         break;
       }
       case 'PAUSE':
@@ -186,6 +189,11 @@ class Console implements AdminConsole {
       case 'KILL_CLIENT': {
         const id = Number(arg);
         const target = [...this.srv.sessions()].find((c) => c.id === id);
+        // workers: N: a client of another worker is closed there (ids are unique over workers).
+        if (target === undefined && this.srv.workerLink && (await this.srv.workerLink.ask({ what: 'kill_client', id })).some((a) => a.data === true)) {
+          this.srv.gate.auditConsole(this.c, text, true, 'ok');
+          return [msg.commandComplete(verb)];
+        }
         if (target === undefined) deny(SQLSTATE.INVALID_PARAMETER_VALUE, `no client with id ${id}`, 'no such client', 'SHOW CLIENTS lists the ids.');
         this.srv.gate.auditConsole(this.c, text, true, 'ok');
         target!.closeWith(new SqlError(SQLSTATE.ADMIN_SHUTDOWN, `terminating connection: closed by the admin console (KILL_CLIENT ${id})`, { severity: 'FATAL' }));
@@ -195,27 +203,26 @@ class Console implements AdminConsole {
         this.srv.gate.auditConsole(this.c, text, true, 'ok');
         // The answer first: the shutdown closes this session with the others.
         this.c.send(Buffer.concat([msg.commandComplete(verb), msg.readyForQuery('I')]));
-        control!.shutdown('SHUTDOWN command');
+        // workers: N: the primary drains every worker, then exits.
+        if (this.srv.workerLink) this.srv.workerLink.shutdownAll('SHUTDOWN command');
+        else control!.shutdown('SHUTDOWN command');
         return [];
     }
     this.srv.gate.auditConsole(this.c, text, true, 'ok');
     return [msg.commandComplete(verb)];
   }
 
-  private show(what: string): Buffer[] {
+  private async show(what: string): Promise<Buffer[]> {
     if (what === 'HELP') return [msg.notice('Console usage', HELP), msg.commandComplete('SHOW')];
-    const srv = this.srv;
-    const table = what === 'POOLS' ? show.showPools(srv)
-      : what === 'CLIENTS' ? show.showClients(srv, this.c, this.level === 'admin')
-      : what === 'SERVERS' ? show.showServers(srv)
-      : what === 'STATS' ? show.showStats(srv, this.host.averages)
-      : what === 'DATABASES' ? show.showDatabases(srv)
-      : what === 'CONFIG' ? show.showConfig(srv)
-      : what === 'LISTS' ? show.showLists(srv)
-      : what === 'VERSION' ? show.showVersion()
-      : what === 'POLICY' ? show.showPolicy(srv)
-      : what === 'DECISIONS' ? show.showDecisions(srv)
-      : show.showThreads(srv);
+    const full = this.level === 'admin';
+    let table = localTable(this.srv, what, this.c, full, this.host.averages);
+    const link = this.srv.workerLink;
+    if (link && gathers(what)) {
+      // workers: N: the other workers' rows, through the primary (a worker that does not answer in 2 s is left out).
+      const others = await link.ask({ what: 'show', table: what, full, viewerSub: this.c.identity?.sub ?? null });
+      const parts = [{ worker: link.index, table }, ...others.filter((o) => o.data !== null).map((o) => ({ worker: o.worker, table: o.data as show.Table }))];
+      table = mergeTables(what, parts);
+    }
     return [msg.rowDescription(table.columns), ...table.rows.map((r) => msg.dataRow(r)), msg.commandComplete('SHOW')];
   }
 }

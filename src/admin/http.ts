@@ -5,12 +5,29 @@ import type { Registry } from 'prom-client';
 import { createMetrics } from './metrics.js';
 import { readiness, type AdminServer } from './stats.js';
 
+/** Where the answers come from: this process's server, or (workers: N) the primary's fan-out over its workers. */
+export interface HttpSource {
+  metrics(): Promise<{ contentType: string; text: string }>;
+  readiness(): Promise<{ ready: boolean; body: unknown }>;
+}
+
+function localSource(srv: AdminServer): HttpSource {
+  const registry: Registry = createMetrics(srv);
+  return {
+    metrics: async () => ({ contentType: registry.contentType, text: await registry.metrics() }),
+    readiness: () => {
+      const r = readiness(srv);
+      return Promise.resolve({ ready: r.ready, body: r });
+    },
+  };
+}
+
 export class AdminHttp {
-  private readonly registry: Registry;
+  private readonly source: HttpSource;
   private server: Server | null = null;
 
-  constructor(private readonly srv: AdminServer, private readonly at: { host: string; port: number }, private readonly log: Logger) {
-    this.registry = createMetrics(srv);
+  constructor(srv: AdminServer | null, private readonly at: { host: string; port: number }, private readonly log: Logger, source?: HttpSource) {
+    this.source = source ?? localSource(srv!);
   }
 
   listen(): Promise<number> {
@@ -25,12 +42,14 @@ export class AdminHttp {
         if (req.method !== 'GET' && req.method !== 'HEAD') { res.setHeader('allow', 'GET, HEAD'); send(405, 'text/plain', 'method not allowed\n'); return; }
         if (path === '/healthz') { send(200, 'text/plain', 'ok\n'); return; }
         if (path === '/readyz') {
-          const r = readiness(this.srv);
-          send(r.ready ? 200 : 503, 'application/json', `${JSON.stringify(r)}\n`);
+          this.source.readiness().then(
+            (r) => send(r.ready ? 200 : 503, 'application/json', `${JSON.stringify(r.body)}\n`),
+            () => send(503, 'application/json', '{"ready":false}\n'),
+          );
           return;
         }
-        this.registry.metrics().then(
-          (text) => send(200, this.registry.contentType, text),
+        this.source.metrics().then(
+          (m) => send(200, m.contentType, m.text),
           (err: unknown) => {
             this.log.error({ err: (err as Error).message }, 'metrics scrape failed');
             send(500, 'text/plain', 'metrics unavailable\n');

@@ -82,7 +82,7 @@ function tlsColumn(c: ClientSession): string {
  * stats-scope token sees those only for its own connections (same sub), NULL for the others.
  * Tokens themselves are never kept, so never shown.
  */
-export function showClients(srv: AdminServer, viewer: ClientSession, full: boolean): Table {
+export function showClients(srv: AdminServer, viewer: { readonly identity: { readonly sub: string } | null }, full: boolean): Table {
   const now = Date.now();
   const rows: Array<Array<string | null>> = [];
   for (const c of srv.sessions()) {

@@ -10,6 +10,7 @@ import type { CancelPeers } from '../server/peers.js';
 import type { RouteTable } from '../pool/routes.js';
 import { ClientSession } from '../session/client-session.js';
 import { Phase } from '../session/phase.js';
+import type { WorkerLink } from '../server/worker-link.js';
 
 /** RELOAD and SHUTDOWN: the same code paths as SIGHUP and SIGTERM (src/server/run.ts). */
 export interface AdminControl {
@@ -39,6 +40,8 @@ export interface AdminServer {
   sessions(): Iterable<ClientSession>;
   /** peer_id / peers: cancel forwarding counters (src/server/peers.ts); absent in-process. */
   readonly peers?: CancelPeers;
+  /** workers: N: this worker's link to the primary (src/server/worker-link.ts); null or absent: one process. */
+  readonly workerLink?: WorkerLink | null;
 }
 
 /** One pool: a database entry, or one scope role's pool of a server_login: role entry. */

@@ -13,6 +13,7 @@ import { TlsFrontDoor } from './tls.js';
 import { CancelPeers } from './peers.js';
 import { AdminConsoles } from '../admin/console.js';
 import type { AdminControl, AdminServer } from '../admin/stats.js';
+import type { WorkerLink } from './worker-link.js';
 
 /**
  * The listening socket and everything shared by client sessions: pools per database,
@@ -42,6 +43,8 @@ export class Scopegate implements ServerContext, AdminServer {
   readonly admin: AdminConsoles | null;
   /** RELOAD and SHUTDOWN from the console: run.ts sets it to its SIGHUP and SIGTERM paths. */
   control: AdminControl | null = null;
+  /** workers: N: the link to the primary (src/server/worker-link.ts); null: one process. */
+  workerLink: WorkerLink | null = null;
 
   constructor(config: Config, log: Logger, gate: StatementGate) {
     this.config = config;
@@ -82,7 +85,7 @@ export class Scopegate implements ServerContext, AdminServer {
       server.listen(this.config.listen.port, this.config.listen.host, () => {
         const addr = server.address();
         const port = typeof addr === 'object' && addr ? addr.port : this.config.listen.port;
-        this.log.info({ host: this.config.listen.host, port }, 'listening');
+        this.log.info({ host: this.config.listen.host, port, ...(this.workerLink ? { worker: this.workerLink.index } : {}) }, 'listening');
         resolve(port);
       });
     });
@@ -148,6 +151,12 @@ export class Scopegate implements ServerContext, AdminServer {
     this.peers.reload(next.peering);
     this.config = next;
     this.log.info({ databases: [...next.databases.keys()] }, 'configuration reloaded');
+  }
+
+  /** A fatal error in this process (workers: N, before it exits): every client is told, 57P02, as Postgres does after a crash. */
+  crash(): void {
+    const bye = new SqlError(SQLSTATE.CRASH_SHUTDOWN, 'terminating connection because of crash of a scopegate worker', { severity: 'FATAL', hint: 'Reconnect: another worker takes the connection.' });
+    for (const c of [...this.clients]) c.closeWith(bye);
   }
 
   /**

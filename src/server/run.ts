@@ -20,6 +20,12 @@ import { Scopegate } from './listener.js';
 import { AdminHttp } from '../admin/http.js';
 import { PolicyFeed } from '../policy/source.js';
 import type { RevocationList } from '../policy/revocations.js';
+import cluster from 'node:cluster';
+import { createMetrics } from '../admin/metrics.js';
+import { clientIdsForWorker } from '../session/client-session.js';
+import { shareConfig } from './worker-share.js';
+import { WorkerLink, workerPlace } from './worker-link.js';
+import { WorkerPrimary } from './workers.js';
 
 
 /** Builds authentication and statement checks from the config. */
@@ -58,7 +64,7 @@ function fileDigest(file: string | null): string {
 }
 
 export async function runServer(configFile: string, anchor: string = configFile): Promise<void> {
-  let config;
+  let config: Config;
   try {
     config = loadConfig(configFile, anchor);
   } catch (err) {
@@ -68,7 +74,16 @@ export async function runServer(configFile: string, anchor: string = configFile)
     }
     throw err;
   }
-  const log = createLogger(config.log.level);
+  // workers: N (src/server/workers.ts): the primary only forks and routes; each worker runs all below.
+  const place = cluster.isPrimary ? null : workerPlace();
+  if (cluster.isPrimary && config.workers > 1) {
+    await new WorkerPrimary(config, createLogger(config.log.level).child({ role: 'primary' })).start();
+    return;
+  }
+  const share = (c: Config): Config => place === null ? c : shareConfig(c, place.index, place.count);
+  config = share(config);
+  if (place !== null) clientIdsForWorker(place.index, place.count);
+  const log = place === null ? createLogger(config.log.level) : createLogger(config.log.level).child({ worker: place.index });
   await initParser();
   let gate: SessionGate;
   let policy: PolicyStore | null;
@@ -99,12 +114,24 @@ export async function runServer(configFile: string, anchor: string = configFile)
     throw err;
   }
   const server = new Scopegate(config, log, gate);
+  // workers: N: set before anything can reach the worker (hooks filled in once reload and stop exist).
+  const workerHooks = { reload: (_why: string): void => undefined, shutdown: (_why: string): void => process.exit(0) };
+  if (place !== null) {
+    const link = new WorkerLink(place.index, place.count, server, { reload: (why) => workerHooks.reload(why), shutdown: (why) => workerHooks.shutdown(why) });
+    server.workerLink = link;
+    // The primary serves /metrics from every worker's registry.
+    if (config.admin?.listen_http) link.registry = createMetrics(server);
+    process.on('uncaughtException', (err) => {
+      log.fatal({ err: err.stack ?? err.message }, 'worker crashed; its clients are told (57P02) and the primary replaces it');
+      try { server.crash(); } finally { setTimeout(() => process.exit(1), 100).unref(); }
+    });
+  }
   // Statements are judged against the catalog: read it before the first client, if the
   // server is up (otherwise statements are refused until a retry succeeds).
   if (policy !== null && !(await gate.loadCatalog())) log.warn('could not read the database catalog; statements are refused until it can be read');
   // Up before the client port: whoever sees "listening" can scrape too.
   let http: AdminHttp | null = null;
-  if (config.admin?.listen_http) {
+  if (config.admin?.listen_http && place === null) {
     http = new AdminHttp(server, config.admin.listen_http, log);
     try {
       await http.listen();
@@ -132,6 +159,8 @@ export async function runServer(configFile: string, anchor: string = configFile)
       for (const target of db.routing ? db.routing.routes.values() : [db]) void checkLoginRole(target, roles, log);
     }
   }
+  // workers: N: the primary counts this worker as up once its startup lines are out.
+  server.workerLink?.listening();
   let policyReloadFailures = 0;
   let lastPolicyFailure = '';
   const reloadPolicy = (why: string): void => {
@@ -168,7 +197,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
   const reload = (why: string): string | null => {
     let failed: string | null = null;
     try {
-      server.reload(loadConfig(configFile, anchor));
+      server.reload(share(loadConfig(configFile, anchor)));
     } catch (err) {
       failed = (err as Error).message;
       log.error({ err: failed, why }, 'reload failed; keeping the running configuration');
@@ -197,6 +226,9 @@ export async function runServer(configFile: string, anchor: string = configFile)
   if (feed !== null) feed.onRevocations = () => server.endRevoked();
   // logrotate renames the audit file, then sends SIGHUP: later lines go to a new file.
   process.on('SIGHUP', () => { audit?.reopen(); reload('SIGHUP'); });
+  // workers: N: the primary passes SIGHUP and RELOAD on; each worker reopens its own audit file.
+  workerHooks.reload = (why) => { audit?.reopen(); reload(why); };
+  workerHooks.shutdown = stop;
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

@@ -87,13 +87,20 @@ interface Queued {
 }
 
 let nextClientId = 1;
+let clientIdStep = 1;
+
+/** workers: N: worker i hands out ids i+1, i+1+N, ... so SHOW CLIENTS ids are unique over all workers. */
+export function clientIdsForWorker(index: number, count: number): void {
+  nextClientId = index + 1;
+  clientIdStep = count;
+}
 
 /**
  * One client connection: startup and authentication, then the transaction loop that
  * borrows a backend when a transaction starts and returns it when ReadyForQuery says idle.
  */
 export class ClientSession implements BackendOwner, StatementSender {
-  readonly id = nextClientId++;
+  readonly id = (nextClientId += clientIdStep) - clientIdStep;
   readonly address: string;
   /** Where this session is (see phase.ts); written only by enter(). */
   private phase: Phase = Phase.Startup;
