@@ -1,5 +1,7 @@
 /** The command line: picks the subcommand; importing it runs nothing (bin/scopegate.js calls main). */
+import cluster from 'node:cluster';
 import { runServer } from './server/run.js';
+import { WORKER_ANCHOR_ENV, WORKER_CONFIG_ENV } from './server/worker-ipc.js';
 
 const USAGE = `usage:
   scopegate [--config FILE]            run the pooler (default config/scopegate.yaml)
@@ -18,6 +20,13 @@ function argValue(args: string[], name: string): string | undefined {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // A worker of `workers: N` (src/server/workers.ts) runs the primary's config, whatever the
+  // command line was (node:cluster starts it with the primary's: `scopegate demo` too).
+  const workerConfig = process.env[WORKER_CONFIG_ENV];
+  if (cluster.isWorker && workerConfig !== undefined) {
+    await runServer(workerConfig, process.env[WORKER_ANCHOR_ENV] ?? workerConfig);
+    return;
+  }
   const [cmd, ...rest] = argv;
   if (cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(USAGE + '\n');

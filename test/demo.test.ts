@@ -24,36 +24,36 @@ function readmeCommands(): string[] {
   return block.replace(/\\\n\s*/g, '').split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter((l) => l !== '');
 }
 
-describe('the README demo from a fresh start', { timeout: 300_000 }, () => {
-  let dir: string;
-  let demo: ChildProcess;
-  let out = '';
-  let port: number;
-  let exited: Promise<number | null>;
+/** A demo started from a fresh directory: its output so far, its port, and how to stop it. */
+interface DemoRun {
+  dir: string;
+  port: number;
+  out: () => string;
+  stop: () => Promise<void>;
+}
 
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'demo-'));
-    // As root, PostgreSQL runs as the postgres user and must reach .scopegate inside.
-    chmodSync(dir, 0o755);
-    port = await freePort();
-    // The shipped config, on a free port, its policy where the checkout has it.
-    const doc = parseYaml(readFileSync(join(ROOT, 'config', 'scopegate.yaml'), 'utf8')) as Record<string, unknown>;
-    doc.listen = { host: '127.0.0.1', port };
-    copyFileSync(join(ROOT, 'config', 'policy.yaml'), join(dir, 'policy.yaml'));
-    writeFileSync(join(dir, 'scopegate.yaml'), stringify(doc));
-    // Its own process group, so the end is Ctrl-C's: SIGINT to the demo and its PostgreSQL.
-    // The demo makes its own development secret: none from this environment.
-    const env = { ...process.env };
-    delete env.SCOPEGATE_JWT_SECRET;
-    demo = spawn(process.execPath, [CLI, 'demo', join(dir, 'scopegate.yaml')], { cwd: dir, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env });
-    demo.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-    demo.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
-    exited = new Promise((r) => demo.on('exit', (code) => r(code)));
-    await pollUntil(async () => out.includes('Stop with Ctrl-C') || demo.exitCode !== null, 'demo banner', 3000, 100);
-    assert.ok(out.includes('Stop with Ctrl-C'), out);
-  });
-  after(async () => {
-    if (demo?.pid !== undefined && demo.exitCode === null) {
+/** `scopegate demo` with the shipped config (on a free port, `extra` merged in), up to its banner. */
+async function startDemo(extra: Record<string, unknown> = {}): Promise<DemoRun> {
+  const dir = mkdtempSync(join(tmpdir(), 'demo-'));
+  // As root, PostgreSQL runs as the postgres user and must reach .scopegate inside.
+  chmodSync(dir, 0o755);
+  const port = await freePort();
+  // The shipped config, on a free port, its policy where the checkout has it.
+  const doc = parseYaml(readFileSync(join(ROOT, 'config', 'scopegate.yaml'), 'utf8')) as Record<string, unknown>;
+  Object.assign(doc, extra, { listen: { host: '127.0.0.1', port } });
+  copyFileSync(join(ROOT, 'config', 'policy.yaml'), join(dir, 'policy.yaml'));
+  writeFileSync(join(dir, 'scopegate.yaml'), stringify(doc));
+  // Its own process group, so the end is Ctrl-C's: SIGINT to the demo and its PostgreSQL.
+  // The demo makes its own development secret: none from this environment.
+  const env = { ...process.env };
+  delete env.SCOPEGATE_JWT_SECRET;
+  const demo: ChildProcess = spawn(process.execPath, [CLI, 'demo', join(dir, 'scopegate.yaml')], { cwd: dir, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env });
+  let out = '';
+  demo.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+  demo.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<number | null>((r) => demo.on('exit', (code) => r(code)));
+  const stop = async (): Promise<void> => {
+    if (demo.pid !== undefined && demo.exitCode === null) {
       process.kill(-demo.pid, 'SIGINT');
       await exited;
     }
@@ -65,11 +65,26 @@ describe('the README demo from a fresh start', { timeout: 300_000 }, () => {
       await pollUntil(async () => !existsSync(pidFile), 'demo PostgreSQL stopped', 600, 100).catch(() => undefined);
     }
     rmSync(dir, { recursive: true, force: true });
+  };
+  await pollUntil(async () => out.includes('Stop with Ctrl-C') || demo.exitCode !== null, 'demo banner', 3000, 100);
+  assert.ok(out.includes('Stop with Ctrl-C'), out);
+  return { dir, port, out: () => out, stop };
+}
+
+describe('the README demo from a fresh start', { timeout: 300_000 }, () => {
+  let run: DemoRun;
+  let dir: string;
+  let port: number;
+
+  before(async () => {
+    run = await startDemo();
+    ({ dir, port } = run);
   });
+  after(async () => { await run?.stop(); });
 
   const tokenAfter = (marker: string): string => {
-    const m = new RegExp(`${marker.replace(/[()]/g, '\\$&')}\\n\\s*PGPASSWORD=(\\S+)`).exec(out);
-    assert.ok(m, `no token after ${marker} in ${out}`);
+    const m = new RegExp(`${marker.replace(/[()]/g, '\\$&')}\\n\\s*PGPASSWORD=(\\S+)`).exec(run.out());
+    assert.ok(m, `no token after ${marker} in ${run.out()}`);
     return m[1]!;
   };
   const sh = (cmd: string) => runProcess('sh', ['-c', cmd], {}, 120_000);
@@ -102,8 +117,8 @@ describe('the README demo from a fresh start', { timeout: 300_000 }, () => {
   });
 
   test('the mint hint pastes as printed and its token logs in', async () => {
-    const m = /Mint more with:\n\s*(.+)\n/.exec(out);
-    assert.ok(m, out);
+    const m = /Mint more with:\n\s*(.+)\n/.exec(run.out());
+    assert.ok(m, run.out());
     const minted = await runProcess('sh', ['-c', m[1]!]);
     assert.equal(minted.code, 0, minted.err);
     const token = minted.out.trim();
@@ -114,13 +129,32 @@ describe('the README demo from a fresh start', { timeout: 300_000 }, () => {
 
   test('the audit goes to the file the demo names, not the terminal', async () => {
     const file = join(dir, '.scopegate', 'audit.log');
-    assert.ok(out.includes(`audit lines               ${file}`), out);
+    assert.ok(run.out().includes(`audit lines               ${file}`), run.out());
     const lines = await pollUntil(async () => {
       if (!existsSync(file)) return null;
       const ls = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
       return ls.some((l) => l.decision === 'deny' && String(l.statement).includes('secrets')) ? ls : null;
     }, 'the denial in the audit file');
     assert.ok(lines.some((l) => l.decision === 'allow'));
-    assert.ok(!out.includes('"stream":"audit"'), 'audit lines on the terminal');
+    assert.ok(!run.out().includes('"stream":"audit"'), 'audit lines on the terminal');
+  });
+});
+
+describe('the demo with workers: 2', { timeout: 300_000 }, () => {
+  let run: DemoRun;
+  before(async () => { run = await startDemo({ workers: 2 }); });
+  after(async () => { await run?.stop(); });
+
+  test('both workers run the demo\'s server (not the demo again) and serve its clients', async () => {
+    const m = /# orders:read\n\s*PGPASSWORD=(\S+)/.exec(run.out());
+    assert.ok(m, run.out());
+    // node:cluster starts workers with the primary's command line: `demo` must not run twice.
+    await pollUntil(async () => (run.out().match(/"msg":"listening"/g) ?? []).length >= 2 ? true : null, 'both workers listening');
+    assert.doesNotMatch(run.out(), /failed to start/);
+    for (let i = 0; i < 4; i++) {
+      const r = await runProcess('psql', [`host=127.0.0.1 port=${run.port} dbname=app user=alice`, '-Atc', 'select current_user, count(*) from orders'], { PGPASSWORD: m[1]! });
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /^app_reader\|\d+$/m);
+    }
   });
 });

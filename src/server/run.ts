@@ -77,7 +77,7 @@ export async function runServer(configFile: string, anchor: string = configFile)
   // workers: N (src/server/workers.ts): the primary only forks and routes; each worker runs all below.
   const place = cluster.isPrimary ? null : workerPlace();
   if (cluster.isPrimary && config.workers > 1) {
-    await new WorkerPrimary(config, createLogger(config.log.level).child({ role: 'primary' })).start();
+    await new WorkerPrimary(config, createLogger(config.log.level).child({ role: 'primary' })).start(configFile, anchor);
     return;
   }
   const share = (c: Config): Config => place === null ? c : shareConfig(c, place.index, place.count);

@@ -35,6 +35,10 @@ export const ASK_TIMEOUT_MS = 2_000;
 /** Environment variable carrying a forked worker's index (0-based) and the worker count. */
 export const WORKER_ENV = 'SCOPEGATE_WORKER';
 export const WORKERS_ENV = 'SCOPEGATE_WORKERS';
+/** The config file a worker runs, and the file its relative paths are relative to: the
+ * primary's own, whatever command started it (`scopegate demo` runs a generated copy). */
+export const WORKER_CONFIG_ENV = 'SCOPEGATE_WORKER_CONFIG';
+export const WORKER_ANCHOR_ENV = 'SCOPEGATE_WORKER_ANCHOR';
 
 export function isFromWorker(m: unknown): m is FromWorker {
   return typeof m === 'object' && m !== null && typeof (m as { sg?: unknown }).sg === 'string';

@@ -1,10 +1,11 @@
 /** `workers: N`: the primary process. Forks N workers on one port (node:cluster, round-robin), replaces dead ones, relays cancels, fans console and /metrics queries out, passes signals on. */
+import { resolve } from 'node:path';
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, Registry, Gauge, Counter, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { AdminHttp } from '../admin/http.js';
-import { ASK_TIMEOUT_MS, WORKER_ENV, WORKERS_ENV, isFromWorker, type ReadinessReply, type ToWorker, type WorkerQuery } from './worker-ipc.js';
+import { ASK_TIMEOUT_MS, WORKER_ANCHOR_ENV, WORKER_CONFIG_ENV, WORKER_ENV, WORKERS_ENV, isFromWorker, type ReadinessReply, type ToWorker, type WorkerQuery } from './worker-ipc.js';
 import { oversubscribed } from './worker-share.js';
 
 /** Restart delay after a worker dies: 250 ms, doubled per quick death, at most 30 s. */
@@ -32,6 +33,8 @@ interface Pending {
 }
 
 export class WorkerPrimary {
+  private configFile = '';
+  private anchor = '';
   private readonly slots: Slot[] = [];
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
@@ -56,7 +59,10 @@ export class WorkerPrimary {
     } });
   }
 
-  async start(): Promise<void> {
+  /** `configFile` / `anchor`: what runServer was given; every worker runs exactly that. */
+  async start(configFile: string, anchor: string): Promise<void> {
+    this.configFile = resolve(configFile);
+    this.anchor = resolve(anchor);
     const over = oversubscribed(this.config, this.config.workers);
     if (over.length > 0) this.log.warn({ workers: this.config.workers, pools: over }, 'pool_size smaller than workers: each worker still gets one server connection, so these pools may open more than pool_size');
     // Round-robin in the primary: the kernel's spread over workers blocked in accept() was uneven (bench/README.md).
@@ -86,7 +92,7 @@ export class WorkerPrimary {
     s.timer = null;
     s.listening = false;
     s.startedAt = Date.now();
-    const w = cluster.fork({ [WORKER_ENV]: String(s.index), [WORKERS_ENV]: String(this.slots.length) });
+    const w = cluster.fork({ [WORKER_ENV]: String(s.index), [WORKERS_ENV]: String(this.slots.length), [WORKER_CONFIG_ENV]: this.configFile, [WORKER_ANCHOR_ENV]: this.anchor });
     s.worker = w;
     this.log.info({ worker: s.index, pid: w.process.pid }, 'worker started');
     w.on('message', (m: unknown) => this.onMessage(s, m));
