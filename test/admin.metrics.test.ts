@@ -287,3 +287,37 @@ test('config: the old metrics key is an error naming admin.listen_http; admin ne
   assert.deepEqual(ok.admin, { scope: 'a', stats_scope: 'b', listen_http: { host: '::1', port: 9187 }, trust_access: 'none' });
   assert.equal(parseConfig(base, null).admin, null);
 });
+
+test('during the SIGTERM drain /healthz still answers 200 and /readyz 503, until the last transaction ends', async () => {
+  const pgsrv = await startRestartablePostgres();
+  const http = await freePort();
+  const sg = await startScopegate({
+    databases: { app: { url: pgsrv.url('postgres'), pool_size: 2 } },
+    pool: { shutdown_timeout: '60s' },
+    auth: { method: 'trust' },
+    admin: { scope: 'scopegate:admin', listen_http: `127.0.0.1:${http}` },
+    log: { level: 'info' },
+  });
+  const get = async (path: string): Promise<number> => (await fetch(`http://127.0.0.1:${http}${path}`)).status;
+  const c = new pg.Client({ host: '127.0.0.1', port: sg.port, user: 'postgres', database: 'app' });
+  c.on('error', () => undefined);
+  try {
+    await c.connect();
+    await c.query('BEGIN');
+    await c.query('SELECT 1');
+    assert.equal(await get('/readyz'), 200);
+    const exited = new Promise<number | null>((r) => sg.proc.once('exit', (code) => r(code)));
+    sg.proc.kill('SIGTERM');
+    await waitFor(async () => (await get('/readyz')) === 503, '/readyz 503 once the drain began');
+    // The open transaction holds the drain: the liveness probe must not fail meanwhile.
+    assert.equal(await get('/healthz'), 200);
+    assert.equal(sg.proc.exitCode, null);
+    await c.query('COMMIT');
+    assert.equal(await exited, 0);
+    await assert.rejects(fetch(`http://127.0.0.1:${http}/healthz`), 'the HTTP listener is closed after the drain');
+  } finally {
+    await c.end().catch(() => undefined);
+    await sg.stop().catch(() => null);
+    await pgsrv.destroy();
+  }
+});

@@ -208,7 +208,9 @@ export async function runServer(configFile: string, anchor: string = configFile)
   // SIGTERM, SIGINT and the console's SHUTDOWN: one path.
   const stop = (why: string): void => {
     log.info({ why }, 'stopping');
-    void Promise.all([server.shutdown(), http?.close(), feed?.stop()]).then(() => {
+    // /healthz keeps answering (and /readyz says 503) until the drain is over: a probe that
+    // found the port closed would have the orchestrator kill the pod mid-drain.
+    void Promise.all([server.shutdown().then(() => http?.close()), feed?.stop()]).then(() => {
       log.info('stopped');
       audit?.close();
       process.exit(0);
