@@ -305,6 +305,9 @@ test('config: route_by_claim is validated key by key', () => {
   }
   assert.match(parse({ url: `postgres://u:p@db/${'s'.repeat(63)}_{tenant}` }), /longer than 63 bytes/);
   assert.match(parse({ url: 'postgres://u:p@db/shop' }), /must contain \{tenant\}/);
+  // A claim value alone would be the whole database name: `postgres`, another application's.
+  assert.match(parse({ url: 'postgres://u:p@db/{tenant}' }), /databases\.shop\.url: the database name needs a fixed part/);
+  assert.equal(parse({ url: 'postgres://u:p@db/{tenant}_shop' }), 'ok');
   assert.match(parse({ url: 'postgres://u:p@db/shop_{tenant}', routes: { a: { url: 'postgres://u@db/a' } } }), /exactly one of/);
   assert.match(parse({ routes: { ACME: { url: 'postgres://u@db/a' } } }), /databases\.shop\.routes\.ACME/);
   assert.match(parse({ routes: { a: { url: 'postgres://u@db/a', pool_mode: 'session' } } }), /routes\.a\.pool_mode/);

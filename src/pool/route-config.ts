@@ -89,6 +89,9 @@ export function parseRoutedDatabase(name: string, raw: Obj, parseOne: (name: str
   const holes = marked.split(TEMPLATE_MARK).length - 1;
   if (template.dbname.split(TEMPLATE_MARK).length - 1 !== holes) throw new ConfigError(`${at}.url`, `${hole} may only appear in the database name (the path), not in the host, user, password or parameters`);
   const fixed = Buffer.byteLength(template.dbname.split(TEMPLATE_MARK).join(''));
+  // `.../{tenant}` alone would let a claim value name any database on the server (`postgres`,
+  // another application's): the fixed part keeps every tenant inside one family of names.
+  if (fixed === 0) throw new ConfigError(`${at}.url`, `the database name needs a fixed part besides ${hole} (e.g. shop_${hole}), else a ${claim} claim can name any database on the server`);
   if (fixed + holes > MAX_DBNAME_BYTES) throw new ConfigError(`${at}.url`, `the database name is longer than ${MAX_DBNAME_BYTES} bytes for any ${claim}`);
   return { ...template, routing: { claim, routes: new Map(), template, max_routes: maxRoutes } };
 }
