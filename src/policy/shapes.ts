@@ -33,8 +33,15 @@ function shapeOf(sql: string): string | null {
   return shape === sql ? null : shape;
 }
 
+/** Decisions of one shape kept per context; past this many (policy versions pile up) the shape starts afresh. */
+const CONTEXTS_PER_SHAPE = 16;
+
 export class ShapeCache {
-  private readonly cache = new LruCache<string, Decision>(10_000, 64 * 1024 * 1024);
+  /** shape -> (scopes, policy version, catalog version) -> decision: the shape is the only key
+   * made per statement, the context key is made once per scope set and version. */
+  private readonly cache = new LruCache<string, Map<string, Decision>>(10_000, 64 * 1024 * 1024);
+  /** The context key last made for a scope set, with what it was made of. */
+  private readonly contexts = new Map<string, { version: string; catalog: string; key: string }>();
 
   constructor(private readonly policy: PolicyStore) {}
 
@@ -55,11 +62,16 @@ export class ShapeCache {
   check(sql: string, scopes: readonly string[], scopeKey: string, catalog?: ColumnCatalog): Decision {
     const shape = numericShape(sql);
     if (shape === null) return this.policy.check(sql, scopes, undefined, catalog);
-    const key = this.key(shape, scopeKey, catalog);
-    let d = this.cache.get(key);
+    const context = this.contextKey(scopeKey, catalog);
+    let byContext = this.cache.get(shape);
+    let d = byContext?.get(context);
     if (d === undefined) {
       d = this.policy.check(sql, scopes, undefined, catalog);
-      if (d.rewritten === null && d.bindChecks.length === 0) this.cache.set(key, d, key.length + sql.length);
+      if (d.rewritten === null && d.bindChecks.length === 0) {
+        if (byContext === undefined) this.cache.set(shape, (byContext = new Map()), shape.length + sql.length);
+        else if (byContext.size >= CONTEXTS_PER_SHAPE) byContext.clear();
+        byContext.set(context, d);
+      }
     }
     return d;
   }
@@ -67,12 +79,20 @@ export class ShapeCache {
   /** Whether check() would answer without deciding. */
   has(sql: string, scopes: readonly string[], scopeKey: string, catalog?: ColumnCatalog): boolean {
     const shape = numericShape(sql);
-    if (shape !== null && this.cache.get(this.key(shape, scopeKey, catalog)) !== undefined) return true;
+    if (shape !== null && this.cache.get(shape)?.get(this.contextKey(scopeKey, catalog)) !== undefined) return true;
     return this.policy.has(sql, scopes, undefined, catalog);
   }
 
-  // The catalog decides what `t.name` means, so a decision is shared within one catalog version.
-  private key(shape: string, scopeKey: string, catalog: ColumnCatalog | undefined): string {
-    return `${shape}\u0000${scopeKey}\u0000${this.policy.version}\u0000${catalog === undefined ? this.policy.catalogVersion : catalog.version}`;
+  /** What else a decision depends on: the scopes, the policy version and, since the catalog
+   * decides what `t.name` means, the catalog version. */
+  private contextKey(scopeKey: string, catalog: ColumnCatalog | undefined): string {
+    const version = this.policy.version;
+    const cv = catalog === undefined ? this.policy.catalogVersion : catalog.version;
+    const seen = this.contexts.get(scopeKey);
+    if (seen !== undefined && seen.version === version && seen.catalog === cv) return seen.key;
+    const key = `${scopeKey}\u0000${version}\u0000${cv}`;
+    if (this.contexts.size >= 10_000) this.contexts.clear();
+    this.contexts.set(scopeKey, { version, catalog: cv, key });
+    return key;
   }
 }
