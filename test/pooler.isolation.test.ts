@@ -197,6 +197,31 @@ describe('startup parameters follow their client (pool_size 1)', () => {
     }
   });
 
+  it('a startup parameter the server refuses ends the session with its FATAL error, as PostgreSQL refuses the login; the next client is served', async () => {
+    for (const options of ['-c no_such_setting_xyz=1', '-c DateStyle=nonsense']) {
+      // PostgreSQL's own verdict on the same parameter: the login fails.
+      const ref = new pg.Client({ connectionString: db.url('postgres'), options });
+      const direct = await ref.connect().then(() => null, (e: { code?: string }) => e.code ?? 'no code');
+      await ref.end().catch(() => undefined);
+      const c = await client({ options });
+      const errors: Array<{ code?: string; severity?: string }> = [];
+      c.on('error', (e) => errors.push(e as { code?: string }));
+      const first = await c.query('SELECT 1').then(() => null, (e: { code?: string; severity?: string; message: string }) => e);
+      assert.ok(first !== null, `${options}: the statement ran`);
+      assert.equal(first.code, direct, `${options}: the code PostgreSQL gives the login`);
+      assert.equal(first.severity, 'FATAL', `${options}: ${first.message}`);
+      // The session is over: nothing more runs on it.
+      await assert.rejects(c.query('SELECT 2'));
+      await c.end().catch(() => undefined);
+      const next = await client();
+      try {
+        assert.equal((await next.query('SELECT 42 AS x')).rows[0].x, 42);
+      } finally {
+        await next.end();
+      }
+    }
+  });
+
   it('a list-valued startup parameter (search_path=a,b) means what it means to PostgreSQL', async () => {
     const opts = { application_name: 'lists', options: '-c search_path=alpha_schema,public' };
     const q = "SELECT current_setting('search_path') AS sp, current_schema() AS cs";

@@ -1151,6 +1151,12 @@ export class ClientSession implements BackendOwner, StatementSender {
         if (b.broken) void pool.destroy(b);
         else void pool.release(b);
         if (this.isClosed()) return;
+        if (prep.settings && this.ledger.asStarted && settingRefused(sqlErr)) {
+          // A startup parameter the server will not take (unknown, a bad value, not settable):
+          // Postgres refuses such a login; here every statement would fail the same way.
+          this.closeWith(new SqlError(sqlErr.code, sqlErr.message, { severity: 'FATAL', hint: 'A startup parameter (or options=-c) that the server refused: remove it from the connection settings.' }));
+          return;
+        }
         this.enter(Phase.Idle);
         this.failQueued(sqlErr);
       },
@@ -1162,8 +1168,9 @@ export class ClientSession implements BackendOwner, StatementSender {
    * for the first statement, the role and claims (with `clear` ahead of them). Null when
    * nothing (the common case).
    */
-  private preparation(b: Backend, clear: string | null): { sql: string; want: string | null | undefined } | null {
+  private preparation(b: Backend, clear: string | null): { sql: string; want: string | null | undefined; settings: boolean } | null {
     const stmts = settingsDiff(b.applied, this.ledger.settings);
+    const settings = stmts.length !== 0;
     let want: string | null | undefined;
     if (this.enforcing) {
       const first = this.queue.find(hasRole);
@@ -1174,7 +1181,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     // The round trip is paid anyway: what the last client left is cleared in it too.
     if (clear !== null) stmts.unshift(clear);
     // One statement a line: a recorded SET may end in a -- comment.
-    return { sql: stmts.join('\n;\n'), want };
+    return { sql: stmts.join('\n;\n'), want, settings };
   }
 
   /** What another client left that only the next one could see: its sequence values
@@ -1528,4 +1535,10 @@ function isStatementMessage(type: number): boolean {
 /** The queue's first message with a role of its own (a module-level predicate: no closure per checkout). */
 function hasRole(q: Queued): boolean {
   return q.role !== undefined;
+}
+
+/** The server's answer to a SET of a startup parameter it does not take. */
+function settingRefused(err: SqlError): boolean {
+  // 42704 unrecognized parameter, 22023 invalid value, 55P02 cannot be changed now, 42501 not permitted to set.
+  return err.code === '42704' || err.code === SQLSTATE.INVALID_PARAMETER_VALUE || err.code === '55P02' || (err.code === SQLSTATE.INSUFFICIENT_PRIVILEGE && /parameter/.test(err.message));
 }

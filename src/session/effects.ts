@@ -40,6 +40,11 @@ export class SessionLedger {
     return this.current;
   }
 
+  /** Whether the settings are still the startup parameters, as the client connected with them. */
+  get asStarted(): boolean {
+    return !this.own;
+  }
+
   /** The settings, as a map of this ledger's own to change. */
   private writable(): SettingMap {
     if (!this.own) {
