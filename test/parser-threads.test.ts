@@ -9,7 +9,8 @@ import { initParser } from '../src/policy/parse.js';
 import { PolicyStore } from '../src/policy/store.js';
 import { FairQueue } from '../src/policy/decision-threads.js';
 import { classify } from '../src/policy/session-effects.js';
-import { errorOf, ROOT, startFixture, type Fixture } from './scope.fixture.test.js';
+import { DB, errorOf, ROOT, startFixture, type Fixture } from './scope.fixture.test.js';
+import { fe, firstError, rawLogin, rows } from './harness/rawclient.js';
 import { startRows, tenantOracle, type RowsFixture } from './rows.fixture.test.js';
 
 /** A comment that takes a text past parser_thread_min_size without changing what it does. */
@@ -121,6 +122,33 @@ describe('decision threads', () => {
     }
     await attacks;
     assert.ok(served >= 5);
+  });
+
+  it('a sender past its share of the event loop has its small new texts decided on the threads, each answered as on the event loop', async () => {
+    const { raw } = await rawLogin(fx.sg.port, 'flooder', await fx.token('orders:read', 'flooder'), DB);
+    const bystander = await fx.client('orders:read', { sub: 'bystander' });
+    const before = offThread();
+    // Distinct small texts (a string literal each: no shared numeric shape), pipelined in one write.
+    const N = 4000;
+    raw.write(Buffer.concat(Array.from({ length: N }, (_, i) => fe.query(i % 2 === 0 ? `SELECT 'p${i}' AS v FROM orders LIMIT 1` : `SELECT value FROM secrets WHERE key = 'p${i}'`))));
+    const seen: Array<string | null> = [];
+    const codes: string[] = [];
+    for (let i = 0; i < N; i++) {
+      const msgs = await raw.readUntilReady(60_000);
+      const e = firstError(msgs);
+      if (i % 2 === 0) seen.push(rows(msgs)[0]?.[0] ?? null);
+      else codes.push(e?.C ?? 'none');
+      if (i === 10) {
+        // A bystander's new statement meanwhile is answered too.
+        assert.equal((await bystander.query("SELECT 'fresh' AS v, count(*)::int AS n FROM orders")).rows[0].n, 10);
+      }
+    }
+    raw.close();
+    assert.deepEqual(seen, Array.from({ length: N / 2 }, (_, k) => `p${2 * k}`));
+    assert.deepEqual([...new Set(codes)], ['42501']);
+    // Below parser_thread_min_size every one of them would have been parsed on the event loop.
+    await offThreadReaches(before + 1);
+    assert.ok(offThread() > before, 'no small text went to the threads');
   });
 
   it("one client's stream of big distinct texts does not stall others' SELECT 1 (figure)", async (t) => {

@@ -145,6 +145,12 @@ export class DecisionThreads {
     for (let i = 0; i < count; i++) this.slots.push(this.spawn());
   }
 
+  /** Every thread has a job: a new one waits for a running parse to end (seconds, for a big text). */
+  get allBusy(): boolean {
+    for (const s of this.slots) if (s.ready && s.busy === null) return false;
+    return true;
+  }
+
   /** Decides off the event loop; never rejects (a failure is a `failed` result). */
   run(job: DecisionJob): Promise<JobResult> {
     if (this.closed) return Promise.resolve({ made: null, effects: null, failed: 'scopegate is shutting down' });
