@@ -2,8 +2,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { countStatements } from '../src/session/limits.js';
-import { errorFields, RawClient, startupPacket } from './harness/rawclient.js';
-import { errorOf, startFixture, type Fixture } from './scope.fixture.test.js';
+import { errorFields, RawClient, rawLogin, startupPacket } from './harness/rawclient.js';
+import { DB, errorOf, startFixture, type Fixture } from './scope.fixture.test.js';
 
 describe('countStatements (the lexical count behind max_statements_per_query)', () => {
   it('counts statements outside quotes and comments only', () => {
@@ -70,6 +70,25 @@ describe('limits', () => {
     assert.equal(ext.code, '54000');
     assert.equal((await c.query('SELECT count(*)::int AS n FROM orders')).rows[0].n, 10);
     await c.end();
+  });
+
+  it('a Query or Parse whose header declares far more than max_statement_size ends the session at once, its body never held', async () => {
+    for (const type of ['Q', 'P']) {
+      const { raw } = await rawLogin(fx.sg.port, 'hoarder', await fx.token('orders:read', 'hoarder'), DB);
+      // 40 MB announced (max_packet_size allows it), 64 KiB sent: nothing more will come.
+      const head = Buffer.alloc(5);
+      head.write(type, 0);
+      head.writeInt32BE(40 * 1024 * 1024, 1);
+      raw.write(Buffer.concat([head, Buffer.alloc(64 * 1024, 0x61)]));
+      const msgs = await raw.readUntilClosed(30_000);
+      const err = msgs.find((m) => m.type === 'E');
+      assert.ok(err, `${type}: an ErrorResponse before the close`);
+      const f = errorFields(err.body);
+      assert.equal(f.C, '54000', `${type}: ${f.M}`);
+      assert.equal(f.S, 'FATAL');
+      assert.match(f.M!, /max_statement_size/);
+    }
+    await bystanderOk();
   });
 
   it('more statements than max_statements_per_query in one Query get 54000; semicolons in literals do not count', async () => {

@@ -26,11 +26,14 @@ export class Framer {
   private want = 0;
   /** A sink said HOLD: the pieces start with the held message, and nothing is handed out. */
   private holding = false;
+  /** A lower limit for Query and Parse messages (0: none): their text is parsed whole, so it is capped before it is buffered. */
+  private maxStatementMessage = 0;
   constructor(private maxMessageSize: number) {}
 
   /** Changes the limit (the session lowers it before authentication, raises it after). */
-  setLimit(maxMessageSize: number): void {
+  setLimit(maxMessageSize: number, maxStatementMessage = 0): void {
     this.maxMessageSize = maxMessageSize;
+    this.maxStatementMessage = maxStatementMessage;
   }
 
   push(chunk: Buffer, sink: MessageSink): void {
@@ -88,6 +91,11 @@ export class Framer {
     const len = buf.readInt32BE(off + 1);
     if (len < 4 || len > this.maxMessageSize) {
       throw new SqlError(SQLSTATE.PROTOCOL_VIOLATION, len < 4 ? `invalid message length ${len}` : `message of ${len} bytes exceeds the limit of ${this.maxMessageSize}`, { severity: 'FATAL' });
+    }
+    const type = buf[off];
+    if (this.maxStatementMessage !== 0 && len > this.maxStatementMessage && (type === 0x51 /* Q */ || type === 0x50 /* P */)) {
+      // Refused from its header, before megabytes of it are held in memory.
+      throw new SqlError(SQLSTATE.PROGRAM_LIMIT_EXCEEDED, `statement message of ${len} bytes exceeds max_statement_size by far`, { severity: 'FATAL', hint: 'Send smaller statements, or raise pool.max_statement_size.' });
     }
     return 1 + len;
   }

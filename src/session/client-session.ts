@@ -404,7 +404,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     out.push(msg.backendKeyData(key.pid, key.secret), msg.readyForQuery('I'));
     this.socket.write(Buffer.concat(out));
     if (this.loginTimer !== null) { clearTimeout(this.loginTimer); this.loginTimer = null; }
-    this.framer.setLimit(this.ctx.config.pool.max_packet_size);
+    this.framer.setLimit(this.ctx.config.pool.max_packet_size, statementMessageCap(this.ctx.config.pool.max_statement_size));
     this.enter(Phase.Idle);
     if (ctx.log.isLevelEnabled('debug')) this.log.debug('client ready');
   }
@@ -1541,4 +1541,13 @@ function hasRole(q: Queued): boolean {
 function settingRefused(err: SqlError): boolean {
   // 42704 unrecognized parameter, 22023 invalid value, 55P02 cannot be changed now, 42501 not permitted to set.
   return err.code === '42704' || err.code === SQLSTATE.INVALID_PARAMETER_VALUE || err.code === '55P02' || (err.code === SQLSTATE.INSUFFICIENT_PRIVILEGE && /parameter/.test(err.message));
+}
+
+/**
+ * The largest Query or Parse message buffered at all: one a little past max_statement_size
+ * is read whole and refused with 54000 (the session goes on); one far past it ends the
+ * session from its header, so that N connections cannot each park max_packet_size bytes.
+ */
+function statementMessageCap(maxStatementSize: number): number {
+  return 2 * maxStatementSize + 512 * 1024;
 }
