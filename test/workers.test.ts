@@ -14,8 +14,8 @@ import { sendCancel, waitFor } from './harness/rawclient.js';
 import { shareOf, shareConfig } from '../src/server/worker-share.js';
 import { parseConfig } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
-import { availableParallelism } from 'node:os';
-import { readFileSync, renameSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const HOST = '127.0.0.1';
@@ -121,6 +121,25 @@ describe('workers: N', { timeout: 240_000 }, () => {
   it('a worker that cannot start ends the primary with its exit code instead of restarting', async () => {
     const bad = startScopegate({ ...config(POOL_SIZE), admin: null, policy: '/nonexistent/policy.yaml' });
     await assert.rejects(bad, /scopegate exited with 2/);
+  });
+
+  it('/metrics does not add up what each worker reports once: one policy is scopegate_policy_info 1, not 2', async () => {
+    const other = await freePort();
+    const dir = join(tmpdir(), `workers-policy-${process.pid}.yaml`);
+    writeFileSync(dir, 'default_schema: public\nscopes:\n  "r":\n    role: app_user\n    allow:\n      - { actions: [select], tables: [t] }\n');
+    const withPolicy = await startScopegate({ ...config(POOL_SIZE), policy: dir, admin: { scope: 'scopegate:admin', listen_http: `${HOST}:${other}`, trust_access: 'admin' } });
+    try {
+      const m = await waitFor(async () => {
+        const text = await (await fetch(`http://${HOST}:${other}/metrics`)).text();
+        return metricSum(text, 'scopegate_workers') === 2 ? text : null;
+      }, 'both workers up');
+      const info = m!.split('\n').filter((l) => l.startsWith('scopegate_policy_info{'));
+      assert.equal(info.length, 1, info.join('\n'));
+      assert.match(info[0]!, / 1$/);
+    } finally {
+      await withPolicy.stop();
+      rmSync(dir, { force: true });
+    }
   });
 
   it('both workers take clients; SHOW CLIENTS lists them with a worker column and unique ids', async () => {

@@ -16,8 +16,8 @@ type MetricType = 'counter' | 'gauge' | 'histogram';
  * (database names, server roles) or the policy (scope names), never from clients.
  */
 class Collected {
-  readonly aggregator = 'sum';
-  constructor(readonly name: string, readonly help: string, readonly type: MetricType, private readonly read: () => Value[]) {}
+  /** How workers' values combine (workers: N): counts add up; a state every worker reports once does not. */
+  constructor(readonly name: string, readonly help: string, readonly type: MetricType, private readonly read: () => Value[], readonly aggregator: 'sum' | 'max' = 'sum') {}
   get(): { name: string; help: string; type: MetricType; values: Value[]; aggregator: string } {
     return { name: this.name, help: this.help, type: this.type, values: this.read(), aggregator: this.aggregator };
   }
@@ -42,8 +42,8 @@ const DECISIONS: ReadonlyArray<[DecisionKind, string]> = [[DecisionKind.Allow, '
 export function createMetrics(srv: AdminServer): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const add = (name: string, help: string, type: MetricType, read: () => Value[]): void => {
-    registry.registerMetric(new Collected(name, help, type, read) as unknown as Metric);
+  const add = (name: string, help: string, type: MetricType, read: () => Value[], aggregator: 'sum' | 'max' = 'sum'): void => {
+    registry.registerMetric(new Collected(name, help, type, read, aggregator) as unknown as Metric);
   };
   const perPool = (f: (e: ReturnType<typeof poolEntries>[number], labels: Labels) => Value[]): (() => Value[]) => () =>
     poolEntries(srv).flatMap((e) => f(e, poolLabels(e)));
@@ -101,11 +101,11 @@ export function createMetrics(srv: AdminServer): Registry {
   add('scopegate_policy_info', 'The policy in force (1, labelled with its version; no series without a policy).', 'gauge', () => {
     const p = srv.control?.policy ?? null;
     return p === null ? [] : [{ labels: { version: p.version }, value: 1 }];
-  });
+  }, 'max');
   add('scopegate_policy_source_stale', 'policy_source only: 1 while the source cannot be read (the running policy may be behind), else 0.', 'gauge', () => {
     const f = srv.control?.policySource;
     return f == null ? [] : [{ labels: {}, value: f.stale ? 1 : 0 }];
-  });
+  }, 'max');
   add('scopegate_policy_source_invalid_versions_total', 'policy_source only: versions read from the source that did not validate (the running policy was kept).', 'counter', () => {
     const f = srv.control?.policySource;
     return f == null ? [] : [{ labels: {}, value: f.invalidVersions }];
