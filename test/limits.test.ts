@@ -2,7 +2,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { countStatements } from '../src/session/limits.js';
-import { errorFields, RawClient, rawLogin, startupPacket } from './harness/rawclient.js';
+import { errorFields, fe, firstError, RawClient, rawLogin, startupPacket, waitFor } from './harness/rawclient.js';
 import { DB, errorOf, startFixture, type Fixture } from './scope.fixture.test.js';
 
 describe('countStatements (the lexical count behind max_statements_per_query)', () => {
@@ -89,6 +89,37 @@ describe('limits', () => {
       assert.match(f.M!, /max_statement_size/);
     }
     await bystanderOk();
+  });
+
+  it('a client that does not read what scopegate answers it is not read either: its pipelined statements wait, then all are answered', async () => {
+    const { raw } = await rawLogin(fx.sg.port, 'nonreader', await fx.token('orders:read', 'nonreader'), DB);
+    const denied = (): number => fx.audit().filter((l) => l.sub === 'nonreader' && l.decision === 'deny').length;
+    // Refused by scopegate itself (no server involved): only the client's socket can push back.
+    const N = 60_000;
+    const q = fe.query('SELECT value FROM secrets');
+    raw.socket.pause(); // reads nothing: the kernel's buffers fill with ~10 MB of answers
+    raw.write(Buffer.concat(Array.from({ length: N }, () => q)));
+    // While it does not read, scopegate stops once the answers fill the socket: the count of
+    // refusals stops growing short of N (each poll is a bystander's round trip meanwhile).
+    let last = -1;
+    const stalled = await waitFor(async () => {
+      await bystanderOk();
+      const now = denied();
+      const same = now === last && now > 0;
+      last = now;
+      return same ? now : null;
+    }, 'refusals to stop growing while the client does not read', 60_000, 200);
+    assert.ok(stalled! < N, `all ${N} statements were worked through for a client that read nothing`);
+    // Once it reads, the rest follows, in order, every one refused.
+    raw.socket.resume();
+    let errors = 0;
+    for (let i = 0; i < N; i++) {
+      const msgs = await raw.readUntilReady(30_000);
+      if (firstError(msgs)?.C === '42501') errors++;
+    }
+    raw.close();
+    assert.equal(errors, N);
+    await waitFor(() => denied() === N, 'every refusal audited');
   });
 
   it('more statements than max_statements_per_query in one Query get 54000; semicolons in literals do not count', async () => {

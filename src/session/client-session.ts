@@ -35,6 +35,8 @@ const LOCAL_ROLLBACK = Buffer.concat([msg.commandComplete('ROLLBACK'), msg.ready
 const CLEAR_QUERIES = new Map(['DEALLOCATE ALL;\nDISCARD SEQUENCES', 'DISCARD SEQUENCES', 'DEALLOCATE ALL'].map((q) => [q, msg.query(q)]));
 
 /** Queued bytes past which a client waiting for a backend stops being read. */
+/** Longest stretch of one client's input worked through before the event loop turns to the others. */
+const INPUT_SLICE_MS = 2;
 const QUEUE_PAUSE_BYTES = 1024 * 1024;
 
 /** Everything a client session needs from the server around it. */
@@ -251,8 +253,29 @@ export class ClientSession implements BackendOwner, StatementSender {
     }
   }
 
-  /** A chunk from the socket, or (null) the input held for a decision worker. */
+  /** When the current slice of this client's input began (see onMessage). */
+  private sliceStart = 0;
+
+  /**
+   * Stops reading this client until the event loop has served the others (the next turn) or,
+   * when the client is not reading what it was sent, until its socket drains: what it sent
+   * waits in the framer, in order, and nothing else of it is read meanwhile.
+   */
+  private yieldInput(): typeof HOLD {
+    this.socket.pause();
+    const go = (): void => {
+      if (this.isClosed()) return;
+      if (!this.clientPaused) this.socket.resume();
+      this.onData(null);
+    };
+    if (this.socket.writableNeedDrain) this.socket.once('drain', go);
+    else setImmediate(go);
+    return HOLD;
+  }
+
+  /** A chunk from the socket, or (null) the input held for a decision worker or a slice's end. */
   private feed(chunk: Buffer | null): void {
+    this.sliceStart = performance.now();
     if (chunk !== null) this.framer.push(chunk, this.onMessage);
     else this.framer.resume(this.onMessage);
   }
@@ -474,6 +497,10 @@ export class ClientSession implements BackendOwner, StatementSender {
   private readonly onMessage = (type: number, buf: Buffer, start: number, end: number): boolean | void => {
     // The rest of a chunk after the message that ended the session (Terminate, a fatal error) is not read.
     if (this.phase === Phase.Closed) return;
+    // One client's input is worked through in slices: a chunk of 9,000 pipelined messages
+    // (or ones scopegate answers itself, which the client does not read) would otherwise keep
+    // the event loop every client shares, and the revocation feed, for seconds.
+    if (this.socket.writableNeedDrain || performance.now() - this.sliceStart > INPUT_SLICE_MS) return this.yieldInput();
     if (this.console !== null) {
       if (type === FE.Terminate) { this.terminate(); return; }
       const revoked = this.identity === null ? null : this.ctx.gate.checkRevoked(this);
