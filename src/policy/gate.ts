@@ -16,6 +16,7 @@ import type { DecisionThreads } from './decision-threads.js';
 import { wasmBroken } from './wasm.js';
 import { tooCostlyDecision } from './decide.js';
 import type { RevocationList } from './revocations.js';
+import { LoopShare } from './loop-share.js';
 
 /** What the gate reads of a client session; it never writes to it. */
 export interface GateClient extends AuthPeer {
@@ -251,7 +252,7 @@ export class SessionGate implements StatementGate {
     if (tracker === null) return null;
     const started = this.parts.threads != null ? performance.now() : 0;
     const fx = tracker.effects(sql);
-    if (started !== 0) this.loop.charge(c.identity?.sub ?? c.address, performance.now() - started);
+    if (started !== 0) this.loop.charge(senderOf(c), started);
     if (!fx.tracked) return null;
     // A session of its own keeps its state; only the pinned settings matter there, and the
     // end of a transaction that may undo a role scopegate switched inside it.
@@ -278,7 +279,7 @@ export class SessionGate implements StatementGate {
     const d = shapes !== null && shapes.enabled
       ? shapes.check(sql, c.identity?.scopes ?? NO_SCOPES, c.scopeKey, cat)
       : policy.check(sql, c.identity?.scopes ?? NO_SCOPES, c.identity?.claims, cat);
-    if (started !== 0) this.loop.charge(c.identity?.sub ?? c.address, performance.now() - started);
+    if (started !== 0) this.loop.charge(senderOf(c), started);
     return this.decide(c, d);
   }
 
@@ -334,7 +335,7 @@ export class SessionGate implements StatementGate {
     const threads = this.parts.threads ?? null;
     if (threads === null) return false;
     const broken = wasmBroken() !== null;
-    const overShare = this.loop.over(c.identity?.sub ?? c.address);
+    const overShare = this.loop.over(senderOf(c));
     // Small texts are parsed here, unless their sender has used its share of the event loop.
     if (!broken && sql.length < threads.minSize && !overShare) return false;
     const tracker = this.parts.sessionState;
@@ -369,7 +370,7 @@ export class SessionGate implements StatementGate {
     const effects = tracker !== null && !tracker.has(sql);
     const started = performance.now();
     const cat = this.catalogOf(c) ?? undefined;
-    const r = await threads.run({ client: c.identity?.sub ?? c.address, sql, scopes: [...scopes], claims, decide, effects, catalog: cat });
+    const r = await threads.run({ client: senderOf(c), sql, scopes: [...scopes], claims, decide, effects, catalog: cat });
     if (r.refused !== undefined) {
       this.audit(c, tooCostlyDecision(policy?.version ?? '', r.refused, sql), 'statement');
       return r.refused;
@@ -539,40 +540,7 @@ function startsTransaction(d: Decision): boolean {
   return first !== undefined && first.kind === 'transaction' && /^\s*(begin|start)\b/i.test(first.text);
 }
 
-/**
- * How much of the event loop each sender (token subject, else address) spends on statement
- * checks, per window of LOOP_WINDOW_MS. A sender past LOOP_SHARE_MS of it, or everyone once
- * all together are past LOOP_TOTAL_MS, has its uncached texts parsed on the threads, where
- * the fair queue serves clients in turn: a flood of distinct small statements then slows its
- * sender, not the event loop every client shares (red team: 4 x 10,000 pipelined statements
- * held a bystander's cached SELECT 1 for 8.7 s).
- */
-const LOOP_WINDOW_MS = 100;
-const LOOP_SHARE_MS = 10;
-const LOOP_TOTAL_MS = 40;
-/** Senders tracked at once; past this the window starts over for all (a bound, not a policy). */
-const LOOP_SENDERS = 10_000;
-
-class LoopShare {
-  private window = 0;
-  private total = 0;
-  private readonly spent = new Map<string, number>();
-
-  private roll(now: number): void {
-    if (now - this.window < LOOP_WINDOW_MS && this.spent.size < LOOP_SENDERS) return;
-    this.window = now;
-    this.total = 0;
-    this.spent.clear();
-  }
-
-  charge(sender: string, ms: number): void {
-    this.roll(performance.now());
-    this.total += ms;
-    this.spent.set(sender, (this.spent.get(sender) ?? 0) + ms);
-  }
-
-  over(sender: string): boolean {
-    this.roll(performance.now());
-    return this.total >= LOOP_TOTAL_MS || (this.spent.get(sender) ?? 0) >= LOOP_SHARE_MS;
-  }
+/** Who sends a statement, for fair shares of the event loop and the parser threads: the token's subject, else the address. */
+function senderOf(c: GateClient): string {
+  return c.identity?.sub ?? c.address;
 }

@@ -35,9 +35,9 @@ const LOCAL_ROLLBACK = Buffer.concat([msg.commandComplete('ROLLBACK'), msg.ready
 const CLEAR_QUERIES = new Map(['DEALLOCATE ALL;\nDISCARD SEQUENCES', 'DISCARD SEQUENCES', 'DEALLOCATE ALL'].map((q) => [q, msg.query(q)]));
 
 /** Queued bytes past which a client waiting for a backend stops being read. */
+const QUEUE_PAUSE_BYTES = 1024 * 1024;
 /** Longest stretch of one client's input worked through before the event loop turns to the others. */
 const INPUT_SLICE_MS = 2;
-const QUEUE_PAUSE_BYTES = 1024 * 1024;
 
 /** Everything a client session needs from the server around it. */
 export interface ServerContext {
@@ -1567,7 +1567,7 @@ function hasRole(q: Queued): boolean {
 /** The server's answer to a SET of a startup parameter it does not take. */
 function settingRefused(err: SqlError): boolean {
   // 42704 unrecognized parameter, 22023 invalid value, 55P02 cannot be changed now, 42501 not permitted to set.
-  return err.code === '42704' || err.code === SQLSTATE.INVALID_PARAMETER_VALUE || err.code === '55P02' || (err.code === SQLSTATE.INSUFFICIENT_PRIVILEGE && /parameter/.test(err.message));
+  return err.code === SQLSTATE.UNDEFINED_OBJECT || err.code === SQLSTATE.INVALID_PARAMETER_VALUE || err.code === SQLSTATE.CANT_CHANGE_RUNTIME_PARAM || (err.code === SQLSTATE.INSUFFICIENT_PRIVILEGE && /parameter/.test(err.message));
 }
 
 /**
