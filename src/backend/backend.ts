@@ -8,14 +8,19 @@ import { cancelRequest, copyFail, parseErrorFields, query, TERMINATE } from '../
 
 const INTERNAL_COPY_REFUSED = copyFail('');
 import { login } from './login.js';
+import type { ServerReads } from './server-reads.js';
 import { lexicalBreach } from '../policy/lexical.js';
 import type { PendingParse } from './statement-types.js';
 import { ResponseQueue } from './responses.js';
 
 /** What a backend hands its responses to while a client has it checked out. */
 export interface BackendOwner {
-  /** Forward buf[start, end) to the client as it is. */
-  forward(buf: Buffer, start: number, end: number): void;
+  /**
+   * Forward buf[start, end) to the client as it is. The bytes may be overwritten after the
+   * call (a reusable read buffer): true when the owner still holds them (its write was
+   * buffered), so they are not read over.
+   */
+  forward(buf: Buffer, start: number, end: number): boolean;
   /** A ReadyForQuery arrived and every Query/Sync sent so far has been answered. */
   onIdle(status: number): void;
   /** The connection to the server broke while this owner held it. */
@@ -164,17 +169,19 @@ export class Backend {
     readonly pid: number,
     readonly secret: number,
     readonly params: Map<string, string>,
+    private readonly reads: ServerReads | null,
   ) {
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (reads !== null) reads.sink = (chunk: Buffer) => this.onData(chunk);
+    else socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.lost(new SqlError(SQLSTATE.CONNECTION_FAILURE, `server connection failed: ${err.message}`)));
     socket.on('close', () => this.lost(new SqlError(SQLSTATE.CONNECTION_FAILURE, 'server closed the connection unexpectedly')));
   }
 
   static async connect(db: DatabaseConfig, timeoutMs: number): Promise<Backend> {
-    const r = await login(db, timeoutMs);
-    return new Backend(db, r.socket, r.pid, r.secret, r.params);
+    const r = await login(db, timeoutMs, {}, true);
+    return new Backend(db, r.socket, r.pid, r.secret, r.params, r.reads);
   }
 
   attach(owner: BackendOwner): void {
@@ -407,12 +414,17 @@ export class Backend {
     if (owner) owner.onBackendLost(err);
   }
 
+  /** Hands bytes of this chunk to the owner; if its write keeps them, the next read gets a fresh buffer. */
+  private pass(buf: Buffer, start: number, end: number): void {
+    if (this.owner!.forward(buf, start, end)) this.reads?.lend();
+  }
+
   private onData(chunk: Buffer): void {
     let buf = chunk;
     let off = 0;
     if (this.streamLeft > 0) {
       const take = Math.min(this.streamLeft, buf.length);
-      if (this.streamForward && this.owner) this.owner.forward(buf, 0, take);
+      if (this.streamForward && this.owner) this.pass(buf, 0, take);
       this.streamLeft -= take;
       off = take;
       if (off === buf.length) return;
@@ -433,7 +445,8 @@ export class Backend {
       const end = off + 1 + buf.readInt32BE(off + 1);
       if (end > n) {
         if (end - off <= GATHER_LIMIT) {
-          this.partial = buf.subarray(off);
+          // A reusable read buffer is overwritten by the next read: the unfinished tail is copied.
+          this.partial = this.reads !== null ? Buffer.from(buf.subarray(off)) : buf.subarray(off);
           break;
         }
         // A large message: decide by its type, pass what we have, stream the rest.
@@ -449,7 +462,7 @@ export class Backend {
         const own = (this.responses.length !== 0 || this.pendingParses.length !== 0) && this.trackResponse(type);
         if (own) {
           // An answer to scopegate's own request: the client never sees it.
-          if (runStart >= 0) this.owner!.forward(buf, runStart, off);
+          if (runStart >= 0) this.pass(buf, runStart, off);
           runStart = -1;
           off = end;
           if (type === BE.ReadyForQuery) this.onReady(buf[end - 1]!);
@@ -457,7 +470,7 @@ export class Backend {
         }
         if (type === BE.ReadyForQuery) {
           if (runStart < 0) runStart = off;
-          this.owner!.forward(buf, runStart, end);
+          this.pass(buf, runStart, end);
           runStart = -1;
           off = end;
           this.onReady(buf[end - 1]!);
@@ -466,7 +479,7 @@ export class Backend {
         this.inspect(type, buf, off, end);
         if (this.breach !== null) {
           // What follows was read by the server under other rules than scopegate checked.
-          if (runStart >= 0 && this.owner) this.owner.forward(buf, runStart, off);
+          if (runStart >= 0 && this.owner) this.pass(buf, runStart, off);
           this.lost(this.breach);
           return;
         }
@@ -479,7 +492,7 @@ export class Backend {
       if (this.breach !== null) return;
       off = end;
     }
-    if (runStart >= 0 && this.owner) this.owner.forward(buf, runStart, off);
+    if (runStart >= 0 && this.owner) this.pass(buf, runStart, off);
   }
 
   private inspect(type: number, buf: Buffer, start: number, end: number): void {

@@ -5,6 +5,7 @@ import pg from 'pg';
 import type { DatabaseConfig } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import type { ServerTlsConfig } from '../server/tls-config.js';
+import type { ServerReads } from './server-reads.js';
 
 const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
 
@@ -38,13 +39,14 @@ export function serverTlsOptions(db: ServerEndpoint): ConnectionOptions {
  * when the server answers 'S' and plain text on 'N' (allow is treated as prefer: scopegate
  * does not retry a refused plain login with TLS); require and stronger refuse 'N'. `track`
  * sees each socket as it is made, so a timeout can destroy it. Resolves once the stream is
- * ready for the StartupMessage.
+ * ready for the StartupMessage. With `reads`, a plain-TCP connection is read into its
+ * reusable buffer (no 'data' events; `reads.inUse` says so); over TLS it reads as a stream.
  */
-export function connectServer(db: ServerEndpoint, track: (s: Socket) => void): Promise<Socket> {
+export function connectServer(db: ServerEndpoint, track: (s: Socket) => void, reads?: ServerReads): Promise<Socket> {
   const t = db.server_tls;
   const where = `${db.host}:${db.port}`;
   return new Promise((resolve, reject) => {
-    const raw = connect({ host: db.host, port: db.port, noDelay: true });
+    const raw = connect({ host: db.host, port: db.port, noDelay: true, ...(reads !== undefined ? { onread: reads.onread } : {}) });
     track(raw);
     const onError = (err: Error): void => reject(err);
     const onClose = (): void => reject(new Error('connection closed during login'));
@@ -53,12 +55,14 @@ export function connectServer(db: ServerEndpoint, track: (s: Socket) => void): P
     const ready = (s: Socket): void => {
       raw.off('error', onError);
       raw.off('close', onClose);
+      if (reads !== undefined) reads.inUse = s === raw;
       resolve(s);
     };
     raw.once('connect', () => {
       if (t.sslmode === 'disable') { ready(raw); return; }
       raw.write(SSL_REQUEST);
-      raw.once('data', (chunk: Buffer) => {
+      const answered = (chunk: Buffer): void => {
+        reads?.detach();
         if (chunk.length > 1) {
           // Bytes after the one-byte answer were sent before TLS (CVE-2021-23222): never read as the server's.
           raw.destroy();
@@ -86,7 +90,9 @@ export function connectServer(db: ServerEndpoint, track: (s: Socket) => void): P
           s.removeAllListeners('error');
           ready(s);
         });
-      });
+      };
+      if (reads !== undefined) reads.sink = answered;
+      else raw.once('data', answered);
     });
   });
 }

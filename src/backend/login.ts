@@ -8,12 +8,15 @@ import type { DatabaseConfig } from '../config.js';
 import { SqlError, SQLSTATE } from '../errors.js';
 import { lexicalBreach, SERVER_LEXICAL } from '../policy/lexical.js';
 import { md5Password, ScramClient } from './scram.js';
+import { ServerReads } from './server-reads.js';
 
 export interface LoginResult {
   socket: Socket;
   pid: number;
   secret: number;
   params: Map<string, string>;
+  /** The reusable-buffer reads of a plain-TCP connection; null over TLS (read as a stream). */
+  reads: ServerReads | null;
 }
 
 interface Fields { [k: string]: unknown }
@@ -27,8 +30,9 @@ function field<T>(msg: BackendMessage, name: string): T {
  * md5 or SCRAM-SHA-256). Uses pg-protocol's parser: login happens once per backend, off the
  * hot path.
  */
-export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record<string, string> = {}): Promise<LoginResult> {
+export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record<string, string> = {}, reusableReads = false): Promise<LoginResult> {
   return new Promise((resolve, reject) => {
+    const reads = reusableReads ? new ServerReads() : undefined;
     let socket: Socket | null = null;
     const params = new Map<string, string>();
     let pid = 0;
@@ -100,7 +104,8 @@ export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record
           s.removeAllListeners('data');
           s.removeAllListeners('error');
           s.removeAllListeners('close');
-          resolve({ socket: s, pid, secret, params });
+          reads?.detach();
+          resolve({ socket: s, pid, secret, params, reads: reads?.inUse === true ? reads : null });
           break;
         }
         case 'error': {
@@ -114,17 +119,20 @@ export function login(db: DatabaseConfig, timeoutMs: number, extraParams: Record
       }
     }
 
-    connectServer(db, (s) => { socket = s; }).then((s) => {
+    connectServer(db, (s) => { socket = s; }, reads).then((s) => {
       if (done) { s.destroy(); return; }
       socket = s;
-      s.on('data', (chunk: Buffer) => {
+      const onData = (chunk: Buffer): void => {
         if (done) return;
         try {
           parser.parse(chunk, onMessage);
         } catch (err) {
           fail(err as Error);
         }
-      });
+      };
+      // The parser may keep a chunk's unfinished tail: a reusable buffer's bytes are copied.
+      if (reads?.inUse === true) reads.sink = (chunk) => onData(Buffer.from(chunk));
+      else s.on('data', onData);
       s.on('error', fail);
       s.on('close', () => fail(new Error('connection closed during login')));
       s.write(serialize.startup({ user: db.user, database: db.dbname, application_name: 'scopegate', ...extraParams, ...SERVER_LEXICAL }));

@@ -35,7 +35,7 @@ export function drainAndRelease(b: Backend, pool: DatabasePool, log: Logger): vo
   const owner: BackendOwner = {
     // A COPY FROM STDIN the client started just before it left begins after the takeover:
     // end it when it does, or the server waits for data that never comes.
-    forward: failCopy,
+    forward: () => { failCopy(); return false; },
     onIdle: () => { if (b.quiet || b.txStatus !== TX_IDLE) void finish(); },
     onBackendLost: (_err: SqlError) => { clearTimeout(timer); void pool.destroy(b); },
   };
@@ -58,7 +58,7 @@ export function drainAndRelease(b: Backend, pool: DatabasePool, log: Logger): vo
 }
 
 /** Answers of a server connection being killed: nobody hears them. */
-const DEAF: BackendOwner = { forward: () => undefined, onIdle: () => undefined, onBackendLost: () => undefined };
+const DEAF: BackendOwner = { forward: () => false, onIdle: () => undefined, onBackendLost: () => undefined };
 
 /**
  * Takes a server connection away mid-statement from a client whose access was revoked:

@@ -1330,7 +1330,7 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   // ---- backend -> client (BackendOwner) --------------------------------------------
 
-  forward(buf: Buffer, start: number, end: number): void {
+  forward(buf: Buffer, start: number, end: number): boolean {
     if (this.refusals.active) {
       const shown = this.refusals.filter(buf, start, end);
       if (shown !== null) { buf = shown; start = 0; end = shown.length; }
@@ -1341,6 +1341,8 @@ export class ClientSession implements BackendOwner, StatementSender {
       this.backendPausedForClient = true;
       this.backend?.pause();
     }
+    // Not all written at once: the socket keeps a view of these bytes until it is.
+    return this.socket.writableLength !== 0;
   }
 
   onIdle(status: number): void {
