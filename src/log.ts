@@ -29,6 +29,10 @@ const AUDIT_CHUNK = 4096;
 /** Room for the pending lines: a flush leaves it at AUDIT_CHUNK, so the rest is for one line's worst case. */
 const OUT_BYTES = 64 * 1024;
 const FLUSH_MS = 500;
+/** Bounds of the encoded-parts cache of a file audit log. */
+const PART_ENTRIES = 4096;
+const PART_BYTES = 4 * 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 /** The prefix of every line, rebuilt once per millisecond rather than per line. */
 let stampMs = -1;
@@ -100,11 +104,14 @@ class FileAuditLog implements AuditLog {
   line3(a: string, b: string, c: string): void {
     if (this.closed) return;
     const prefix = linePrefix();
-    // A UTF-16 unit takes at most 3 bytes in UTF-8: with that much room every write fits.
-    const most = 3 * (prefix.length + a.length + b.length + c.length + 2);
-    if (this.used + most > OUT_BYTES) {
+    const pa = this.encoded(a);
+    const pb = this.encoded(b);
+    const pc = this.encoded(c);
+    const pp = this.prefixBytes(prefix);
+    const size = pp.length + pa.length + pb.length + pc.length + 2;
+    if (this.used + size > OUT_BYTES) {
       this.flush();
-      if (most > OUT_BYTES) {
+      if (size > OUT_BYTES) {
         // Longer than the whole buffer (a line is bounded, but not by this): on its own.
         this.writeAll(Buffer.from(`${prefix}${a}${b}${c}}\n`));
         return;
@@ -112,10 +119,11 @@ class FileAuditLog implements AuditLog {
     }
     const out = this.out;
     let o = this.used;
-    o += out.write(prefix, o);
-    o += out.write(a, o);
-    if (b.length !== 0) o += out.write(b, o);
-    if (c.length !== 0) o += out.write(c, o);
+    // Copies of bytes encoded once: a client's fields and a decision's repeat on every line.
+    out.set(pp, o); o += pp.length;
+    out.set(pa, o); o += pa.length;
+    if (pb.length !== 0) { out.set(pb, o); o += pb.length; }
+    if (pc.length !== 0) { out.set(pc, o); o += pc.length; }
     out[o++] = 0x7d; // }
     out[o++] = 0x0a; // \n
     this.used = o;
@@ -124,6 +132,35 @@ class FileAuditLog implements AuditLog {
       this.timer = setTimeout(() => { this.timer = null; this.flush(); }, FLUSH_MS);
       this.timer.unref();
     }
+  }
+
+  /** UTF-8 of the line parts seen lately (client and decision fields are made once and reused). */
+  private readonly parts = new Map<string, Buffer>();
+  private partBytes = 0;
+
+  private encoded(s: string): Buffer {
+    if (s.length === 0) return EMPTY;
+    let b = this.parts.get(s);
+    if (b === undefined) {
+      b = Buffer.from(s, 'utf8');
+      // Bounded: many clients and statements start the cache afresh rather than grow it.
+      if (this.parts.size >= PART_ENTRIES || this.partBytes + b.length > PART_BYTES) { this.parts.clear(); this.partBytes = 0; }
+      this.parts.set(s, b);
+      this.partBytes += b.length;
+    }
+    return b;
+  }
+
+  /** The line prefix changes once per millisecond: encoded when it does. */
+  private prefixText = '';
+  private prefixEncoded = EMPTY;
+
+  private prefixBytes(prefix: string): Buffer {
+    if (prefix !== this.prefixText) {
+      this.prefixText = prefix;
+      this.prefixEncoded = Buffer.from(prefix, 'latin1');
+    }
+    return this.prefixEncoded;
   }
 
   private flush(): void {
