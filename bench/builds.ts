@@ -6,7 +6,7 @@
  * worktree (`git worktree add --detach ../old REV && (cd ../old && npm ci && npx tsc)`).
  *
  *   node dist/bench/builds.js --a ../old --b . [--rounds 4] [--duration 5] [--clients 20]
- *     [--modes simple,extended,prepared]
+ *     [--modes simple,extended,prepared] [--rate TPS]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,7 +33,11 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: {
     a: { type: 'string' }, b: { type: 'string' }, rounds: { type: 'string', default: '4' }, duration: { type: 'string', default: '5' },
     clients: { type: 'string', default: '20' }, modes: { type: 'string', default: 'simple,extended,prepared' },
+    // A fixed rate (pgbench -R) makes CPU per transaction comparable on a busy machine: both
+    // builds do the same work, instead of the one descheduled more doing less of it.
+    rate: { type: 'string' },
   } });
+  const rate = values.rate === undefined ? undefined : Number(values.rate);
   if (values.a === undefined || values.b === undefined) throw new Error('usage: --a DIR --b DIR (checkouts with a built dist/)');
   const modes = values.modes!.split(',') as QueryMode[];
   const clients = Number(values.clients);
@@ -63,7 +67,7 @@ async function main(): Promise<void> {
     }
     const run = (b: Build, mode: QueryMode, seconds: number) => runPgbenchMeasured(b.pid, {
       host: '127.0.0.1', port: b.port, user: 'bench', password: b.token, dbname: DBNAME, clients, jobs: 2, mode, duration: seconds,
-      script: { kind: 'builtin', name: 'select-only' }, connect: false,
+      script: { kind: 'builtin', name: 'select-only' }, connect: false, ...(rate !== undefined && seconds > 2 ? { rate } : {}),
     });
     for (const b of builds) {
       // Up once it answers; then a warm-up per mode (JIT, decision caches).

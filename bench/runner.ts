@@ -16,6 +16,8 @@ export interface PgbenchRun {
   duration: number;
   script: Script;
   connect: boolean;
+  /** pgbench -R: a fixed rate of transactions per second (all targets do the same work); omitted: as fast as possible. */
+  rate?: number;
 }
 
 export interface PgbenchResult {
@@ -51,6 +53,7 @@ export function pgbenchArgs(r: PgbenchRun): string[] {
     '-j', String(Math.min(r.jobs, r.clients)),
     '-T', String(r.duration),
     ...(r.connect ? ['-C'] : []),
+    ...(r.rate !== undefined ? ['-R', String(r.rate)] : []),
     '-h', r.host, '-p', String(r.port), '-U', r.user, r.dbname,
   ];
 }
