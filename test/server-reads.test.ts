@@ -92,6 +92,22 @@ function expectedRow(i: number): string {
   return `${i}:${h.repeat(40)}`;
 }
 
+/** Rows (i, md5(i) repeated `times`) for i = 1..n, each exactly as the server built it, in order. */
+function assertRows(msgs: { type: string; body: Buffer }[], n: number, times: number): void {
+  let next = 1;
+  let bad = 0;
+  for (const m of msgs) {
+    if (m.type !== 'D') continue;
+    const a = m.body.readInt32BE(2);
+    const i = Number(m.body.toString('utf8', 6, 6 + a));
+    const h = m.body.toString('utf8', 10 + a, 10 + a + m.body.readInt32BE(6 + a));
+    if (i !== next || h !== createHash('md5').update(String(i)).digest('hex').repeat(times)) bad++;
+    next++;
+  }
+  assert.equal(next - 1, n);
+  assert.equal(bad, 0, `${bad} of ${n} rows differ from what the server sent`);
+}
+
 describe('reusable server reads', () => {
   it('a client that reads nothing while megabytes arrive gets every row intact', async () => {
     const n = 12_000; // ~15.5 MB: more than the loopback socket buffers hold
@@ -132,18 +148,7 @@ describe('reusable server reads', () => {
       return r.rowCount === 1;
     }, 'the server blocked writing the result');
     c.socket.resume();
-    let next = 1;
-    let bad = 0;
-    for (const m of await c.untilReady()) {
-      if (m.type !== 'D') continue;
-      const a = m.body.readInt32BE(2);
-      const i = Number(m.body.toString('utf8', 6, 6 + a));
-      const h = m.body.toString('utf8', 10 + a, 10 + a + m.body.readInt32BE(6 + a));
-      if (i !== next || h !== createHash('md5').update(String(i)).digest('hex')) bad++;
-      next++;
-    }
-    assert.equal(next - 1, n);
-    assert.equal(bad, 0, `${bad} of ${n} rows differ from what the server sent`);
+    assertRows(await c.untilReady(), n, 1);
     c.socket.destroy();
   });
 
@@ -162,18 +167,7 @@ describe('reusable server reads', () => {
       return r.rowCount === 1;
     }, 'the server blocked writing the result', 60_000);
     c.socket.resume();
-    let next = 1;
-    let bad = 0;
-    for (const m of await c.untilReady()) {
-      if (m.type !== 'D') continue;
-      const a = m.body.readInt32BE(2);
-      const i = Number(m.body.toString('utf8', 6, 6 + a));
-      const h = m.body.toString('utf8', 10 + a, 10 + a + m.body.readInt32BE(6 + a));
-      if (i !== next || h !== createHash('md5').update(String(i)).digest('hex').repeat(60)) bad++;
-      next++;
-    }
-    assert.equal(next - 1, n);
-    assert.equal(bad, 0, `${bad} of ${n} rows differ from what the server sent`);
+    assertRows(await c.untilReady(), n, 60);
     c.socket.destroy();
   });
 });
