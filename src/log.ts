@@ -33,6 +33,8 @@ const FLUSH_MS = 500;
 const PART_ENTRIES = 4096;
 const PART_BYTES = 4 * 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
+/** The closing brace of a line's JSON object, and its newline. */
+const LINE_END = Buffer.from('}\n');
 
 /** The prefix of every line, rebuilt once per millisecond rather than per line. */
 let stampMs = -1;
@@ -98,22 +100,23 @@ class FileAuditLog implements AuditLog {
   }
 
   line(fields: string): void {
-    this.line3(fields, '', '');
+    // One-off texts (a refused login, a console command): encoded here, not kept.
+    this.append(Buffer.from(fields, 'utf8'), EMPTY, EMPTY);
   }
 
   line3(a: string, b: string, c: string): void {
+    this.append(this.encoded(a), this.encoded(b), this.encoded(c));
+  }
+
+  private append(pa: Buffer, pb: Buffer, pc: Buffer): void {
     if (this.closed) return;
-    const prefix = linePrefix();
-    const pa = this.encoded(a);
-    const pb = this.encoded(b);
-    const pc = this.encoded(c);
-    const pp = this.prefixBytes(prefix);
-    const size = pp.length + pa.length + pb.length + pc.length + 2;
+    const pp = this.prefixBytes(linePrefix());
+    const size = pp.length + pa.length + pb.length + pc.length + LINE_END.length;
     if (this.used + size > OUT_BYTES) {
       this.flush();
       if (size > OUT_BYTES) {
         // Longer than the whole buffer (a line is bounded, but not by this): on its own.
-        this.writeAll(Buffer.from(`${prefix}${a}${b}${c}}\n`));
+        this.writeAll(Buffer.concat([pp, pa, pb, pc, LINE_END]));
         return;
       }
     }
@@ -124,8 +127,7 @@ class FileAuditLog implements AuditLog {
     out.set(pa, o); o += pa.length;
     if (pb.length !== 0) { out.set(pb, o); o += pb.length; }
     if (pc.length !== 0) { out.set(pc, o); o += pc.length; }
-    out[o++] = 0x7d; // }
-    out[o++] = 0x0a; // \n
+    out.set(LINE_END, o); o += LINE_END.length;
     this.used = o;
     if (o >= AUDIT_CHUNK) this.flush();
     else if (this.timer === null) {
