@@ -3,7 +3,10 @@
  * slow client's socket still holds must never be read over, and a message split across two
  * reads is copied before the second. A client that does not read while the server answers
  * with megabytes gets every byte as the server sent it (without the copy of a split
- * message's tail, the framing breaks and these tests fail).
+ * message's tail, the framing breaks and these tests fail). The last test is the one that
+ * needs lend(): answers that each fill one read from the buffer's start, held by a full
+ * client socket while the server connection serves the next transaction (without lend, B's
+ * answer reaches A).
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,16 +16,21 @@ import pg from 'pg';
 import { startPostgres, type TestPostgres } from './harness/postgres.js';
 import { startScopegate, type RunningScopegate } from './harness/scopegate.js';
 import { startupPacket, typed, waitFor } from './harness/rawclient.js';
+import { freePort } from './harness/ports.js';
 
 let db: TestPostgres;
 let sg: RunningScopegate;
 let direct: pg.Client;
+let httpPort: number;
 
 before(async () => {
   db = await startPostgres();
+  httpPort = await freePort();
   sg = await startScopegate({
-    databases: { app: { url: db.url('postgres'), pool_size: 2 } },
+    // `one`: a single server connection, so consecutive transactions (anyone's) read into one buffer.
+    databases: { app: { url: db.url('postgres'), pool_size: 2 }, one: { url: db.url('postgres'), pool_size: 1 } },
     pool: { mode: 'transaction' },
+    admin: { scope: 'scopegate:admin', listen_http: `127.0.0.1:${httpPort}` },
   });
   direct = new pg.Client({ connectionString: db.url('postgres') });
   await direct.connect();
@@ -43,11 +51,11 @@ class SlowClient {
     socket.on('data', (c: Buffer) => { this.chunks.push(c); this.size += c.length; for (const w of this.waiters.splice(0)) w(); });
   }
 
-  static async open(port: number): Promise<SlowClient> {
+  static async open(port: number, database = 'app'): Promise<SlowClient> {
     const s = connect({ host: '127.0.0.1', port });
     await new Promise<void>((resolve, reject) => { s.once('connect', resolve); s.once('error', reject); });
     const c = new SlowClient(s);
-    s.write(startupPacket({ user: 'slow', database: 'app' }));
+    s.write(startupPacket({ user: 'slow', database }));
     await c.untilReady();
     return c;
   }
@@ -74,6 +82,8 @@ class SlowClient {
     let seen = 0;
     for (;;) {
       for (const m of this.take()) {
+        // A view read over shifts the framing: fail here rather than wait for a length that never comes.
+        assert.ok('RSKTDCZ'.includes(m.type), `unexpected message '${m.type}': the stream is not what the server sent`);
         all.push(m);
         if (m.type === 'Z') seen++;
       }
@@ -169,5 +179,44 @@ describe('reusable server reads', () => {
     c.socket.resume();
     assertRows(await c.untilReady(), n, 60);
     c.socket.destroy();
+  });
+  it("answers a full client socket still holds are not read over: not by its next answer, not by another client's", async () => {
+    // Each answer is one read at the start of the server connection's buffer. Once the kernel
+    // buffers towards A are full, A's socket keeps views of its answers while the connection
+    // goes back to the pool: the next read (A's own next answer, then B's) must go elsewhere.
+    const counters = async (): Promise<{ xacts: number; stalls: number }> => {
+      const body = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+      const read = (name: string): number => Number(new RegExp(`^${name}\\{database="one"[^}]*\\} (\\d+)$`, 'm').exec(body)?.[1] ?? 0);
+      return { xacts: read('scopegate_transactions_total'), stalls: read('scopegate_client_output_stalls_total') };
+    };
+    const a = await SlowClient.open(sg.port, 'one');
+    a.socket.pause();
+    const start = await counters();
+    const times = 250; // 8 KB answers: under the 16 KiB at which scopegate stops reading A
+    // One query at a time, each answered and its connection released before the next, until
+    // scopegate sets A's input aside (A's socket holds >= 16 KiB the kernel would not take).
+    let sent = 0;
+    for (;;) {
+      sent++;
+      a.socket.write(typed('Q', Buffer.from(`SELECT lpad('${sent}', 6, '0') AS i, repeat(md5('${sent}'), ${times}) AS h\0`)));
+      const c = await waitFor(async () => {
+        const now = await counters();
+        return now.xacts >= start.xacts + sent || now.stalls > start.stalls ? now : null;
+      }, `answer ${sent} or the stall`, 30_000, 0);
+      if (c!.stalls > start.stalls) break;
+      assert.ok(sent < 20_000, 'scopegate never stopped reading a client that reads nothing');
+    }
+    // B takes the one server connection; its answer (the same size as A's) is read from it now.
+    const b = new pg.Client({ host: '127.0.0.1', port: sg.port, user: 'slow', database: 'one' });
+    await b.connect();
+    const secret = 'B-secret';
+    const r = await b.query(`SELECT '999999' AS i, repeat('${secret}', ${times * 4}) AS h`);
+    assert.equal(r.rows[0].h, secret.repeat(times * 4));
+    await b.end();
+    a.socket.resume();
+    const msgs = await a.untilReady(sent);
+    assert.equal(msgs.filter((m) => m.body.includes(secret)).length, 0, "another client's answer reached A");
+    assertRows(msgs, sent, times);
+    a.socket.destroy();
   });
 });

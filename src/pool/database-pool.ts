@@ -38,6 +38,8 @@ export class PoolCounters {
   /** Server connections handed to a client (PgBouncer's server_assignment_count). */
   assignments = 0;
   serversClosed = 0;
+  /** Times a client's input was set aside because it was not reading what it was sent. */
+  clientOutputStalls = 0;
   /** Seconds, as the histograms keep them. */
   readonly wait = new Buckets();
   readonly xactTime = new Buckets();

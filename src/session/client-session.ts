@@ -268,8 +268,10 @@ export class ClientSession implements BackendOwner, StatementSender {
       if (!this.clientPaused) this.socket.resume();
       this.onData(null);
     };
-    if (this.socket.writableNeedDrain) this.socket.once('drain', go);
-    else setImmediate(go);
+    if (this.socket.writableNeedDrain) {
+      if (this.pool !== null) this.pool.counters.clientOutputStalls++;
+      this.socket.once('drain', go);
+    } else setImmediate(go);
     return HOLD;
   }
 
