@@ -33,7 +33,9 @@ export async function startScopegate(cfg: Record<string, unknown>, env: Record<s
   const configFile = join(dir, 'scopegate.yaml');
   const full = { listen: { host: '127.0.0.1', port }, ...cfg };
   writeFileSync(configFile, stringify(full));
-  const proc = spawn(process.execPath, [CLI, '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // SCOPEGATE_NODE_ARGS: node flags for the proxy only (a bench run with --cpu-prof, which NODE_OPTIONS refuses).
+  const nodeArgs = (process.env.SCOPEGATE_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  const proc = spawn(process.execPath, [...nodeArgs, CLI, '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: LogLine[] = [];
   const stderr: string[] = [];
   const watchers: Array<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
