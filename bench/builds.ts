@@ -6,7 +6,10 @@
  * worktree (`git worktree add --detach ../old REV && (cd ../old && npm ci && npx tsc)`).
  *
  *   node dist/bench/builds.js --a ../old --b . [--rounds 4] [--duration 5] [--clients 20]
- *     [--modes simple,extended,prepared] [--rate TPS]
+ *     [--modes simple,extended,prepared] [--rate TPS] [--a-args FLAGS] [--b-args FLAGS]
+ *
+ * --a-args / --b-args: node flags for that build's process (`--b . --a . --b-args
+ * '--max-semi-space-size=16'` measures a flag on one build against itself without it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,6 +39,7 @@ async function main(): Promise<void> {
     // A fixed rate (pgbench -R) makes CPU per transaction comparable on a busy machine: both
     // builds do the same work, instead of the one descheduled more doing less of it.
     rate: { type: 'string' },
+    'a-args': { type: 'string', default: '' }, 'b-args': { type: 'string', default: '' },
   } });
   const rate = values.rate === undefined ? undefined : Number(values.rate);
   if (values.a === undefined || values.b === undefined) throw new Error('usage: --a DIR --b DIR (checkouts with a built dist/)');
@@ -48,7 +52,7 @@ async function main(): Promise<void> {
     await initPgbench({ host: pg.host, port: pg.port, user: SUPERUSER, password: SUPERPASS, dbname: DBNAME }, 10);
     await createEnforcementRoles(pg);
     const builds: Build[] = [];
-    for (const [name, root] of [['a', values.a], ['b', values.b]] as const) {
+    for (const [name, root, args] of [['a', values.a, values['a-args']!], ['b', values.b, values['b-args']!]] as const) {
       const dir = mkdtempSync(join(tmpdir(), `bench-builds-${name}-`));
       dirs.push(dir);
       const port = await freePort();
@@ -61,9 +65,10 @@ async function main(): Promise<void> {
         policy: writePolicy(dir),
         log: { level: 'warn', audit: join(dir, 'audit.log'), audit_sample: 1 },
       }));
-      const p = spawn(process.execPath, [join(resolve(root), 'bin', 'scopegate.js'), '--config', configFile], { env: { ...process.env, ...SECRET_ENV }, stdio: 'ignore' });
+      const flags = args.split(' ').filter((f) => f !== '');
+      const p = spawn(process.execPath, [...flags, join(resolve(root), 'bin', 'scopegate.js'), '--config', configFile], { env: { ...process.env, ...SECRET_ENV }, stdio: 'ignore' });
       procs.push(p);
-      builds.push({ name: `${name} (${root})`, port, pid: p.pid!, token: mintToken(configFile, SCOPE, 'bench'), runs: new Map() });
+      builds.push({ name: `${name} (${root}${flags.length !== 0 ? ` ${args}` : ''})`, port, pid: p.pid!, token: mintToken(configFile, SCOPE, 'bench'), runs: new Map() });
     }
     const run = (b: Build, mode: QueryMode, seconds: number) => runPgbenchMeasured(b.pid, {
       host: '127.0.0.1', port: b.port, user: 'bench', password: b.token, dbname: DBNAME, clients, jobs: 2, mode, duration: seconds,

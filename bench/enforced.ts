@@ -1,7 +1,8 @@
 /** The enforcing scopegate setup shared by the benchmarks: HS256 dev-token auth, a select-only policy on the pgbench tables, its roles, and tokens minted by the CLI. */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import type { TestPostgres } from '../test/harness/postgres.js';
 import { CLI } from '../test/harness/scopegate.js';
 
@@ -58,15 +59,30 @@ export interface AuditCount {
   other: number;
 }
 
-/** Reads the audit file's lines: their times, and how many allowed under the scope's role. */
+/** Reads the audit file's lines, a chunk at a time (a fast run writes more than one string can hold): their times, and how many allowed under the scope's role. */
 export function countAudit(file: string): AuditCount {
   const count: AuditCount = { times: [], allowedAsReader: 0, other: 0 };
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    if (line === '') continue;
-    const rec = JSON.parse(line) as { time?: unknown; decision?: unknown; role?: unknown };
-    count.times.push(typeof rec.time === 'string' ? Date.parse(rec.time) : Number.NaN);
-    if (rec.decision === 'allow' && rec.role === READER_ROLE) count.allowedAsReader++;
-    else count.other++;
+  const fd = openSync(file, 'r');
+  try {
+    const chunk = Buffer.allocUnsafe(4 << 20);
+    const decoder = new StringDecoder('utf8');
+    let rest = '';
+    for (;;) {
+      const n = readSync(fd, chunk, 0, chunk.length, null);
+      const text = rest + (n === 0 ? decoder.end() : decoder.write(chunk.subarray(0, n)));
+      const lines = text.split('\n');
+      // The last piece may be a line cut by the chunk's end (or '' after the last newline).
+      rest = n === 0 ? '' : lines.pop()!;
+      for (const line of lines) {
+        if (line === '') continue;
+        const rec = JSON.parse(line) as { time?: unknown; decision?: unknown; role?: unknown };
+        count.times.push(typeof rec.time === 'string' ? Date.parse(rec.time) : Number.NaN);
+        if (rec.decision === 'allow' && rec.role === READER_ROLE) count.allowedAsReader++;
+        else count.other++;
+      }
+      if (n === 0) return count;
+    }
+  } finally {
+    closeSync(fd);
   }
-  return count;
 }
