@@ -36,6 +36,8 @@ export interface PoolSettings {
   max_login_packet_size: number;
   /** Largest message an authenticated client may send (PgBouncer's name). */
   max_packet_size: number;
+  /** Bytes all clients' unfinished messages may hold together (one process; at least max_packet_size). */
+  max_partial_message_bytes: number;
   /** Largest Query or Parse message scopegate parses. */
   max_statement_size: number;
   /** Most statements in one Query. */
@@ -124,6 +126,7 @@ export const POOL_DEFAULTS: PoolSettings = {
   client_login_timeout: 60_000,
   max_login_packet_size: 65_536,
   max_packet_size: 64 * 1024 * 1024,
+  max_partial_message_bytes: 512 * 1024 * 1024,
   max_statement_size: 1024 * 1024,
   max_statements_per_query: 1000,
   parser_threads: 2,
@@ -255,6 +258,7 @@ function parsePool(raw: unknown): PoolSettings {
       case 'max_prepared_statements': p.max_prepared_statements = int(v, key); break;
       case 'max_login_packet_size': p.max_login_packet_size = int(v, key, 1024, 1 << 30); break;
       case 'max_packet_size': p.max_packet_size = int(v, key, 1024, 1 << 30); break;
+      case 'max_partial_message_bytes': p.max_partial_message_bytes = int(v, key, 1024, 2 ** 40); break;
       case 'max_statement_size': p.max_statement_size = int(v, key, 1024, 1 << 30); break;
       case 'max_statements_per_query': p.max_statements_per_query = int(v, key, 1); break;
       case 'parser_threads': p.parser_threads = int(v, key, 0, 64); break;
@@ -276,6 +280,8 @@ function parsePool(raw: unknown): PoolSettings {
         break;
     }
   }
+  // One message of the largest size a client may send must fit on its own.
+  if (p.max_partial_message_bytes < p.max_packet_size) throw new ConfigError('pool.max_partial_message_bytes', `must be at least max_packet_size (${p.max_packet_size})`);
   return p;
 }
 

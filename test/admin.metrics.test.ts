@@ -150,7 +150,7 @@ test('/metrics: the text format parses, process metrics and every scopegate_* fa
     scopegate_queries_total: 'counter', scopegate_prepared_statements: 'gauge', scopegate_prepared_statements_reprepared_total: 'counter',
     scopegate_scope_decisions_total: 'counter', scopegate_auth_failures_total: 'counter', scopegate_jwks_fetches_total: 'counter',
     scopegate_policy_info: 'gauge', scopegate_policy_reload_failures_total: 'counter', scopegate_decision_thread_jobs_total: 'counter',
-    scopegate_client_output_stalls_total: 'counter',
+    scopegate_client_output_stalls_total: 'counter', scopegate_partial_message_bytes: 'gauge',
   };
   for (const [name, type] of Object.entries(expected)) assert.equal(m.get(name)?.type, type, name);
   assert.equal(m.get('scopegate_policy_info')!.samples.length, 1);

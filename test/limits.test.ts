@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { countStatements } from '../src/session/limits.js';
 import { errorFields, fe, firstError, RawClient, rawLogin, startupPacket, waitFor } from './harness/rawclient.js';
 import { DB, errorOf, startFixture, type Fixture } from './scope.fixture.test.js';
+import { freePort } from './harness/ports.js';
+import { parseConfig } from '../src/config.js';
 
 describe('countStatements (the lexical count behind max_statements_per_query)', () => {
   it('counts statements outside quotes and comments only', () => {
@@ -133,5 +135,75 @@ describe('limits', () => {
     assert.equal(literal.rows[0].v, ';'.repeat(500));
     await c.end();
     await bystanderOk();
+  });
+});
+
+describe('max_partial_message_bytes: what all clients\' unfinished messages hold together', () => {
+  const KiB = 1024;
+  const MiB = 1024 * KiB;
+  let fx: Fixture;
+  let http: number;
+  before(async () => {
+    http = await freePort();
+    fx = await startFixture({ poolSize: 2, config: {
+      pool: { max_packet_size: 2 * MiB, max_partial_message_bytes: 3 * MiB },
+      admin: { scope: 'scopegate:admin', listen_http: `127.0.0.1:${http}` },
+    } });
+  });
+  after(async () => { await fx?.stop(); });
+
+  const held = async (): Promise<number> => {
+    const body = await (await fetch(`http://127.0.0.1:${http}/metrics`)).text();
+    return Number(/^scopegate_partial_message_bytes (\d+)$/m.exec(body)?.[1] ?? -1);
+  };
+  /** A logged-in client that has sent `sent` bytes of a CopyData message of `size` (header included). */
+  const partial = async (sub: string, size: number, sent: number): Promise<{ raw: RawClient; rest: Buffer }> => {
+    const { raw } = await rawLogin(fx.sg.port, sub, await fx.token('orders:read', sub), DB);
+    const m = Buffer.alloc(size, 0x78);
+    m.write('d', 0);
+    m.writeInt32BE(size - 1, 1);
+    raw.write(m.subarray(0, sent));
+    return { raw, rest: m.subarray(sent) };
+  };
+  const countOrders = async (raw: RawClient): Promise<number> => {
+    raw.write(fe.query('SELECT count(*)::int AS n FROM orders'));
+    const msgs = await raw.readUntilReady(30_000);
+    assert.equal(firstError(msgs), undefined);
+    const row = msgs.find((m) => m.type === 'D')!;
+    return Number(row.body.toString('utf8', 6, 6 + row.body.readInt32BE(2)));
+  };
+
+  it('the client that would take the total past it ends with FATAL 53200; the others finish their messages, and a close gives its bytes back', async () => {
+    const base = await held();
+    const a = await partial('slow-a', 1536 * KiB, 1200 * KiB);
+    const b = await partial('slow-b', 1536 * KiB, 1200 * KiB);
+    await waitFor(async () => (await held()) === base + 2400 * KiB, 'both unfinished messages held');
+    // A third 1200 KiB would make 3600 KiB, past 3 MiB: refused, and only this client goes.
+    const c = await partial('slow-c', 1536 * KiB, 1200 * KiB);
+    const got = await c.raw.readUntilClosed(30_000);
+    const err = got.find((m) => m.type === 'E');
+    assert.ok(err !== undefined, 'an ErrorResponse before the close');
+    const f = errorFields(err.body);
+    assert.equal(f.C, '53200');
+    assert.equal(f.S, 'FATAL');
+    assert.match(f.M ?? '', /max_partial_message_bytes/);
+    assert.equal(await held(), base + 2400 * KiB, 'what the refused client sent is not held');
+    // A finishes its message (CopyData outside COPY: ignored) and is served as before.
+    a.raw.write(a.rest);
+    assert.equal(await countOrders(a.raw), 10);
+    // B leaves mid-message: its bytes are given back, so 1900 KiB of D's fit with nothing else held.
+    b.raw.close();
+    await waitFor(async () => (await held()) === base, 'nothing held once A finished and B left');
+    const d = await partial('slow-d', 2 * MiB, 1900 * KiB);
+    await waitFor(async () => (await held()) === base + 1900 * KiB, "D's unfinished message held");
+    d.raw.write(d.rest);
+    assert.equal(await countOrders(d.raw), 10);
+    assert.equal(await held(), base);
+    a.raw.close();
+    d.raw.close();
+  });
+
+  it('config: less than max_packet_size is an error (one message of the largest size must fit)', () => {
+    assert.throws(() => parseConfig({ databases: { app: { url: 'postgres://u:p@127.0.0.1:5432/app' } }, pool: { max_packet_size: 4 * MiB, max_partial_message_bytes: 2 * MiB } }, null), /max_partial_message_bytes: must be at least max_packet_size/);
   });
 });

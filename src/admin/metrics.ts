@@ -84,6 +84,7 @@ export function createMetrics(srv: AdminServer): Registry {
   add('scopegate_queries_total', 'Query and Execute messages sent to servers.', 'counter', perPool((e, labels) => [{ labels, value: e.pool.counters.queries }]));
   add('scopegate_server_assignments_total', 'Times a server connection was handed to a client.', 'counter', perPool((e, labels) => [{ labels, value: e.pool.counters.assignments }]));
   add('scopegate_client_output_stalls_total', "Times a client's input was set aside because it was not reading what it was sent (its socket full): a slow or stuck reader.", 'counter', perPool((e, labels) => [{ labels, value: e.pool.counters.clientOutputStalls }]));
+  add('scopegate_partial_message_bytes', 'Bytes held for client messages not yet whole, all clients together (pool.max_partial_message_bytes bounds it).', 'gauge', () => [{ labels: {}, value: srv.partialBytes.used }]);
   add('scopegate_server_login_failures_total', 'Server logins that failed.', 'counter', perPool((e, labels) => [{ labels, value: e.pool.counters.loginFailures }]));
   add('scopegate_prepared_statements', 'Prepared statements held on server connections.', 'gauge', perPool((e, labels) => {
     let held = 0;

@@ -33,6 +33,8 @@ export interface AdminServer {
   /** route_by_claim entries: a pool per route (src/pool/routes.ts). */
   readonly routes?: ReadonlyMap<string, RouteTable>;
   readonly gate: StatementGate;
+  /** Bytes of clients' unfinished messages (src/protocol/framer.ts). */
+  readonly partialBytes: { readonly used: number };
   readonly startedAt: number;
   readonly shuttingDown: boolean;
   /** Set by run.ts; null when the server was built in-process without it. */

@@ -10,6 +10,16 @@ export type MessageSink = (type: number, buf: Buffer, start: number, end: number
 
 export const HOLD = false;
 
+/**
+ * Bytes held for client messages not yet whole, summed over every framer that shares it (one
+ * per process): pool.max_partial_message_bytes bounds them, so many clients each sending
+ * most of a max_packet_size message cannot take the process's memory together.
+ */
+export class PartialBytes {
+  used = 0;
+  constructor(public limit: number) {}
+}
+
 /** The pieces of no message: shared, never pushed to (push() only appends while `held` is not 0). */
 const NO_PIECES: Buffer[] = [];
 
@@ -28,7 +38,27 @@ export class Framer {
   private holding = false;
   /** A lower limit for Query and Parse messages (0: none): their text is parsed whole, so it is capped before it is buffered. */
   private maxStatementMessage = 0;
-  constructor(private maxMessageSize: number) {}
+  constructor(private maxMessageSize: number, private readonly budget: PartialBytes | null = null) {}
+
+  /** Holds `n` bytes instead of `held`: charged to the budget, refused (FATAL 53200) past its limit. */
+  private setHeld(n: number): void {
+    const b = this.budget;
+    if (b !== null) {
+      const more = n - this.held;
+      if (more > 0 && b.used + more > b.limit) {
+        throw new SqlError(SQLSTATE.OUT_OF_MEMORY, `out of memory: unfinished client messages would hold more than pool.max_partial_message_bytes (${b.limit} bytes)`, { severity: 'FATAL', hint: 'Others are sending large messages slowly; retry, or raise pool.max_partial_message_bytes.' });
+      }
+      b.used += more;
+    }
+    this.held = n;
+  }
+
+  /** The session ended: what it held for an unfinished message is no longer charged. */
+  release(): void {
+    this.setHeld(0);
+    this.pieces = NO_PIECES;
+    this.want = 0;
+  }
 
   /** Changes the limit (the session lowers it before authentication, raises it after). */
   setLimit(maxMessageSize: number, maxStatementMessage = 0): void {
@@ -39,20 +69,20 @@ export class Framer {
   push(chunk: Buffer, sink: MessageSink): void {
     let buf = chunk;
     if (this.holding) {
+      this.setHeld(this.held + chunk.length);
       this.pieces.push(chunk);
-      this.held += chunk.length;
       return;
     }
     if (this.held !== 0) {
       // A large message arrives in many chunks: keep them, join once when it is whole, so
       // the cost stays linear in its size.
+      this.setHeld(this.held + chunk.length);
       this.pieces.push(chunk);
-      this.held += chunk.length;
       if (this.want === 0 && this.held >= 5) this.want = this.lengthOf(Buffer.concat(this.pieces, 5), 0);
       if (this.want === 0 || this.held < this.want) return;
       buf = Buffer.concat(this.pieces, this.held);
       this.pieces = NO_PIECES;
-      this.held = 0;
+      this.setHeld(0);
       this.want = 0;
     }
     let off = 0;
@@ -68,8 +98,8 @@ export class Framer {
     }
     if (off < n) {
       const rest = off === 0 ? buf : buf.subarray(off);
+      this.setHeld(rest.length);
       this.pieces = [rest];
-      this.held = rest.length;
       this.want = rest.length >= 5 ? this.lengthOf(rest, 0) : 0;
     }
   }
@@ -81,7 +111,7 @@ export class Framer {
     if (this.held === 0) return;
     const buf = Buffer.concat(this.pieces, this.held);
     this.pieces = [];
-    this.held = 0;
+    this.setHeld(0);
     this.want = 0;
     this.push(buf, sink);
   }

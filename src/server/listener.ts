@@ -9,6 +9,7 @@ import type { StatementGate } from '../policy/gate.js';
 import { DatabasePool } from '../pool/database-pool.js';
 import { RouteTable } from '../pool/routes.js';
 import * as msg from '../protocol/messages.js';
+import { PartialBytes } from '../protocol/framer.js';
 import { TlsFrontDoor } from './tls.js';
 import { CancelPeers } from './peers.js';
 import { AdminConsoles } from '../admin/console.js';
@@ -28,6 +29,7 @@ export class Scopegate implements ServerContext, AdminServer {
   /** Databases with route_by_claim: their routes, each with its own pool (src/pool/routes.ts). */
   readonly routes = new Map<string, RouteTable>();
   readonly cancels = new CancelRegistry();
+  readonly partialBytes: PartialBytes;
   /** peer_id / peers: this instance's id in cancel keys, cancels forwarded to the peer that issued them. */
   readonly peers: CancelPeers;
   gate: StatementGate;
@@ -50,6 +52,7 @@ export class Scopegate implements ServerContext, AdminServer {
     this.config = config;
     this.log = log;
     this.gate = gate;
+    this.partialBytes = new PartialBytes(config.pool.max_partial_message_bytes);
     this.door = new TlsFrontDoor(config.client_tls, log);
     this.peers = new CancelPeers(config.peering, log);
     if (this.peers.enabled) this.cancels.routing = this.peers;
@@ -126,6 +129,7 @@ export class Scopegate implements ServerContext, AdminServer {
 
   /** Applies a new config: pool sizes and timeouts change, connections stay. */
   reload(next: Config): void {
+    this.partialBytes.limit = next.pool.max_partial_message_bytes;
     for (const db of next.databases.values()) {
       const routed = this.routes.get(db.name);
       if (routed !== undefined || db.routing) {

@@ -9,7 +9,7 @@ import { drainAndRelease, killAndClose } from '../pool/janitor.js';
 import type { DatabasePool } from '../pool/database-pool.js';
 import type { Route, RouteTable } from '../pool/routes.js';
 import { FE, TX_IDLE } from '../protocol/codes.js';
-import { Framer, HOLD, readCString } from '../protocol/framer.js';
+import { Framer, HOLD, readCString, type PartialBytes } from '../protocol/framer.js';
 import { statementRefusal, type StatementLimits } from './limits.js';
 import * as msg from '../protocol/messages.js';
 import { MAX_STARTUP_PACKET, parseOptions, parseStartupPacket } from '../protocol/startup.js';
@@ -49,6 +49,8 @@ export interface ServerContext {
   /** Databases with route_by_claim: the token's claim picks the pool (src/pool/routes.ts). */
   routes?: Map<string, RouteTable>;
   cancels: CancelRegistry;
+  /** What every client's unfinished message holds, against pool.max_partial_message_bytes. */
+  partialBytes: PartialBytes;
   gate: StatementGate;
   clientCount: number;
   shuttingDown: boolean;
@@ -107,7 +109,7 @@ export class ClientSession implements BackendOwner, StatementSender {
   /** Where this session is (see phase.ts); written only by enter(). */
   private phase: Phase = Phase.Startup;
   private startupBuf: Buffer | null = null;
-  private readonly framer = new Framer(0);
+  private readonly framer: Framer;
   private readonly limits: StatementLimits;
   /** Until the client has logged in (client_login_timeout). */
   private loginTimer: NodeJS.Timeout | null = null;
@@ -181,6 +183,7 @@ export class ClientSession implements BackendOwner, StatementSender {
   constructor(readonly socket: Socket, private readonly ctx: ServerContext, transport: ClientTransport | null = null) {
     this.address = socket.remoteAddress ?? 'unknown';
     this.tls = transport?.tls ?? null;
+    this.framer = new Framer(0, ctx.partialBytes);
     const limits = ctx.config.pool;
     this.framer.setLimit(limits.max_login_packet_size);
     this.limits = { maxBytes: limits.max_statement_size, maxStatements: limits.max_statements_per_query };
@@ -1519,6 +1522,7 @@ export class ClientSession implements BackendOwner, StatementSender {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
+    this.framer.release();
     if (this.loginTimer !== null) { clearTimeout(this.loginTimer); this.loginTimer = null; }
     if (this.pid) this.ctx.cancels.remove(this.pid, this);
     this.route?.detach(this);
