@@ -414,9 +414,10 @@ export class Backend {
     if (owner) owner.onBackendLost(err);
   }
 
-  /** Hands bytes of this chunk to the owner; if its write keeps them, the next read gets a fresh buffer. */
+  /** Hands bytes of this chunk to the owner; if its write keeps a view of the read buffer, the next read gets a fresh one. */
   private pass(buf: Buffer, start: number, end: number): void {
-    if (this.owner!.forward(buf, start, end)) this.reads?.lend();
+    const r = this.reads;
+    if (this.owner!.forward(buf, start, end) && r !== null && r.holds(buf)) r.lend();
   }
 
   private onData(chunk: Buffer): void {

@@ -37,6 +37,11 @@ export class ServerReads {
     },
   };
 
+  /** Whether `view` lies in the buffer reads go into (a joined copy of a split message does not). */
+  holds(view: Buffer): boolean {
+    return view.buffer === this.buf.buffer;
+  }
+
   /** The current chunk's bytes are still referenced (a pending write): never read over them. */
   lend(): void {
     this.lent = true;
