@@ -6,6 +6,9 @@ import { errorFields, fe, firstError, RawClient, rawLogin, startupPacket, waitFo
 import { DB, errorOf, startFixture, type Fixture } from './scope.fixture.test.js';
 import { freePort } from './harness/ports.js';
 import { parseConfig } from '../src/config.js';
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import { parse as parseYaml } from 'yaml';
 
 describe('countStatements (the lexical count behind max_statements_per_query)', () => {
   it('counts statements outside quotes and comments only', () => {
@@ -201,6 +204,28 @@ describe('max_partial_message_bytes: what all clients\' unfinished messages hold
     assert.equal(await held(), base);
     a.raw.close();
     d.raw.close();
+  });
+
+  it('RELOAD applies a new limit to the next bytes', async () => {
+    const cfg = parseYaml(readFileSync(fx.sg.configFile, 'utf8')) as Record<string, unknown> & { pool: Record<string, unknown> };
+    const { listen: _listen, ...rest } = cfg;
+    fx.sg.writeConfig({ ...rest, pool: { ...cfg.pool, max_partial_message_bytes: 2 * MiB } });
+    const admin = new pg.Client({ host: '127.0.0.1', port: fx.sg.port, user: 'ops', password: await fx.token('scopegate:admin', 'ops'), database: 'pgbouncer' });
+    await admin.connect();
+    assert.equal((await admin.query('RELOAD')).command, 'RELOAD');
+    const base = await held();
+    const a = await partial('reload-a', 1536 * KiB, 1200 * KiB);
+    await waitFor(async () => (await held()) === base + 1200 * KiB, "A's unfinished message held");
+    // 2400 KiB would fit under the old 3 MiB, not under the new 2 MiB.
+    const b = await partial('reload-b', 1536 * KiB, 1200 * KiB);
+    const err = (await b.raw.readUntilClosed(30_000)).find((m) => m.type === 'E');
+    assert.equal(err === undefined ? null : errorFields(err.body).C, '53200');
+    a.raw.write(a.rest);
+    assert.equal(await countOrders(a.raw), 10);
+    a.raw.close();
+    fx.sg.writeConfig(rest);
+    await admin.query('RELOAD');
+    await admin.end();
   });
 
   it('config: less than max_packet_size is an error (one message of the largest size must fit)', () => {
