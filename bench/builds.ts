@@ -8,8 +8,9 @@
  *   node dist/bench/builds.js --a ../old --b . [--rounds 4] [--duration 5] [--clients 20]
  *     [--modes simple,extended,prepared] [--rate TPS] [--a-args FLAGS] [--b-args FLAGS]
  *
- * --a-args / --b-args: node flags for that build's process (`--b . --a . --b-args
- * '--max-semi-space-size=16'` measures a flag on one build against itself without it).
+ * --a-args / --b-args: node flags for that build's process: `--a . --b .
+ * --b-args=--max-semi-space-size=64` (with `=`, as the value starts with a dash) measures a
+ * flag on one build against the same build without it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
