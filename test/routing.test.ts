@@ -185,6 +185,9 @@ test('SHOW POOLS lists a pool per route as entry/route; tenants never share a se
   // KILL of one route closes that tenant's clients only.
   const victim = await connect('app', { tenant: 'acme' });
   const bystander = await connect('app', { tenant: 'globex' });
+  const clientsNow = new Map((await adm.query<Record<string, string>>('SHOW DATABASES')).rows.map((r) => [r.name!, r.current_client_connections]));
+  assert.equal(clientsNow.get('app/acme'), '1', 'the acme client counts on its route row');
+  assert.equal(clientsNow.get('app/globex'), '1');
   await adm.query('KILL app/acme');
   assert.equal((await errorOf(() => victim.query('SELECT 1'))).message.length > 0, true);
   await adm.query('RESUME app/acme');

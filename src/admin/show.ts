@@ -1,4 +1,5 @@
 /** The admin console's SHOW tables: columns named and ordered as PgBouncer's, rows from the running server. */
+import type { DatabasePool } from '../pool/database-pool.js';
 import { readFileSync } from 'node:fs';
 import { POOL_DEFAULTS, type PoolSettings } from '../config.js';
 import { DecisionKind } from '../policy/gate.js';
@@ -135,14 +136,18 @@ export function showStats(srv: AdminServer, avg: Averages): Table {
 }
 
 export function showDatabases(srv: AdminServer): Table {
-  const clients = new Map<string, number>();
-  for (const c of srv.sessions()) if (c.console === null) clients.set(c.database, (clients.get(c.database) ?? 0) + 1);
+  // Counted by the pool a client uses: a route's row counts that route's clients, a role's that role's.
+  const clients = new Map<DatabasePool, number>();
+  for (const c of srv.sessions()) {
+    const p = c.console === null ? c.poolNow : null;
+    if (p !== null) clients.set(p, (clients.get(p) ?? 0) + 1);
+  }
   return {
     columns: DATABASES_COLUMNS,
     rows: poolEntries(srv).map((e) => {
       const db = e.pool.db;
       return [e.database, db.host, s(db.port), db.dbname, db.user, s(db.pool_size), s(db.min_pool_size), s(db.reserve_pool_size),
-        s(Math.round(e.pool.settings.server_lifetime / 1000)), db.pool_mode, null, '0', s(e.pool.servers.size), '0', s(clients.get(e.database) ?? 0),
+        s(Math.round(e.pool.settings.server_lifetime / 1000)), db.pool_mode, null, '0', s(e.pool.servers.size), '0', s(clients.get(e.pool) ?? 0),
         e.pool.paused ? '1' : '0', '0'];
     }),
   };
