@@ -22,6 +22,8 @@ export interface PoolSettings {
   reserve_pool_size: number;
   reserve_pool_timeout: Millis;
   max_client_conn: number;
+  /** Client connections one user may hold at once (the token's sub; the login name without a token); 0: no limit (PgBouncer's name). */
+  max_user_client_connections: number;
   query_wait_timeout: Millis;
   server_connect_timeout: Millis;
   server_idle_timeout: Millis;
@@ -115,6 +117,7 @@ export const POOL_DEFAULTS: PoolSettings = {
   reserve_pool_size: 0,
   reserve_pool_timeout: 5_000,
   max_client_conn: 10_000,
+  max_user_client_connections: 0,
   query_wait_timeout: 120_000,
   server_connect_timeout: 15_000,
   server_idle_timeout: 600_000,
@@ -255,6 +258,7 @@ function parsePool(raw: unknown): PoolSettings {
       case 'min_pool_size': p.min_pool_size = int(v, key); break;
       case 'reserve_pool_size': p.reserve_pool_size = int(v, key); break;
       case 'max_client_conn': p.max_client_conn = int(v, key, 1, 10_000_000); break;
+      case 'max_user_client_connections': p.max_user_client_connections = int(v, key, 0, 10_000_000); break;
       case 'max_prepared_statements': p.max_prepared_statements = int(v, key); break;
       case 'max_login_packet_size': p.max_login_packet_size = int(v, key, 1024, 1 << 30); break;
       case 'max_packet_size': p.max_packet_size = int(v, key, 1024, 1 << 30); break;

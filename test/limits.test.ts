@@ -141,7 +141,7 @@ describe('limits', () => {
   });
 });
 
-describe('max_partial_message_bytes: what all clients\' unfinished messages hold together', () => {
+describe('max_partial_message_bytes (what all clients\' unfinished messages hold together) and max_user_client_connections', () => {
   const KiB = 1024;
   const MiB = 1024 * KiB;
   let fx: Fixture;
@@ -149,7 +149,7 @@ describe('max_partial_message_bytes: what all clients\' unfinished messages hold
   before(async () => {
     http = await freePort();
     fx = await startFixture({ poolSize: 2, config: {
-      pool: { max_packet_size: 2 * MiB, max_partial_message_bytes: 3 * MiB },
+      pool: { max_packet_size: 2 * MiB, max_partial_message_bytes: 3 * MiB, max_user_client_connections: 2 },
       admin: { scope: 'scopegate:admin', listen_http: `127.0.0.1:${http}` },
     } });
   });
@@ -226,6 +226,33 @@ describe('max_partial_message_bytes: what all clients\' unfinished messages hold
     fx.sg.writeConfig(rest);
     await admin.query('RELOAD');
     await admin.end();
+  });
+
+  it('max_user_client_connections: a third connection of one subject gets FATAL 53300, whatever login name it uses; others connect; a close frees a slot', async () => {
+    const first = await fx.client('orders:read', { sub: 'crowd' });
+    const second = await fx.client('orders:read', { sub: 'crowd' });
+    // The same token's subject under another login name counts the same.
+    const third = await errorOf(async () => {
+      const c = await fx.client('orders:read', { sub: 'crowd', extra: { user: 'not-crowd' } });
+      c.on('error', () => undefined);
+    });
+    assert.equal(third.code, '53300');
+    assert.match(third.message, /max_user_client_connections \(2\)/);
+    const other = await fx.client('orders:read', { sub: 'someone-else' });
+    assert.equal((await other.query('SELECT count(*)::int AS n FROM orders')).rows[0].n, 10);
+    assert.equal((await second.query('SELECT count(*)::int AS n FROM orders')).rows[0].n, 10, 'the ones already in are served');
+    await first.end();
+    // The server side of the close is seen a moment later: try until the slot is free.
+    const again = await waitFor(async () => {
+      try {
+        return await fx.client('orders:read', { sub: 'crowd' });
+      } catch (err) {
+        if ((err as { code?: string }).code === '53300') return null;
+        throw err;
+      }
+    }, 'a slot for crowd once a connection closed');
+    assert.equal((await again!.query('SELECT count(*)::int AS n FROM orders')).rows[0].n, 10);
+    await Promise.all([second.end(), other.end(), again!.end()]);
   });
 
   it('config: less than max_packet_size is an error (one message of the largest size must fit)', () => {

@@ -171,7 +171,7 @@ function flatten(prefix: string, v: unknown, out: Array<[string, string]>): void
 
 /** Settings a RELOAD applies (pool sizes and timeouts); the rest needs a restart. */
 const RELOADABLE = new Set(['pool.default_pool_size', 'pool.min_pool_size', 'pool.reserve_pool_size', 'pool.query_wait_timeout', 'pool.server_idle_timeout',
-  'pool.server_lifetime', 'pool.reserve_pool_timeout', 'pool.idle_transaction_timeout', 'pool.max_client_conn', 'pool.shutdown_timeout', 'pool.server_connect_timeout', 'pool.client_login_timeout', 'pool.max_partial_message_bytes']);
+  'pool.server_lifetime', 'pool.reserve_pool_timeout', 'pool.idle_transaction_timeout', 'pool.max_client_conn', 'pool.shutdown_timeout', 'pool.server_connect_timeout', 'pool.client_login_timeout', 'pool.max_partial_message_bytes', 'pool.max_user_client_connections']);
 
 export function showConfig(srv: AdminServer): Table {
   const cfg = srv.config;

@@ -30,6 +30,8 @@ export class Scopegate implements ServerContext, AdminServer {
   readonly routes = new Map<string, RouteTable>();
   readonly cancels = new CancelRegistry();
   readonly partialBytes: PartialBytes;
+  /** Client connections per user (the token's sub, else the login name), for max_user_client_connections. */
+  private readonly perUser = new Map<string, number>();
   /** peer_id / peers: this instance's id in cancel keys, cancels forwarded to the peer that issued them. */
   readonly peers: CancelPeers;
   gate: StatementGate;
@@ -109,6 +111,22 @@ export class Scopegate implements ServerContext, AdminServer {
       if (c.ended) this.clientCount--;
       else this.clients.add(c);
     }, () => { this.clientCount--; });
+  }
+
+  claimUserSlot(user: string): SqlError | null {
+    const n = this.perUser.get(user) ?? 0;
+    const max = this.config.pool.max_user_client_connections;
+    if (max > 0 && n >= max) {
+      return new SqlError(SQLSTATE.TOO_MANY_CONNECTIONS, `too many connections for user "${user}": max_user_client_connections (${max}) reached`, { severity: 'FATAL' });
+    }
+    this.perUser.set(user, n + 1);
+    return null;
+  }
+
+  releaseUserSlot(user: string): void {
+    const n = (this.perUser.get(user) ?? 1) - 1;
+    if (n <= 0) this.perUser.delete(user);
+    else this.perUser.set(user, n);
   }
 
   /** The revocation list changed: every session it names is ended now (ClientSession.endIfRevoked). */

@@ -51,6 +51,10 @@ export interface ServerContext {
   cancels: CancelRegistry;
   /** What every client's unfinished message holds, against pool.max_partial_message_bytes. */
   partialBytes: PartialBytes;
+  /** Counts one more connection for `user` (max_user_client_connections): the refusal when it has its limit already. */
+  claimUserSlot(user: string): SqlError | null;
+  /** That connection ended. */
+  releaseUserSlot(user: string): void;
   gate: StatementGate;
   clientCount: number;
   shuttingDown: boolean;
@@ -394,6 +398,11 @@ export class ClientSession implements BackendOwner, StatementSender {
     this.startupValues = startup.values;
     this.identity = await ctx.gate.authenticate(this);
     if (this.isClosed()) return;
+    // Counted by who the token says the client is: login names are the client's to choose.
+    const slot = this.identity?.sub ?? this.user;
+    const full = ctx.claimUserSlot(slot);
+    if (full !== null) throw full;
+    this.userSlot = slot;
     if (routes !== undefined) {
       // The route is picked before anything is connected to; a token that names none is refused.
       const route = routes.resolve(this.identity?.claims);
@@ -460,6 +469,8 @@ export class ClientSession implements BackendOwner, StatementSender {
 
   /** With route_by_claim: the tenant's route (its pool and column catalog); null otherwise. */
   private route: Route | null = null;
+  /** The user this connection counts for under max_user_client_connections (null: not counted yet). */
+  private userSlot: string | null = null;
 
   /** The route's column catalog the gate judges statements against; null: the gate's own. */
   get catalog(): Route['catalog'] | null {
@@ -1523,6 +1534,7 @@ export class ClientSession implements BackendOwner, StatementSender {
     if (this.finished) return;
     this.finished = true;
     this.framer.release();
+    if (this.userSlot !== null) { this.ctx.releaseUserSlot(this.userSlot); this.userSlot = null; }
     if (this.loginTimer !== null) { clearTimeout(this.loginTimer); this.loginTimer = null; }
     if (this.pid) this.ctx.cancels.remove(this.pid, this);
     this.route?.detach(this);
