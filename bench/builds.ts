@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { startPostgres, SUPERPASS, SUPERUSER } from '../test/harness/postgres.js';
 import { freePort } from '../test/harness/ports.js';
+import { nodeFlags } from '../test/harness/scopegate.js';
 import { AUTH, AUTHENTICATOR, SCOPE, SECRET_ENV, createEnforcementRoles, mintToken, writePolicy } from './enforced.js';
 import type { QueryMode } from './options.js';
 import { median } from './report.js';
@@ -66,7 +67,7 @@ async function main(): Promise<void> {
         policy: writePolicy(dir),
         log: { level: 'warn', audit: join(dir, 'audit.log'), audit_sample: 1 },
       }));
-      const flags = args.split(' ').filter((f) => f !== '');
+      const flags = nodeFlags(args);
       const p = spawn(process.execPath, [...flags, join(resolve(root), 'bin', 'scopegate.js'), '--config', configFile], { env: { ...process.env, ...SECRET_ENV }, stdio: 'ignore' });
       procs.push(p);
       builds.push({ name: `${name} (${root}${flags.length !== 0 ? ` ${args}` : ''})`, port, pid: p.pid!, token: mintToken(configFile, SCOPE, 'bench'), runs: new Map() });

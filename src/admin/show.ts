@@ -1,8 +1,8 @@
 /** The admin console's SHOW tables: columns named and ordered as PgBouncer's, rows from the running server. */
-import type { DatabasePool } from '../pool/database-pool.js';
 import { readFileSync } from 'node:fs';
 import { POOL_DEFAULTS, type PoolSettings } from '../config.js';
 import { DecisionKind } from '../policy/gate.js';
+import type { DatabasePool } from '../pool/database-pool.js';
 import { preparedCounts } from '../backend/server-statements.js';
 import { Cleanup } from '../backend/backend.js';
 import type { ColumnDef } from '../protocol/messages.js';

@@ -26,6 +26,11 @@ export interface RunningScopegate {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** Node flags given as one space-separated string (SCOPEGATE_NODE_ARGS, bench/builds.ts --a-args). */
+export function nodeFlags(text: string): string[] {
+  return text.split(' ').filter((f) => f !== '');
+}
+
 /** Runs the real scopegate CLI as a child process with the given config object. */
 export async function startScopegate(cfg: Record<string, unknown>, env: Record<string, string> = {}): Promise<RunningScopegate> {
   const port = await freePort();
@@ -34,8 +39,7 @@ export async function startScopegate(cfg: Record<string, unknown>, env: Record<s
   const full = { listen: { host: '127.0.0.1', port }, ...cfg };
   writeFileSync(configFile, stringify(full));
   // SCOPEGATE_NODE_ARGS: node flags for the proxy only (a bench run with --cpu-prof, which NODE_OPTIONS refuses).
-  const nodeArgs = (process.env.SCOPEGATE_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-  const proc = spawn(process.execPath, [...nodeArgs, CLI, '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...nodeFlags(process.env.SCOPEGATE_NODE_ARGS ?? ''), CLI, '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: LogLine[] = [];
   const stderr: string[] = [];
   const watchers: Array<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
